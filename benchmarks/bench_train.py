@@ -1,0 +1,105 @@
+"""Training speed and memory on the 1000-structure TiO2 subset, against aenet 2.0.4 on the same machine type.
+
+    python benchmarks/bench_train.py [--epochs 30] [--force-epochs 5] [--threads 2] [--out result.json]
+
+Two parts, each in its own process so that peak RSS belongs to one kind of training:
+  energy: full-batch L-BFGS, energy only (features computed once, here without the disk cache);
+  forces: full-batch L-BFGS with a force term (descriptor Jacobians precomputed once).
+aenet (docs/aenet-formats.md): train.x, 2×15 tanh, bfgs: about 2.0 s per epoch on these 1000 structures.
+Needs ../shared/data/tio2 (the archive unpacked to ~/.cache/pyita-tests/tio2, as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads distort timings on shared cores
+
+ROOT = Path(__file__).resolve().parents[1]
+TIO2 = ROOT.parent / "shared" / "data" / "tio2"
+AENET_SECONDS_PER_EPOCH = 2.0
+TYPES = {"Ti": -1626.66972707, "O": -433.23448532}
+
+
+def subset_structures():
+    from pyita.io import read_xsf
+
+    cache = Path(os.environ.get("PYITA_TEST_CACHE", Path.home() / ".cache" / "pyita-tests")) / "tio2"
+    if not (cache / ".complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(TIO2 / "tio2-xsf-full.tar.gz") as tar:
+            tar.extractall(cache, filter="data")
+        (cache / ".complete").touch()
+    names = (TIO2 / "subset-1000.txt").read_text().split()
+    return [read_xsf(cache / "xsf" / Path(n).name) for n in names]
+
+
+def run_part(part: str, epochs: int, threads: int) -> dict:
+    import torch
+
+    from pyita.backends.embedded import train
+    from pyita.train.trainer import TrainSettings
+
+    torch.set_num_threads(threads)
+    structures = subset_structures()
+    settings = TrainSettings(iterations=epochs, force_weight=1.0 if part == "forces" else 0.0, device="cpu",
+                             seed=0)
+    start = time.perf_counter()
+    result = train(structures, settings=settings, reference_energies=TYPES, use_cache=False)
+    total = time.perf_counter() - start
+    seconds = [row["seconds"] for row in result.history]
+    per_epoch = (seconds[-1] - seconds[0]) / (len(seconds) - 1)  # the first epoch includes one-off warm-up
+    return {
+        "part": part, "structures": len(structures), "atoms": sum(len(s) for s in structures),
+        "epochs": epochs, "seconds_per_epoch": per_epoch, "setup_seconds": total - seconds[-1],
+        "speedup_vs_aenet": AENET_SECONDS_PER_EPOCH / per_epoch,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "final_train_rmse_meV_per_atom": result.history[-1]["train_rmse"],
+        "final_train_force_rmse": result.history[-1].get("train_force_rmse"),
+        "threads": threads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=30, help="energy-only L-BFGS epochs to time")
+    parser.add_argument("--force-epochs", type=int, default=5, help="force-training epochs to time")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--part", choices=["energy", "forces"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="also write the results as JSON")
+    args = parser.parse_args()
+    if not (TIO2 / "tio2-xsf-full.tar.gz").exists():
+        sys.exit(f"TiO2 data not found in {TIO2}")
+    if args.part:
+        epochs = args.epochs if args.part == "energy" else args.force_epochs
+        print(json.dumps(run_part(args.part, epochs, args.threads)))
+        return
+    from pyita import __version__
+
+    results = {"pyita_version": __version__, "aenet_seconds_per_epoch": AENET_SECONDS_PER_EPOCH, "parts": []}
+    for part in ("energy", "forces"):
+        output = subprocess.run([sys.executable, __file__, "--part", part, "--epochs", str(args.epochs),
+                                 "--force-epochs", str(args.force_epochs), "--threads", str(args.threads)],
+                                capture_output=True, text=True, check=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        results["parts"].append(row)
+        print(f"{part:>6}: {row['seconds_per_epoch']:.3f} s/epoch ({row['speedup_vs_aenet']:.1f}× aenet's "
+              f"{AENET_SECONDS_PER_EPOCH} s), setup {row['setup_seconds']:.1f} s, peak RSS "
+              f"{row['peak_rss_gib']:.2f} GiB")
+    energy, forces = results["parts"]
+    results["force_over_energy_epoch_cost"] = forces["seconds_per_epoch"] / energy["seconds_per_epoch"]
+    print(f"force training costs {results['force_over_energy_epoch_cost']:.1f}× an energy-only epoch")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

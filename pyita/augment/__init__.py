@@ -1,0 +1,173 @@
+"""Taylor-expansion augmentation: derived structures with first-order energies, in memory or on disk."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from pyita.augment.strategies import (STRATEGIES, Move, SequentialPlan, balanced_moves, copies_for,
+                                      random_all_moves)
+from pyita.augment.taylor import displaced, taylor_energy
+from pyita.errors import PyitaError
+from pyita.io import check_labels
+from pyita.io.xsf import DERIVED_MARK
+from pyita.structure import Structure
+
+__all__ = ["AugmentSettings", "augment", "iter_augmented", "iter_moves", "moves_for", "describe", "taylor_energy",
+           "STRATEGIES"]
+
+#: Above this δ (Å) the first-order label is usually poor; see ``pyita check`` to measure it.
+LARGE_DELTA = 0.1
+ABSURD_DELTA = 1.0
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Everything that decides the derived structures; recorded in every manifest."""
+
+    a: float
+    delta: float
+    strategy: str = "balanced"
+    seed: int = 0
+    max_force: float | None = None
+    cap: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise PyitaError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if not self.a >= 0:
+            raise PyitaError(f"a (new structures per parent) must be ≥ 0, got {self.a}")
+        if not self.delta > 0:
+            raise PyitaError(f"delta must be > 0 Å, got {self.delta}")
+        if self.delta > ABSURD_DELTA:
+            raise PyitaError(f"delta {self.delta} Å is far beyond first-order validity (max {ABSURD_DELTA} Å)")
+        if self.delta > LARGE_DELTA:
+            warnings.warn(f"delta {self.delta} Å is large: first-order Taylor labels degrade as δ²; "
+                          "measure with `pyita check`", stacklevel=3)
+        if self.max_force is not None and not self.max_force > 0:
+            raise PyitaError(f"max-force must be > 0 eV/Å, got {self.max_force}")
+        if not self.cap >= 1:
+            raise PyitaError(f"cap must be ≥ 1 (in units of δ), got {self.cap}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe(parent: Structure, index: int, move: Move, settings: AugmentSettings, copy: int,
+             parent_forces: list | None = None) -> tuple[float, dict, list[str]]:
+    """Taylor energy, ``info`` and provenance comment lines of one derived structure.
+
+    ``parent_forces`` (the parent's forces as nested lists) saves a conversion when called per move.
+    """
+    if move.atom is None:
+        shift = float(-np.einsum("ij,ij->", parent.forces, move.field))
+    else:
+        # only one atom moves: −F·D is one short sum, identical to the full einsum
+        fx, fy, fz = parent_forces[move.atom] if parent_forces is not None else parent.forces[move.atom].tolist()
+        vx, vy, vz = move.vector
+        shift = -(fx * vx + fy * vy + fz * vz)
+    energy = parent.energy + shift  # E − F·D
+    info = {
+        "derived": True,
+        "parent": index,
+        "parent_source": parent.source,
+        "copy": copy,
+        "atom": -1 if move.atom is None else move.atom,
+        "direction": move.direction or "all",
+        "strategy": settings.strategy,
+        "delta": settings.delta,
+        "seed": settings.seed,
+        "taylor_shift": shift,
+    }
+    if move.atom is None:
+        norms = np.sqrt(np.einsum("ij,ij->i", move.field, move.field))
+        what = f"all {len(parent)} atoms, rms={settings.delta:g} A, max={norms.max():.6f} A"
+    else:
+        vector = move.vector
+        what = f"atom {move.atom + 1} ({parent.symbols[move.atom]}) {move.direction}: " \
+               f"{vector[0]:.6f} {vector[1]:.6f} {vector[2]:.6f} A"
+        info["displacement"] = list(vector)
+    comments = [
+        f"{DERIVED_MARK} {parent.source or index}",
+        f"pyita displacement: {what}",
+        f"pyita settings: strategy={settings.strategy} delta={settings.delta:g} seed={settings.seed} "
+        f"copy={copy} E_shift=-F.D={shift:.8f} eV",
+        "pyita note: force columns are the parent's, written as placeholders; they are not labels",
+    ]
+    return energy, info, comments
+
+
+def moves_for(parent: Structure, index: int, rank: int, settings: AugmentSettings) -> list[Move]:
+    """Displacements of one parent under a per-parent strategy (balanced, random-all).
+
+    Depends only on the parent, its index in the data set (the random stream is seeded by (seed, index))
+    and its rank among augmentable parents (how many copies it gets when a is not an integer), so parents
+    can be processed in any order or in parallel with the same result.
+    """
+    count = copies_for(rank, settings.a)
+    if settings.strategy == "balanced":
+        return balanced_moves(parent, count, settings.delta, (settings.seed, index), settings.max_force)
+    if settings.strategy == "random-all":
+        rng = np.random.default_rng([settings.seed, index])
+        return random_all_moves(parent, count, settings.delta, rng, settings.cap, settings.max_force)
+    raise ValueError(f"{settings.strategy} is not a per-parent strategy")
+
+
+def iter_moves(parents: Iterable[Structure], settings: AugmentSettings, n_parents: int | None = None,
+               exclude: Iterable[int] = ()) -> Iterator[tuple[int, Structure, list[Move]]]:
+    """Stream (parent index, parent, moves): where each derived structure of each parent is displaced.
+
+    ``exclude`` holds parent indices never augmented (e.g. the test split); parents that are themselves
+    derived structures are not augmented either. The sequential strategy needs ``n_parents`` (the number
+    of non-excluded parents) up front to know its budget a·N.
+    """
+    excluded = set(exclude)
+    plan = None
+    if settings.strategy == "sequential":
+        if n_parents is None:
+            raise ValueError("the sequential strategy needs n_parents")
+        plan = SequentialPlan(settings.a, n_parents, settings.delta, settings.max_force)
+    rank = 0  # position among non-excluded parents
+    for index, parent in enumerate(parents):
+        if index in excluded:
+            yield index, parent, []
+            continue
+        rank += 1
+        if parent.info.get("derived"):
+            yield index, parent, []
+            continue
+        check_labels(parent)
+        moves = plan.moves(parent) if plan is not None else moves_for(parent, index, rank - 1, settings)
+        yield index, parent, moves
+    if plan is not None and plan.remaining > 0:
+        warnings.warn(f"sequential: a·N exceeds the 6 displacements per atom available; "
+                      f"{plan.remaining} fewer structures made", stacklevel=3)
+
+
+def iter_augmented(parents: Iterable[Structure], settings: AugmentSettings, n_parents: int | None = None,
+                   exclude: Iterable[int] = ()) -> Iterator[tuple[int, Structure, list[Structure]]]:
+    """Stream (parent index, parent, derived structures); parents are consumed one at a time.
+
+    ``exclude`` holds parent indices never augmented (e.g. the test split). The sequential strategy needs
+    ``n_parents`` (the number of augmentable parents) up front to know its budget a·N.
+    """
+    for index, parent, moves in iter_moves(parents, settings, n_parents, exclude):
+        derived = []
+        forces = parent.forces.tolist() if moves else None
+        for copy, move in enumerate(moves):
+            energy, info, comments = describe(parent, index, move, settings, copy, forces)
+            derived.append(displaced(parent, move, info, comments, energy))
+        yield index, parent, derived
+
+
+def augment(parents: Sequence[Structure], a: float, delta: float, strategy: str = "balanced", seed: int = 0,
+            max_force: float | None = None, exclude: Iterable[int] = (), cap: float = 3.0) -> list[Structure]:
+    """Derived structures of ``parents`` (nothing touches disk). Each has the Taylor energy, no force
+    labels, and ``info`` linking it to its parent (``info["parent"]`` is the index in ``parents``)."""
+    settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
+    excluded = set(exclude)
+    n = sum(1 for k in range(len(parents)) if k not in excluded)
+    return [d for _, _, derived in iter_augmented(parents, settings, n, excluded) for d in derived]

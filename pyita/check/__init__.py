@@ -1,0 +1,15 @@
+"""Reference calculators, Taylor-error checks and labelling (``pyita check``, ``pyita label``).
+
+    from pyita.check import CheckSettings, check, run_check, label, make_calculator
+    result = check("sample", "gfn1-xtb", CheckSettings(deltas=(0.01, 0.03), parents=10))
+    result.summary["recommendation"]
+"""
+
+from pyita.check.calculators import (PRESETS, CalculationError, CalculatorError, CalculatorSpec, compute,
+                                     make_calculator, resolve_calculator)
+from pyita.check.check import CheckResult, CheckSettings, check, fit_slope, recommend, run_check, write_check
+from pyita.check.label import Checkpoint, label, label_structures
+
+__all__ = ["PRESETS", "CalculationError", "CalculatorError", "CalculatorSpec", "compute", "make_calculator",
+           "resolve_calculator", "CheckResult", "CheckSettings", "check", "fit_slope", "recommend", "run_check",
+           "write_check", "Checkpoint", "label", "label_structures"]

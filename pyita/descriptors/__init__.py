@@ -1,0 +1,7 @@
+"""Atomic-environment descriptors (aenet's Chebyshev basis) and the neighbour batches they read."""
+
+from pyita.descriptors.chebyshev import ChebyshevDescriptor, typespin
+from pyita.descriptors.featurize import featurize
+from pyita.descriptors.neighbors import AtomsBatch, make_batch
+
+__all__ = ["AtomsBatch", "ChebyshevDescriptor", "featurize", "make_batch", "typespin"]

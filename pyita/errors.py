@@ -1,0 +1,25 @@
+"""Errors that reach users: each names the file, the line and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PyitaError(Exception):
+    """Base class for errors PyITA reports to users without a traceback."""
+
+
+class InputError(PyitaError):
+    """Bad input data: knows where it came from so the message can say so."""
+
+    def __init__(self, problem: str, path: str | Path | None = None, line: int | None = None):
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        self.line = line
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.path or "<input>"
+        if self.line is not None:
+            where += f", line {self.line}"
+        return f"{where}: {self.problem}"

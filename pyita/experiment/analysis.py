@@ -1,0 +1,92 @@
+"""From saved task results to tables: per-trial metrics, pooled summaries and condition-vs-baseline tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyita.experiment.config import ExperimentConfig
+from pyita.experiment.runner import result_paths
+from pyita.experiment.stats import compare, summarize
+
+
+@dataclass
+class TaskResult:
+    summary: dict
+    energy_errors: np.ndarray   # signed per-structure per-atom error, meV/atom
+    force_errors: np.ndarray    # absolute per-component error, eV/Å
+
+    @classmethod
+    def load(cls, json_path: Path, npz_path: Path) -> "TaskResult":
+        summary = json.loads(json_path.read_text())
+        data = np.load(npz_path)
+        energy = 1000.0 * (data["energy_pred"] - data["energy_ref"]) / data["n_atoms"]
+        return cls(summary, energy, np.abs(data["force_errors"]))
+
+
+def load_results(config: ExperimentConfig, out: Path) -> dict[tuple[int, str], TaskResult]:
+    """All finished tasks, keyed by (trial, condition name)."""
+    found = {}
+    for trial in range(config.trials):
+        for condition in config.conditions:
+            json_path, npz_path = result_paths(out, trial, condition.name)
+            if json_path.exists():
+                found[(trial, condition.name)] = TaskResult.load(json_path, npz_path)
+    return found
+
+
+def complete_trials(config: ExperimentConfig, results) -> list[int]:
+    """Trials in which every condition finished: only these enter paired comparisons."""
+    return [t for t in range(config.trials) if all((t, c.name) in results for c in config.conditions)]
+
+
+def per_trial_table(config: ExperimentConfig, results) -> list[dict]:
+    rows = []
+    for (trial, name), r in sorted(results.items()):
+        e, f = summarize(r.energy_errors), summarize(r.force_errors)
+        rows.append({"trial": trial, "condition": name, "energy_mae": e["mae"], "energy_rmse": e["rmse"],
+                     "energy_median": e["median"], "force_mae": f["mae"], "force_rmse": f["rmse"],
+                     "force_median": f["median"], "seconds": r.summary["seconds"],
+                     "n_train_parents": r.summary["n_train_parents"], "n_derived": r.summary["n_derived"],
+                     "n_test": r.summary["n_test"]})
+    return rows
+
+
+def pooled(config: ExperimentConfig, results, trials: list[int], name: str, kind: str) -> np.ndarray:
+    """Errors of one condition over the given trials, concatenated in a fixed (paired) order."""
+    parts = [getattr(results[(t, name)], f"{kind}_errors") for t in trials if (t, name) in results]
+    return np.concatenate(parts) if parts else np.array([])
+
+
+def condition_table(config: ExperimentConfig, results) -> list[dict]:
+    """Pooled error statistics per condition (meV/atom for energies, eV/Å for forces)."""
+    trials = list(range(config.trials))
+    rows = []
+    for condition in config.conditions:
+        e = summarize(pooled(config, results, trials, condition.name, "energy"))
+        f = summarize(pooled(config, results, trials, condition.name, "force"))
+        secs = [r.summary["seconds"] for (t, n), r in results.items() if n == condition.name]
+        rows.append({"condition": condition.name, "trials": len(secs),
+                     **{f"energy_{k}": v for k, v in e.items()}, **{f"force_{k}": v for k, v in f.items()},
+                     "seconds_mean": float(np.mean(secs)) if secs else float("nan")})
+    return rows
+
+
+def comparisons(config: ExperimentConfig, results, baseline: str | None = None) -> list[dict]:
+    """Each condition against the baseline, on per-trial energy MAE and force MAE, complete trials only."""
+    base = baseline or next(c.name for c in config.conditions if c.is_baseline)
+    trials = complete_trials(config, results)
+    out = []
+    for condition in config.conditions:
+        if condition.name == base or not trials:
+            continue
+        for kind, metric in (("energy", "energy MAE (meV/atom)"), ("force", "force MAE (eV/Å)")):
+            b = [float(np.mean(np.abs(getattr(results[(t, base)], f"{kind}_errors")))) for t in trials]
+            c = [float(np.mean(np.abs(getattr(results[(t, condition.name)], f"{kind}_errors")))) for t in trials]
+            bp = np.abs(pooled(config, results, trials, base, kind))
+            cp = np.abs(pooled(config, results, trials, condition.name, kind))
+            out.append(compare(condition.name, metric, b, c, bp, cp, seed=config.seed).as_dict())
+    return out

@@ -1,0 +1,140 @@
+"""Experiment configuration: a TOML file (or a bundled preset) naming data, trials, conditions, trainer.
+
+A condition is a name plus what it changes: an ``augment`` table (strategy, a, delta, on_the_fly, weight;
+lists of a and delta expand into a sweep) and/or a ``trainer`` table overriding the shared trainer
+settings (e.g. ``force_weight`` for direct force training).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from pyita.errors import InputError
+
+PRESETS = ("quick", "seed-500", "seed-full", "powered")
+from pyita.backends import BACKENDS
+_EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
+                    "reference_energies", "backend", "workers", "scheduler", "description"}
+_AUGMENT_KEYS = {"strategy", "a", "delta", "on_the_fly", "weight", "max_force", "parent_child_weight"}
+
+
+@dataclass
+class Condition:
+    name: str
+    augment: dict | None = None
+    trainer: dict = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.augment is None and not self.trainer
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    data: str
+    trials: int = 5
+    seed: int = 0
+    subset_size: int | None = None
+    test_fraction: float = 0.1
+    max_energy: float | None = None
+    reference_energies: dict[str, float] | None = None
+    backend: str = "embedded"
+    workers: int = 2
+    scheduler: str | None = None
+    description: str = ""
+    trainer: dict = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("pyita.experiment") / "presets" / f"{name}.toml"))
+
+
+def read_config_text(path: str | Path | None = None, preset: str | None = None) -> tuple[str, Path]:
+    """The TOML text of a config file or bundled preset, and where it came from."""
+    if (path is None) == (preset is None):
+        raise InputError("give either a config file or --preset")
+    path = preset_path(preset) if preset else Path(path)
+    try:
+        return path.read_text(), path
+    except OSError as exc:
+        raise InputError(f"cannot read config: {exc}", path) from None
+
+
+def parse_toml(text: str, path) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        raise InputError(f"invalid TOML: {exc}", path, int(found.group(1)) if found else None) from None
+
+
+def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | None = None) -> ExperimentConfig:
+    exp = dict(raw.get("experiment", {}))
+    unknown = set(exp) - _EXPERIMENT_KEYS
+    if unknown:
+        raise InputError(f"unknown [experiment] keys: {sorted(unknown)}", path)
+    exp.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "data" not in exp:
+        raise InputError("[experiment] needs data = …", path)
+    exp.setdefault("name", Path(str(path)).stem)
+    config = ExperimentConfig(**exp, trainer=dict(raw.get("trainer", {})))
+    for entry in raw.get("condition", []):
+        config.conditions += _expand_condition(entry, path)
+    if not any(c.is_baseline for c in config.conditions):
+        config.conditions.insert(0, Condition("baseline"))
+    _validate(config, path)
+    return config
+
+
+def _expand_condition(entry: dict, path) -> list[Condition]:
+    if "name" not in entry:
+        raise InputError("every [[condition]] needs a name", path)
+    unknown = set(entry) - {"name", "augment", "trainer"}
+    if unknown:
+        raise InputError(f"condition {entry['name']!r}: unknown keys {sorted(unknown)}", path)
+    augment = entry.get("augment")
+    if augment is None:
+        return [Condition(entry["name"], None, dict(entry.get("trainer", {})))]
+    bad = set(augment) - _AUGMENT_KEYS
+    if bad:
+        raise InputError(f"condition {entry['name']!r}: unknown augment keys {sorted(bad)}", path)
+    a_values = augment.get("a", 4)
+    d_values = augment.get("delta", 0.03)
+    a_list = a_values if isinstance(a_values, list) else [a_values]
+    d_list = d_values if isinstance(d_values, list) else [d_values]
+    sweep = len(a_list) > 1 or len(d_list) > 1
+    out = []
+    for a, delta in itertools.product(a_list, d_list):
+        name = f"{entry['name']} a={a:g} δ={delta:g}" if sweep else entry["name"]
+        out.append(Condition(name, {**augment, "a": a, "delta": delta, "strategy": augment.get("strategy",
+                                                                                          "balanced")},
+                             dict(entry.get("trainer", {}))))
+    return out
+
+
+def _validate(config: ExperimentConfig, path) -> None:
+    if config.backend not in BACKENDS:
+        raise InputError(f"backend must be one of {BACKENDS}, got {config.backend!r}", path)
+    if config.trials < 1:
+        raise InputError(f"trials must be ≥ 1, got {config.trials}", path)
+    if not 0 < config.test_fraction < 1:
+        raise InputError(f"test_fraction must be in (0, 1), got {config.test_fraction}", path)
+    if config.subset_size is not None and config.subset_size < 4:
+        raise InputError(f"subset_size must be ≥ 4, got {config.subset_size}", path)
+    names = [c.name for c in config.conditions]
+    if len(set(names)) != len(names):
+        raise InputError(f"condition names repeat: {names}", path)
+    if config.workers < 1:
+        raise InputError("workers must be ≥ 1", path)

@@ -1,0 +1,113 @@
+"""Figures of an experiment, each saved as PNG and SVG: violins (the seed paper's Figures 3–5), per-trial
+spread, learning curves, and error versus a and δ for sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pyita.experiment.analysis import pooled  # noqa: E402
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+def violins(config, results, out: Path) -> list[Path]:
+    """Distribution of absolute test errors per condition, pooled over trials (density of log10 errors,
+    so the small errors that matter stay visible next to the outliers)."""
+    names = [c.name for c in config.conditions]
+    trials = list(range(config.trials))
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
+    for ax, kind, label in ((axes[0], "energy", "|ΔE| per atom (meV/atom)"),
+                            (axes[1], "force", "|ΔF| per component (eV/Å)")):
+        data = [np.abs(pooled(config, results, trials, n, kind)) for n in names]
+        keep = [k for k, d in enumerate(data) if d.size]
+        if keep:
+            logs = [np.log10(np.maximum(data[k], 1e-6)) for k in keep]
+            parts = ax.violinplot(logs, positions=keep, showmedians=True, showextrema=True)
+            for body in parts["bodies"]:
+                body.set_alpha(0.6)
+            ticks = np.arange(np.floor(min(map(np.min, logs))), np.ceil(max(map(np.max, logs))) + 1)
+            ax.set_yticks(ticks, [f"$10^{{{int(t)}}}$" for t in ticks])
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+        ax.set_ylabel(label)
+        ax.set_title(f"test {kind} errors (median marked)")
+    return _save(fig, out, "violins")
+
+
+def per_trial(config, table: list[dict], out: Path) -> list[Path]:
+    """Per-trial MAE per condition, paired trials joined by lines: shows trial-to-trial scatter."""
+    names = [c.name for c in config.conditions]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
+    for ax, key, label in ((axes[0], "energy_mae", "energy MAE (meV/atom)"),
+                           (axes[1], "force_mae", "force MAE (eV/Å)")):
+        for trial in sorted({r["trial"] for r in table}):
+            rows = {r["condition"]: r[key] for r in table if r["trial"] == trial}
+            xs = [k for k, n in enumerate(names) if n in rows]
+            ax.plot(xs, [rows[names[k]] for k in xs], "o-", alpha=0.6, label=f"trial {trial}")
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "per_trial")
+
+
+def learning_curves(config, results, out: Path) -> list[Path]:
+    """Median over trials of the per-epoch train and test energy MAE, per condition."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k, condition in enumerate(config.conditions):
+        histories = [r.summary["history"] for (t, n), r in results.items() if n == condition.name]
+        histories = [h for h in histories if h]
+        if not histories:
+            continue
+        length = min(len(h) for h in histories)
+        epochs = [h["epoch"] for h in histories[0][:length]]
+        for key, style in (("train_mae", "--"), ("test_mae", "-")):
+            if key in histories[0][0]:
+                values = np.median([[h[i][key] for i in range(length)] for h in histories], axis=0)
+                ax.plot(epochs, values, style, color=f"C{k}",
+                        label=f"{condition.name} ({key.split('_')[0]})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("energy MAE (meV/atom)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "learning_curves")
+
+
+def sweep(config, table: list[dict], out: Path) -> list[Path]:
+    """Energy MAE against a (one line per δ) and against δ (one line per a), for swept conditions."""
+    points = {}
+    for condition in config.conditions:
+        if condition.augment and "a" in condition.augment:
+            key = (condition.augment.get("strategy", "balanced"), condition.augment["a"],
+                   condition.augment["delta"])
+            values = [r["energy_mae"] for r in table if r["condition"] == condition.name]
+            if values:
+                points[key] = (float(np.mean(values)), float(np.std(values)))
+    if len({k[1] for k in points}) < 2 and len({k[2] for k in points}) < 2:
+        return []
+    base = [r["energy_mae"] for r in table if any(c.is_baseline and c.name == r["condition"]
+                                                  for c in config.conditions)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, axis, other, label in ((axes[0], 1, 2, "a (new structures per parent)"), (axes[1], 2, 1, "δ (Å)")):
+        for group in sorted({(k[0], k[other]) for k in points}):
+            keys = sorted((k for k in points if (k[0], k[other]) == group), key=lambda k: k[axis])
+            ax.errorbar([k[axis] for k in keys], [points[k][0] for k in keys], [points[k][1] for k in keys],
+                        marker="o", capsize=3, label=f"{group[0]}, {'δ' if other == 2 else 'a'}={group[1]:g}")
+        if base:
+            ax.axhline(np.mean(base), color="k", ls=":", label="baseline")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test energy MAE (meV/atom)")
+        ax.legend(fontsize=7)
+    return _save(fig, out, "sweep")

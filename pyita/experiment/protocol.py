@@ -1,0 +1,65 @@
+"""The paired protocol: one subset and one test split per trial, shared by every condition.
+
+Test structures are original parents only; augmentation (fixed files or on the fly) touches the training
+parents of the trial and nothing else. Every condition of a trial starts from the same initial weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyita.augment import augment
+from pyita.errors import PyitaError
+from pyita.experiment.config import Condition, ExperimentConfig
+from pyita.io import read_structures
+from pyita.reference import fit_reference_energies, max_energy_mask
+from pyita.structure import Structure
+
+
+@dataclass
+class TrialSplit:
+    trial: int
+    train: np.ndarray
+    test: np.ndarray
+    model_seed: int
+
+
+@functools.lru_cache(maxsize=2)
+def _read_pool(data: str) -> tuple[Structure, ...]:
+    return tuple(read_structures(data))
+
+
+def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, float]]:
+    """All usable structures (after the MAXENERGY filter) and the reference energies used."""
+    pool = list(_read_pool(config.data))
+    species = sorted({s for st in pool for s in st.symbols})
+    reference = config.reference_energies or fit_reference_energies(pool, species)
+    if config.max_energy is not None:
+        keep = max_energy_mask(pool, reference, config.max_energy)
+        pool = [s for s, k in zip(pool, keep) if k]
+    if len(pool) < 4:
+        raise PyitaError(f"only {len(pool)} structures left in {config.data}; need at least 4")
+    return pool, reference
+
+
+def trial_split(n_pool: int, config: ExperimentConfig, trial: int) -> TrialSplit:
+    """Seeded subset and test parents of one trial; identical for every condition and backend."""
+    rng = np.random.default_rng([config.seed, trial])
+    size = n_pool if config.subset_size is None else min(config.subset_size, n_pool)
+    subset = np.sort(rng.choice(n_pool, size=size, replace=False))
+    n_test = max(1, int(round(config.test_fraction * size)))
+    test = np.sort(rng.choice(subset, size=n_test, replace=False))
+    train = np.setdiff1d(subset, test)
+    return TrialSplit(trial, train, test, model_seed=int(rng.integers(2**31)))
+
+
+def derived_for(condition: Condition, parents: list[Structure], seed: int) -> list[Structure]:
+    """Fixed derived structures of a condition (none for on-the-fly conditions: the trainer draws them)."""
+    aug = condition.augment
+    if not aug or aug.get("on_the_fly"):
+        return []
+    return augment(parents, a=aug["a"], delta=aug["delta"], strategy=aug.get("strategy", "balanced"),
+                   seed=seed, max_force=aug.get("max_force"))

@@ -1,0 +1,167 @@
+"""Reading structures from whatever users have: generate.in, XSF folders/globs, ASE files, bundled samples.
+
+``open_source`` names the data without reading it; iterating the returned source streams structures one by
+one, so memory stays flat however many files a data set holds.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import math
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pyita.errors import InputError
+from pyita.io.generate_in import GenerateIn, read_generate_in
+from pyita.io.xsf import parse_xsf, read_xsf, write_xsf
+from pyita.structure import Structure
+
+__all__ = ["DataSource", "open_source", "read_structures", "read_xsf", "write_xsf", "read_generate_in",
+           "check_labels"]
+
+_GLOB_CHARS = set("*?[")
+
+
+def check_labels(structure: Structure) -> Structure:
+    """Demand a finite energy and finite forces (derived structures: the energy only)."""
+    where = structure.source
+    if structure.energy is None:
+        raise InputError("structure has no energy", where)
+    if not math.isfinite(structure.energy):
+        raise InputError(f"energy {structure.energy} is not finite", where)
+    if structure.forces is None and not structure.info.get("derived"):
+        raise InputError("structure has no forces", where)
+    if not np.isfinite(structure.positions).all() or (
+            structure.forces is not None and not np.isfinite(structure.forces).all()):
+        raise InputError("positions or forces contain NaN or inf", where)
+    return structure
+
+
+@dataclass
+class DataSource:
+    """A named set of structures; exactly one of ``xsf_paths``, ``archive``, ``ase_path``, ``sample`` is set."""
+
+    description: str
+    xsf_paths: list[Path] | None = None
+    archive: Path | None = None
+    ase_path: Path | None = None
+    sample: str | None = None
+    generate_in: GenerateIn | None = None
+    require_labels: bool = True
+
+    def __iter__(self) -> Iterator[Structure]:
+        if self.xsf_paths is not None:
+            for path in self.xsf_paths:
+                yield self._checked(read_xsf(path, require_labels=self.require_labels))
+        elif self.archive is not None:
+            yield from map(self._checked, _iter_archive(self.archive, self.require_labels))
+        elif self.sample is not None:
+            from pyita.sample import load_sample
+
+            yield from map(self._checked, load_sample(self.sample))
+        else:
+            yield from map(self._checked, _iter_ase(self.ase_path))
+
+    def __len__(self) -> int:
+        if self.xsf_paths is not None:
+            return len(self.xsf_paths)
+        if self.archive is not None:
+            return len(archive_members(self.archive))
+        return sum(1 for _ in self._frames())
+
+    def _frames(self):
+        if self.sample is not None:
+            from pyita.sample import load_sample
+
+            return load_sample(self.sample)
+        return _iter_ase(self.ase_path)
+
+    def _checked(self, structure: Structure) -> Structure:
+        return check_labels(structure) if self.require_labels else structure
+
+
+def archive_members(archive: Path) -> list[str]:
+    """Names of the XSF files inside a tar archive, sorted."""
+    with tarfile.open(archive) as tar:
+        return sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".xsf"))
+
+
+def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
+    """XSF files straight from a tar(.gz) archive, in name order, without unpacking to disk.
+
+    The texts are read in one pass (compressed archives cannot seek backwards cheaply) and parsed lazily.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            texts = {m.name: tar.extractfile(m).read() for m in tar
+                     if m.isfile() and m.name.lower().endswith(".xsf")}
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read archive: {exc}", archive) from None
+    for name in sorted(texts):
+        yield parse_xsf(texts.pop(name).decode().splitlines(), f"{archive}:{name}", require_labels)
+
+
+def _iter_ase(path: Path) -> Iterator[Structure]:
+    import ase.io
+
+    try:
+        for k, atoms in enumerate(ase.io.iread(str(path), index=":")):
+            yield Structure.from_ase(atoms, source=f"{path}[{k}]")
+    except InputError:
+        raise
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise InputError(f"ASE cannot read this file: {exc}", path) from None
+
+
+def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
+    """Interpret a data argument: ``sample[:name]``, a generate.in, a folder or glob of XSF, or an ASE file."""
+    text = str(spec)
+    if text == "sample" or text.startswith("sample:"):
+        name = text.partition(":")[2] or "tio2-diverse"
+        return DataSource(f"bundled sample {name}", sample=name, require_labels=require_labels)
+    if _GLOB_CHARS & set(text):
+        matches = sorted(Path(p) for p in globmod.glob(text, recursive=True))
+        matches = [p for p in matches if p.is_file()]
+        if not matches:
+            raise InputError(f"no files match the pattern {text!r}")
+        if all(p.suffix.lower() == ".xsf" for p in matches):
+            return DataSource(text, xsf_paths=matches, require_labels=require_labels)
+        raise InputError(f"pattern {text!r} matches non-XSF files; give one ASE-readable file instead")
+    path = Path(text)
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        files = sorted(path.glob("*.xsf"))
+        if not files:
+            raise InputError("folder holds no .xsf files", path)
+        return DataSource(str(path), xsf_paths=files, require_labels=require_labels)
+    if path.name.lower().endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
+        if not archive_members(path):
+            raise InputError("archive holds no .xsf files", path)
+        return DataSource(str(path), archive=path, require_labels=require_labels)
+    if path.suffix.lower() == ".xsf":
+        return DataSource(str(path), xsf_paths=[path], require_labels=require_labels)
+    if path.suffix.lower() == ".in" or _looks_like_generate_in(path):
+        gen = read_generate_in(path)
+        return DataSource(str(path), xsf_paths=gen.resolved_files(), generate_in=gen,
+                          require_labels=require_labels)
+    return DataSource(str(path), ase_path=path, require_labels=require_labels)
+
+
+def _looks_like_generate_in(path: Path) -> bool:
+    try:
+        with open(path, errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    words = {line.split()[0] for line in head.splitlines() if line.split()}
+    return "FILES" in words and ("TYPES" in words or "OUTPUT" in words)
+
+
+def read_structures(spec: str | Path, require_labels: bool = True) -> list[Structure]:
+    """All structures of a data argument as a list (see ``open_source`` for what it accepts)."""
+    return list(open_source(spec, require_labels=require_labels))

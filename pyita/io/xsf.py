@@ -1,0 +1,423 @@
+"""aenet's XSF structure files, read and written exactly as aenet 2.0.4 expects them.
+
+ASE's own xsf reader drops the energy comment and treats force columns as Hartree-based, so aenet data
+needs this module. Rules (see docs/aenet-formats.md): the energy is a comment line containing lower-case
+``total energy =`` or ``cohesive energy =``; periodic files have ``PRIMVEC`` (3 lines) and ``PRIMCOORD``
+followed by ``N 1``; isolated ones an ``ATOMS`` block; atom lines are ``Sym x y z [Fx Fy Fz]`` in Å and
+eV/Å with chemical symbols, never atomic numbers; the atom block ends at a blank line or end of file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from pyita.errors import InputError
+from pyita.structure import Structure
+
+_ENERGY = re.compile(r"(total|cohesive) energy\s*=\s*(\S+)")
+_KNOWN_SYMBOLS = frozenset(chemical_symbols[1:])
+_KEYWORDS = frozenset(("CRYSTAL", "MOLECULE", "SLAB", "POLYMER", "PRIMVEC", "CONVVEC", "PRIMCOORD", "ATOMS"))
+#: Fixed-point digits written for coordinates, forces and energies: the TiO2 files carry 8, so reading
+#: and writing them back reproduces every value exactly.
+DIGITS = 10
+#: First words of the provenance comment PyITA writes into derived files (followed by the parent's name).
+DERIVED_MARK = "pyita derived structure: parent"
+
+
+def _number(token: str, path, lineno: int, what: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        try:  # Fortran double-precision exponent: 1.5d0
+            value = float(token.replace("d", "e").replace("D", "e"))
+        except ValueError:
+            raise InputError(f"{what}: {token!r} is not a number", path, lineno) from None
+    if not math.isfinite(value):
+        raise InputError(f"{what}: {token!r} is not finite", path, lineno)
+    return value
+
+
+def _parse_energy(line: str, path, lineno: int) -> tuple[str, float] | None:
+    """Energy from a comment line, or None when the line holds no aenet energy."""
+    if "total energy" not in line and "cohesive energy" not in line:
+        lowered = line.lower()
+        if ("total energy" in lowered or "cohesive energy" in lowered) and "=" in line:
+            raise InputError(
+                "aenet recognises only lower-case 'total energy =' or 'cohesive energy =', "
+                f"found {line.strip()!r}", path, lineno)
+        return None
+    match = _ENERGY.search(line)
+    if match is None:
+        raise InputError(f"energy line needs '=' and a number (aenet stops on this): {line.strip()!r}",
+                         path, lineno)
+    return match.group(1), _number(match.group(2), path, lineno, "energy")
+
+
+def _parse_atom(line: str, path, lineno: int) -> tuple[str, list[float], list[float] | None]:
+    fields = line.split()
+    symbol = fields[0]
+    if symbol not in _KNOWN_SYMBOLS:
+        hint = " (aenet needs chemical symbols, not atomic numbers)" if symbol.isdigit() else ""
+        raise InputError(f"unknown element symbol {symbol!r}{hint}", path, lineno)
+    if len(fields) < 4:
+        raise InputError(f"atom line needs 'Sym x y z [Fx Fy Fz]', got {len(fields)} fields", path, lineno)
+    xyz = [_number(t, path, lineno, "coordinate") for t in fields[1:4]]
+    if len(fields) >= 7:
+        return symbol, xyz, [_number(t, path, lineno, "force") for t in fields[4:7]]
+    if len(fields) > 4:
+        raise InputError(f"atom line has {len(fields)} fields: 4 (no forces) or 7 expected", path, lineno)
+    return symbol, xyz, None
+
+
+def _read_text(path) -> str:
+    """A whole small file as text, with plain system calls (no buffered file object)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def read_xsf(path: str | Path, require_labels: bool = False) -> Structure:
+    """Read one aenet XSF file. ``require_labels`` demands energy and forces, as generate.x does."""
+    try:
+        lines = _read_text(path).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+    return parse_xsf(lines, path, require_labels)
+
+
+def parse_xsf(lines: list[str], path: str | Path = "<string>", require_labels: bool = False) -> Structure:
+    """Parse XSF text already split into lines (line numbers in errors count from 1)."""
+    return _parse(lines, path, require_labels)[0]
+
+
+def read_xsf_layout(path: str | Path, require_labels: bool = False):
+    """``read_xsf`` plus the file's lines and layout, for ``XsfTemplate.verbatim`` (None when the file is
+    not in the plain form whose cell and atom lines can be reused as they are)."""
+    try:
+        lines = _read_text(path).splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+    structure, layout = _parse(lines, path, require_labels)
+    return structure, lines, layout
+
+
+def _parse(lines: list[str], path, require_labels: bool):
+    """(structure, layout): layout = (first line of the cell/atoms part, first atom line) when that part
+    holds nothing but keywords, numbers and clean 7-column atom lines, else None."""
+    energy_kind, energy = "total", None
+    body_start, clean = None, True
+    comments: list[str] = []
+    cell = None
+    atoms: list[tuple[str, list[float], list[float] | None]] = []
+    atom_lines: list[int] = []
+    expected = None
+    i = 0
+    n = len(lines)
+
+    def need(count: int, keyword: str) -> None:
+        if i + count >= n:
+            raise InputError(f"file ends inside the {keyword} block (truncated?)", path, n)
+
+    while i < n:
+        raw = lines[i]
+        stripped = raw.strip()
+        lineno = i + 1
+        if stripped.startswith("#") or not stripped:
+            clean = body_start is None
+            found = _parse_energy(stripped, path, lineno) if stripped else None
+            if found:
+                if energy is not None:
+                    raise InputError("second energy line", path, lineno)
+                energy_kind, energy = found
+            elif stripped:
+                comments.append(stripped.lstrip("#").strip())
+            i += 1
+            continue
+        keyword = stripped.split()[0].upper()
+        if keyword not in _KEYWORDS:
+            # aenet also takes the energy line without a leading '#'
+            found = _parse_energy(stripped, path, lineno)
+            if found:
+                if energy is not None:
+                    raise InputError("second energy line", path, lineno)
+                energy_kind, energy = found
+                clean = body_start is None
+                i += 1
+                continue
+        if body_start is None:
+            body_start = i
+        if keyword in ("CRYSTAL", "MOLECULE", "SLAB", "POLYMER"):
+            i += 1
+        elif keyword in ("PRIMVEC", "CONVVEC"):
+            need(3, keyword)
+            rows = []
+            for k in range(1, 4):
+                fields = lines[i + k].split()
+                if len(fields) != 3:
+                    raise InputError(f"{keyword} row needs 3 numbers, got {len(fields)}", path, i + k + 1)
+                rows.append([_number(t, path, i + k + 1, "lattice vector") for t in fields])
+            if keyword == "PRIMVEC":
+                cell = np.array(rows)
+                (a, b, c), (d, e, f), (g, h, k) = rows
+                if abs(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)) < 1e-8:
+                    raise InputError("PRIMVEC lattice vectors are linearly dependent", path, lineno)
+            i += 4
+        elif keyword == "PRIMCOORD":
+            if cell is None:
+                raise InputError("PRIMCOORD before PRIMVEC", path, lineno)
+            need(1, keyword)
+            fields = lines[i + 1].split()
+            try:
+                expected = int(fields[0])
+            except (IndexError, ValueError):
+                raise InputError("PRIMCOORD must be followed by 'N 1' (atom count)", path, i + 2) from None
+            if expected <= 0:
+                raise InputError(f"atom count must be positive, got {expected}", path, i + 2)
+            i += 2
+            end = i + expected
+            if end <= n and (end == n or not lines[end].strip()):
+                fast = _fast_block(lines[i:end])
+                if fast is not None:
+                    return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
+                            (body_start, i) if clean else None)
+            count_line = i
+            while i < n and lines[i].strip() and len(atoms) < expected:
+                atoms.append(_parse_atom(lines[i], path, i + 1))
+                atom_lines.append(i + 1)
+                i += 1
+            if len(atoms) < expected:
+                where = "the file ends" if i >= n else "a blank line ends the atom block"
+                raise InputError(f"PRIMCOORD announces {expected} atoms (line {count_line}) but only "
+                                 f"{len(atoms)} follow before {where}", path, min(i + 1, n))
+            if i < n and lines[i].strip():
+                raise InputError(f"more than the {expected} atoms PRIMCOORD announces (or text directly "
+                                 "after the atom block, which aenet rejects)", path, i + 1)
+            break
+        elif keyword == "ATOMS":
+            i += 1
+            end = i
+            while end < n and lines[end].strip():
+                end += 1
+            fast = _fast_block(lines[i:end]) if end > i else None
+            if fast is not None:
+                return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
+                        (body_start, i) if clean else None)
+            while i < n and lines[i].strip():
+                atoms.append(_parse_atom(lines[i], path, i + 1))
+                atom_lines.append(i + 1)
+                i += 1
+            if not atoms:
+                raise InputError("ATOMS block holds no atoms", path, lineno)
+            break
+        else:
+            raise InputError(f"unexpected line {stripped[:40]!r}", path, lineno)
+    if not atoms:
+        raise InputError("no atoms (no PRIMCOORD or ATOMS block)", path, n or None)
+    with_forces = [f is not None for _, _, f in atoms]
+    if any(with_forces) and not all(with_forces):
+        bad = atom_lines[with_forces.index(False)]
+        raise InputError("forces missing on this atom line while other atoms have them", path, bad)
+    symbols = [a[0] for a in atoms]
+    positions = np.array([a[1] for a in atoms])
+    forces = np.array([a[2] for a in atoms]) if all(with_forces) else None
+    return _finish((symbols, positions, forces), cell, energy, energy_kind, comments, path, require_labels,
+                   atom_lines[0]), None
+
+
+def _fast_block(block: list[str]):
+    """(symbols, positions, forces) of a clean atom block with 7 fields per line, else None.
+
+    The common case, parsed in bulk; anything unusual (missing or extra columns, Fortran exponents, NaN,
+    unknown symbols) returns None and goes through the line-by-line parser, which reports the exact line.
+    A misaligned line always shows up here as a non-symbol in a symbol column or a symbol in a number column.
+    """
+    tokens = " ".join(block).split()
+    if not block or len(tokens) != 7 * len(block):
+        return None
+    symbols = tokens[0::7]
+    if not _KNOWN_SYMBOLS.issuperset(symbols):
+        return None
+    del tokens[0::7]
+    try:
+        values = np.array(tokens, dtype=np.float64).reshape(-1, 6)
+    except ValueError:
+        return None
+    if not np.isfinite(values).all():
+        return None
+    return symbols, values[:, :3], values[:, 3:]
+
+
+def _finish(atoms, cell, energy, energy_kind, comments, path, require_labels, first_atom_line=None):
+    symbols, positions, forces = atoms
+    parent = next((c for c in comments if c.startswith(DERIVED_MARK)), None)
+    if require_labels:
+        if energy is None:
+            raise InputError("no energy line ('# total energy = … eV'); aenet's generate.x needs one", path, 1)
+        if forces is None and parent is None:
+            raise InputError("no force columns; aenet's generate.x needs forces on every atom", path,
+                             first_atom_line)
+    info = {}
+    if parent is not None:
+        # A PyITA-derived file: its force columns are the parent's placeholders, not labels.
+        info = {"derived": True, "parent_source": parent[len(DERIVED_MARK):].strip()}
+        if forces is not None:
+            info["placeholder_forces"] = forces
+        forces = None
+    return Structure(
+        symbols=symbols,
+        positions=positions,
+        cell=cell,
+        energy=energy,
+        forces=forces,
+        energy_kind=energy_kind,
+        source=str(path),
+        comments=comments,
+        info=info,
+    )
+
+
+_NUM = f" %{DIGITS + 8}.{DIGITS}f"
+_ROW3 = _NUM * 3
+_ATOM4 = "%-3s" + _NUM * 3
+_ATOM7 = "%-3s" + _NUM * 6
+
+
+def _row(values) -> str:
+    return "".join(_NUM % v for v in values)
+
+
+def _check_comment(comment: str) -> str:
+    if "\n" in comment or "\r" in comment:
+        raise ValueError(f"comment would span several lines: {comment!r}")
+    lowered = comment.lower()
+    if "total energy" in comment or "cohesive energy" in comment or (
+            ("total energy" in lowered or "cohesive energy" in lowered) and "=" in comment):
+        raise ValueError(f"comment would be read by aenet as an energy line: {comment!r}")
+    return comment
+
+
+class XsfTemplate:
+    """A structure's XSF text split into parts, so many variants of it are written fast.
+
+    The cell block and the atom lines are formatted once; ``text`` then adds an energy line and comments
+    and replaces only the atom lines that moved (single-atom displacements change one line of N).
+    ``format_xsf`` is ``XsfTemplate(structure, forces).text(...)``, so both give identical text.
+    """
+
+    def __init__(self, structure: Structure, forces: np.ndarray | None = None, _lines=None):
+        if forces is None:
+            forces = structure.forces if structure.forces is not None else structure.info.get("placeholder_forces")
+        n = len(structure)
+        if forces is not None:
+            forces = np.asarray(forces, dtype=np.float64)
+            if forces.shape != (n, 3):
+                raise ValueError(f"forces have shape {forces.shape}, expected ({n}, 3)")
+            self._forces = forces.tolist()
+        else:
+            self._forces = None
+        self.symbols = structure.symbols
+        if _lines is not None:
+            body, self.atom_lines = _lines
+        else:
+            if structure.cell is not None:
+                body = ["CRYSTAL", "PRIMVEC"] + [_ROW3 % tuple(v) for v in structure.cell.tolist()]
+                body += ["PRIMCOORD", f"{n} 1"]
+            else:
+                body = ["ATOMS"]
+            self.atom_lines = self._atom_lines(structure.positions)
+        self._body = body
+        self._block = "\n".join(body + self.atom_lines) + "\n"
+        # where atom line k starts in _block (start + cumulative length + k newlines), to splice in one
+        # re-formatted line without joining all lines again
+        self._start = len(self._block) - sum(map(len, self.atom_lines)) - len(self.atom_lines)
+        self._cumulative = list(itertools.accumulate(map(len, self.atom_lines), initial=0))
+
+    @classmethod
+    def verbatim(cls, structure: Structure, lines: list[str], layout) -> "XsfTemplate":
+        """A template that keeps the file's own cell and atom lines (exactly the values read, in the file's
+        own digits) and re-formats only moved atoms; ``layout`` from ``read_xsf_layout``, or None to
+        format everything."""
+        if layout is None or structure.forces is None:
+            return cls(structure)
+        body_start, atoms_start = layout
+        atoms = lines[atoms_start:atoms_start + len(structure)]
+        return cls(structure, None, (lines[body_start:atoms_start], atoms))
+
+    def _atom_lines(self, positions: np.ndarray) -> list[str]:
+        symbols, forces = self.symbols, self._forces
+        if forces is None:
+            return [_ATOM4 % (s, x, y, z) for s, (x, y, z) in zip(symbols, positions.tolist())]
+        return [_ATOM7 % (s, x, y, z, fx, fy, fz)
+                for s, (x, y, z), (fx, fy, fz) in zip(symbols, positions.tolist(), forces)]
+
+    def atom_line(self, k: int, xyz) -> str:
+        """The line of atom ``k`` (0-based) at Cartesian position ``xyz``."""
+        x, y, z = xyz
+        if self._forces is None:
+            return _ATOM4 % (self.symbols[k], x, y, z)
+        fx, fy, fz = self._forces[k]
+        return _ATOM7 % (self.symbols[k], x, y, z, fx, fy, fz)
+
+    @staticmethod
+    def _head(energy: float | None, comments, energy_kind: str) -> str:
+        """Energy line, comment lines and the blank line before the cell/atoms part."""
+        if energy_kind not in ("total", "cohesive"):
+            raise ValueError(f"energy_kind must be 'total' or 'cohesive', not {energy_kind!r}")
+        out = [] if energy is None else [f"# {energy_kind} energy = {energy:.{DIGITS}f} eV"]
+        if comments:
+            joined = "\x00".join(comments)
+            if "\n" in joined or "\r" in joined or "energy" in joined.lower():
+                for c in comments:
+                    _check_comment(c)
+            out += ["# " + c for c in comments]
+        out.append("\n")
+        return "\n".join(out)
+
+    def text_one(self, energy: float | None, comments, energy_kind: str, k: int, xyz) -> str:
+        """Full XSF text with only atom ``k`` moved to ``xyz`` (the hot path of single-atom augmentation)."""
+        block = self._block
+        start = self._start + self._cumulative[k] + k
+        end = start + len(self.atom_lines[k])
+        return self._head(energy, comments, energy_kind) + block[:start] + self.atom_line(k, xyz) + block[end:]
+
+    def text(self, energy: float | None, comments=(), energy_kind: str = "total",
+             positions: np.ndarray | None = None, moved: dict | None = None) -> str:
+        """Full XSF text: ``positions`` (N×3) replace every atom position, ``moved`` {atom: xyz} some."""
+        if moved and len(moved) == 1 and positions is None:
+            ((k, xyz),) = moved.items()
+            return self.text_one(energy, comments, energy_kind, k, xyz)
+        head = self._head(energy, comments, energy_kind)
+        if positions is not None:
+            atoms = self._atom_lines(np.asarray(positions, dtype=np.float64).reshape(len(self.symbols), 3))
+            return head + "\n".join(self._body + atoms) + "\n"
+        if moved:
+            atoms = list(self.atom_lines)
+            for k, xyz in moved.items():
+                atoms[k] = self.atom_line(k, xyz)
+            return head + "\n".join(self._body + atoms) + "\n"
+        return head + self._block
+
+
+def format_xsf(structure: Structure, forces: np.ndarray | None = None) -> str:
+    """XSF text for aenet. ``forces`` overrides the structure's own (e.g. placeholders for derived ones).
+
+    Comment lines go first, after the energy line, because a comment after the last atom line crashes aenet.
+    """
+    return XsfTemplate(structure, forces).text(structure.energy, structure.comments, structure.energy_kind)
+
+
+def write_xsf(path: str | Path, structure: Structure, forces: np.ndarray | None = None) -> None:
+    """Write one XSF file (callers wanting atomicity write into a temporary folder)."""
+    Path(path).write_text(format_xsf(structure, forces))

@@ -1,0 +1,85 @@
+"""Per-species feed-forward networks: one small network per element, as in aenet and Behler–Parrinello.
+
+The architecture is written as aenet's NETWORKS line, e.g. ``"15:tanh,15:tanh"`` (commas or spaces
+between layers); the output layer (one linear unit) is implicit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyita.errors import PyitaError
+
+
+class ScaledTanh(nn.Module):
+    """aenet's ``mtanh``: 1.7159·tanh(2x/3) (LeCun's choice, unit variance for unit-variance inputs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1.7159 * torch.tanh(x * (2.0 / 3.0))
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity, "mtanh": ScaledTanh}
+#: aenet also accepts the first letter of each activation.
+_ALIASES = {"t": "tanh", "s": "sigmoid", "l": "linear", "m": "mtanh"}
+
+
+def parse_hidden(spec: str) -> list[tuple[int, str]]:
+    """``"15:tanh,15:tanh"`` → ``[(15, "tanh"), (15, "tanh")]``; an empty string means no hidden layer."""
+    layers = []
+    for item in spec.replace(",", " ").split():
+        width, _, activation = item.partition(":")
+        activation = _ALIASES.get(activation.lower(), activation.lower() or "tanh")
+        if not width.isdigit() or int(width) < 1:
+            raise PyitaError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)")
+        if activation not in ACTIVATIONS:
+            raise PyitaError(f"hidden layer {item!r}: unknown activation; choose {', '.join(ACTIVATIONS)}")
+        layers.append((int(width), activation))
+    return layers
+
+
+def format_hidden(layers: list[tuple[int, str]]) -> str:
+    return ",".join(f"{width}:{activation}" for width, activation in layers)
+
+
+def atomic_network(n_inputs: int, layers: list[tuple[int, str]], generator: torch.Generator) -> nn.Sequential:
+    """One species' network, float64, initialised from ``generator`` so weights depend only on the seed.
+
+    Weights are uniform in ±1/√fan_in (PyTorch's default range, drawn here from an explicit generator).
+    """
+    modules: list[nn.Module] = []
+    width_in = n_inputs
+    for width, activation in layers + [(1, "linear")]:
+        linear = nn.Linear(width_in, width, dtype=torch.float64)
+        bound = width_in ** -0.5
+        with torch.no_grad():
+            linear.weight.copy_(torch.rand(linear.weight.shape, generator=generator, dtype=torch.float64)
+                                * 2 * bound - bound)
+            linear.bias.copy_(torch.rand(linear.bias.shape, generator=generator, dtype=torch.float64)
+                              * 2 * bound - bound)
+        modules += [linear, ACTIVATIONS[activation]()]
+        width_in = width
+    return nn.Sequential(*modules[:-1])  # the output unit is linear: drop its Identity
+
+
+class SpeciesNetworks(nn.Module):
+    """One network per species; maps normalised features of atoms, grouped by species, to atomic outputs."""
+
+    def __init__(self, n_species: int, n_inputs: int, hidden: str = "15:tanh,15:tanh", seed: int = 0):
+        super().__init__()
+        self.layers = parse_hidden(hidden)
+        generator = torch.Generator().manual_seed(seed)
+        self.nets = nn.ModuleList(atomic_network(n_inputs, self.layers, generator) for _ in range(n_species))
+
+    @property
+    def hidden(self) -> str:
+        return format_hidden(self.layers)
+
+    def forward(self, features: torch.Tensor, species_index: torch.Tensor) -> torch.Tensor:
+        """Outputs (M,) for features (M, F) of atoms of any species mix (split, evaluated, reassembled)."""
+        out = features.new_empty(features.shape[0])
+        for k, net in enumerate(self.nets):
+            rows = torch.nonzero(species_index == k).squeeze(1)
+            if len(rows):
+                out[rows] = net(features[rows]).squeeze(1)
+        return out

@@ -1,0 +1,180 @@
+"""The Behler–Parrinello potential: descriptor → normalised features → per-species networks → energies.
+
+Energies are assembled as aenet does: each atom contributes its species' reference (isolated-atom)
+energy plus a scaled network output, E = Σ_i [E_ref(s_i) + shift + scale · NN_{s_i}((G_i − μ_s)/σ_s)],
+so the networks only learn the small, normalised cohesive part. Forces and stress are exact autograd
+derivatives of that energy.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pyita import __version__
+from pyita.descriptors import AtomsBatch, ChebyshevDescriptor
+from pyita.errors import InputError, PyitaError
+from pyita.model.network import SpeciesNetworks
+
+#: Bumped whenever a saved model can no longer be read by the code that reads format 1.
+MODEL_FORMAT = 1
+MODEL_KIND = "pyita-potential"
+
+
+class Potential(nn.Module):
+    """AtomsBatch in, per-structure total energies (eV) out; float64 throughout."""
+
+    def __init__(self, descriptor: ChebyshevDescriptor, hidden: str = "15:tanh,15:tanh",
+                 reference_energies: dict[str, float] | None = None, seed: int = 0):
+        super().__init__()
+        self.descriptor = descriptor
+        self.species = tuple(descriptor.species)
+        self.seed = seed
+        n_species, n_features = len(self.species), descriptor.n_features
+        self.networks = SpeciesNetworks(n_species, n_features, hidden, seed)
+        refs = reference_energies or {}
+        self.register_buffer("reference", torch.tensor([float(refs.get(s, 0.0)) for s in self.species],
+                                                       dtype=torch.float64))
+        self.register_buffer("feature_shift", torch.zeros(n_species, n_features, dtype=torch.float64))
+        self.register_buffer("feature_scale", torch.ones(n_species, n_features, dtype=torch.float64))
+        self.register_buffer("energy_shift", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.ones((), dtype=torch.float64))
+        self.metadata: dict = {}
+
+    @property
+    def hidden(self) -> str:
+        return self.networks.hidden
+
+    @property
+    def device(self) -> torch.device:
+        return self.reference.device
+
+    def reference_energies(self) -> dict[str, float]:
+        return {s: float(e) for s, e in zip(self.species, self.reference.tolist())}
+
+    def check_species(self, structures) -> None:
+        """Refuse structures with elements the model has no network for (naming the first offender)."""
+        known = set(self.species)
+        for k, s in enumerate(structures):
+            unknown = sorted(set(s.symbols) - known)
+            if unknown:
+                raise InputError(f"species {', '.join(unknown)} not covered by the model, which knows "
+                                 f"{', '.join(self.species)}", s.source or f"structure {k + 1}")
+
+    def normalize(self, features: torch.Tensor, species_index: torch.Tensor) -> torch.Tensor:
+        return (features - self.feature_shift[species_index]) / self.feature_scale[species_index]
+
+    def atomic_energies(self, features: torch.Tensor, species_index: torch.Tensor) -> torch.Tensor:
+        """Energy (eV) of each atom from its raw descriptor features."""
+        outputs = self.networks(self.normalize(features, species_index), species_index)
+        return self.reference[species_index] + self.energy_shift + self.energy_scale * outputs
+
+    def forward(self, batch: AtomsBatch) -> torch.Tensor:
+        atomic = self.atomic_energies(self.descriptor(batch), batch.species_index)
+        return atomic.new_zeros(batch.n_structures).index_add(0, batch.structure_index, atomic)
+
+    def energy_forces_virial(self, batch: AtomsBatch, forces: bool = True, virial: bool = False):
+        """Energies (B,), forces (M, 3) or None, and virials ∂E/∂ε (B, 3, 3) or None.
+
+        The virial is the derivative with respect to a homogeneous strain ε applied to positions and
+        periodic image offsets alike; stress = virial / volume.
+        """
+        positions = batch.positions.detach().requires_grad_(forces)
+        strain = positions.new_zeros((batch.n_structures, 3, 3), requires_grad=virial)
+        inputs = [t for t, wanted in ((positions, forces), (strain, virial)) if wanted]
+        with torch.enable_grad():
+            deformed = replace(batch, positions=positions)
+            if virial:
+                deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+                per_atom = deform[batch.structure_index]
+                deformed = replace(
+                    batch,
+                    positions=torch.bmm(positions.unsqueeze(1), per_atom).squeeze(1),
+                    pair_shift=torch.bmm(batch.pair_shift.unsqueeze(1),
+                                         per_atom[batch.pair_i]).squeeze(1))
+            energies = self(deformed)
+            grads = torch.autograd.grad(energies.sum(), inputs) if inputs else ()
+        grads = list(grads)
+        force = -grads.pop(0) if forces else None
+        vir = grads.pop(0) if virial else None
+        return energies.detach(), force, vir
+
+    # -- saving and loading ---------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """One file: weights, normalisation, descriptor settings, species, version and ``metadata``
+        (training settings, seed, history). Written through a temporary file, so never half-written."""
+        payload = {
+            "kind": MODEL_KIND,
+            "format": MODEL_FORMAT,
+            "pyita_version": __version__,
+            "descriptor": {"type": "chebyshev", **self.descriptor.settings()},
+            "hidden": self.hidden,
+            "seed": self.seed,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "metadata": self.metadata,
+        }
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device=None) -> "Potential":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such model file", path)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises pickle, zip and runtime errors for foreign files
+            raise InputError(f"not a PyITA model file ({type(exc).__name__}: {str(exc)[:120]})", path) from None
+        if not isinstance(payload, dict) or payload.get("kind") != MODEL_KIND:
+            raise InputError("not a PyITA model file (no pyita-potential header)", path)
+        if payload.get("format") != MODEL_FORMAT:
+            raise InputError(
+                f"model format {payload.get('format')} (written by pyita {payload.get('pyita_version')}) "
+                f"cannot be read by pyita {__version__}, which reads format {MODEL_FORMAT}; "
+                "use the matching pyita version or retrain", path)
+        settings = dict(payload["descriptor"])
+        if settings.pop("type", None) != "chebyshev":
+            raise InputError("model uses an unknown descriptor type", path)
+        potential = cls(ChebyshevDescriptor(**settings), payload["hidden"], seed=payload.get("seed", 0))
+        try:
+            potential.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise InputError(f"model weights do not match its declared architecture: {exc}", path) from None
+        potential.metadata = payload.get("metadata", {})
+        return potential.to(device) if device is not None else potential
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary sibling, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_potential(model: "str | Path | Potential", device=None) -> Potential:
+    """Accept a Potential or a path to one (the form every user-facing entry point takes)."""
+    if isinstance(model, Potential):
+        return model.to(device) if device is not None else model
+    return Potential.load(model, device=device)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when present, else CPU; otherwise the device asked for (checked)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PyitaError("device cuda requested but CUDA is not available")
+    return device

@@ -1,0 +1,12 @@
+"""The embedded trainer: data preparation, feature cache, descriptor Jacobians, loss terms and the loop.
+
+Most callers want :func:`pyita.backends.embedded.train` (structures in, potential out) or
+``pyita train`` (:func:`pyita.train.run.train_from_data`).
+"""
+
+from pyita.train.data import FeatureSet, evaluate, filter_max_energy, split_by_parent
+from pyita.train.losses import EnergyLoss, ForceLoss
+from pyita.train.trainer import Trainer, TrainSettings
+
+__all__ = ["EnergyLoss", "FeatureSet", "ForceLoss", "TrainSettings", "Trainer", "evaluate", "filter_max_energy",
+           "split_by_parent"]

@@ -1,0 +1,97 @@
+"""``pyita train`` end to end: read data, filter (MAXENERGY), split by parent, train, save, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+from pyita import __version__
+from pyita.backends.embedded import train
+from pyita.errors import PyitaError
+from pyita.io import open_source
+from pyita.io.atomic import atomic_write_text
+from pyita.predict import error_tables, predict
+from pyita.train.data import (filter_max_energy, fit_reference_energies, is_derived, species_of, split_by_parent,
+                              take)
+from pyita.train.trainer import TrainSettings, graceful_stop
+
+
+def checkpoint_path(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".ckpt")
+
+
+def history_csv(history: list[dict]) -> str:
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, restval="")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
+                    validation_fraction: float = 0.0, max_energy: float | None = None,
+                    references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
+                    cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> dict:
+    """Train on ``data`` (anything ``open_source`` reads) and write ``out`` (the model) next to
+    ``out.history.csv``; returns a summary with the final test errors.
+
+    Reference energies come from ``references``, else generate.in's TYPES, else a least-squares fit.
+    The split is by parent and seeded; the test set's sources are recorded in the model.
+    """
+    out = Path(out)
+    checkpoint = checkpoint_path(out)
+    if out.exists() and not (overwrite or resume):
+        raise PyitaError(f"{out} exists (choose another --out, --overwrite, or --resume)")
+    if resume and not checkpoint.exists():
+        raise PyitaError(f"--resume: no checkpoint {checkpoint} to continue from")
+    started = time.perf_counter()
+    source = open_source(data)
+    structures = list(source)
+    if not structures:
+        raise PyitaError(f"{data}: no structures")
+    if references is None and source.generate_in is not None:
+        references = dict(source.generate_in.types)
+    order = list(references or ())
+    if references is None:
+        originals = [s for s in structures if not is_derived(s)]
+        references = fit_reference_energies(originals, species_of(originals))
+    missing = sorted({sym for s in structures for sym in s.symbols} - references.keys())
+    if missing:
+        raise PyitaError(f"no atomic reference energy for {', '.join(missing)}")
+    kept = filter_max_energy(structures, references, max_energy)
+    dropped = len(structures) - len(kept)
+    structures = take(structures, kept)
+    train_idx, val_idx, test_idx = split_by_parent(structures, test_fraction, validation_fraction, settings.seed)
+
+    def pick(indices):
+        return take(structures, indices)
+
+    with graceful_stop() as stop:
+        result = train(pick(train_idx), pick(val_idx), settings, test=pick(test_idx),
+                       reference_energies=references, species=species_of(structures, order),
+                       checkpoint=checkpoint, resume=resume, cache_dir=cache_dir, use_cache=use_cache,
+                       progress=progress, stop=stop)
+    potential = result.potential
+    test = pick(test_idx)
+    test_summary = error_tables(potential, test, predict(potential, test))[2] if test else {}
+    potential.metadata.update({
+        "data": str(data),
+        "max_energy": max_energy,
+        "dropped_by_max_energy": dropped,
+        "test_fraction": test_fraction,
+        "validation_fraction": validation_fraction,
+        "test_sources": [s.source for s in test],
+        "validation_sources": [s.source for s in pick(val_idx)],
+        "test_errors": test_summary,
+        "train_seconds": round(result.seconds, 2),
+    })
+    potential.save(out)
+    atomic_write_text(out.with_name(out.stem + ".history.csv"), history_csv(result.history))
+    return {"pyita_version": __version__, "model": str(out), "counts": {**result.counts, "dropped": dropped},
+            "epochs": len(result.history), "best_epoch": potential.metadata["best_epoch"],
+            "last": result.history[-1] if result.history else {}, "test_errors": test_summary,
+            "seconds": time.perf_counter() - started}

@@ -1,0 +1,300 @@
+"""The training loop: full-batch L-BFGS (aenet's ``bfgs``) or mini-batch Adam over precomputed features.
+
+One epoch is one L-BFGS iteration (with a strong-Wolfe line search) or one pass of Adam over the
+training set. Every random choice derives from the seed and the epoch number, so a run resumed from a
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pyita import __version__
+from pyita.errors import PyitaError
+from pyita.model.potential import atomic_torch_save
+from pyita.progress import progress_bar
+from pyita.train.data import FeatureSet, Outputs, evaluate
+from pyita.train.metrics import per_atom_energy_errors, summarize
+
+METHODS = ("lbfgs", "adam")
+CHECKPOINT_KIND = "pyita-checkpoint"
+CHECKPOINT_FORMAT = 1
+#: Settings that may differ between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device")
+
+
+def default_descriptor() -> dict:
+    """aenet's TiO2 example setup: radial 8.0 Å / order 16, angular 6.5 Å / order 4 (44 features)."""
+    return {"radial_rc": 8.0, "radial_n": 16, "angular_rc": 6.5, "angular_n": 4}
+
+
+@dataclass
+class TrainSettings:
+    """Everything that decides a trained model, recorded in the model file."""
+
+    method: str = "lbfgs"
+    iterations: int = 500
+    hidden: str = "15:tanh,15:tanh"
+    force_weight: float = 0.0
+    derived_weight: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    lbfgs_history: int = 100
+    patience: int | None = None
+    seed: int = 0
+    augment_a: float = 0.0
+    augment_delta: float = 0.03
+    augment_strategy: str = "balanced"
+    augment_max_force: float | None = None
+    on_the_fly: bool = False
+    descriptor: dict = field(default_factory=default_descriptor)
+    device: str = "auto"
+    checkpoint_every: float = 30.0
+
+    def __post_init__(self) -> None:
+        from pyita.model.network import parse_hidden
+
+        if self.method not in METHODS:
+            raise PyitaError(f"unknown training method {self.method!r}; choose {' or '.join(METHODS)}")
+        if int(self.iterations) != self.iterations or self.iterations < 1:
+            raise PyitaError(f"iterations must be a positive integer, got {self.iterations}")
+        if not self.force_weight >= 0 or not self.derived_weight >= 0:
+            raise PyitaError("force and derived-structure weights must be ≥ 0")
+        if self.batch_size < 1 or not self.learning_rate > 0:
+            raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
+        if self.patience is not None and self.patience < 1:
+            raise PyitaError(f"patience must be ≥ 1 epoch, got {self.patience}")
+        if self.on_the_fly and not self.augment_a > 0:
+            raise PyitaError("on-the-fly augmentation needs augment_a > 0 (new structures per parent)")
+        parse_hidden(self.hidden)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM (see :func:`graceful_stop`); the loop stops after the current epoch."""
+
+    def __init__(self):
+        self.requested = False
+
+
+@contextmanager
+def graceful_stop():
+    """Turn the first Ctrl-C or SIGTERM into a clean stop with a checkpoint; a second one aborts."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _measures(outputs, data: FeatureSet, prefix: str) -> dict:
+    """Energy MAE/RMSE (meV/atom) over the original structures of ``data``; force RMSE where computed."""
+    originals = ~data.derived
+    stats = summarize(per_atom_energy_errors(outputs.energies[originals], data.energy[originals],
+                                             data.n_atoms[originals]))
+    row = {f"{prefix}_mae": stats["mae"], f"{prefix}_rmse": stats["rmse"]}
+    if outputs.forces:
+        errors = torch.cat([(f - data.forces[data.jacobians[n][1]]).reshape(-1)
+                            for n, f in outputs.forces.items()]).detach()
+        row[f"{prefix}_force_rmse"] = float(torch.sqrt(torch.mean(errors * errors)))
+    return row
+
+
+class Trainer:
+    """Fits ``potential`` to ``train`` by the sum of ``losses``; ``validation`` drives early stopping and
+    best-model selection; ``test`` is only reported. ``fresh`` (on-the-fly augmentation) returns the
+    training set of an epoch: ``train`` plus that epoch's freshly derived structures."""
+
+    def __init__(self, potential, settings: TrainSettings, train: FeatureSet, losses: list,
+                 validation: FeatureSet | None = None, test: FeatureSet | None = None,
+                 fresh: Callable[[int], FeatureSet] | None = None, checkpoint: str | Path | None = None,
+                 fingerprint: str = ""):
+        self.potential, self.settings, self.train, self.losses = potential, settings, train, losses
+        self.validation, self.test, self.fresh = validation, test, fresh
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.fingerprint = fingerprint
+        self.needs_forces = any(term.needs_forces for term in losses)
+        params = list(potential.networks.parameters())
+        if settings.method == "lbfgs":
+            # One iteration per step; max_eval bounds the line search (its default, 5·max_iter/4 = 1 here,
+            # would leave the line search no evaluation at all and stall after a few epochs).
+            self.optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26,
+                                               history_size=settings.lbfgs_history, line_search_fn="strong_wolfe",
+                                               tolerance_grad=1e-15, tolerance_change=0.0)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
+        self.history: list[dict] = []
+        self._memo: dict | None = None
+        self.epoch = 0
+        self.best = {"loss": float("inf"), "epoch": -1, "state": None}
+        self.bad_epochs = 0
+
+    def loss(self, data: FeatureSet, differentiable: bool = True):
+        """The summed loss terms, and the outputs they were computed from."""
+        outputs = evaluate(self.potential, data, forces=self.needs_forces, create_graph=differentiable)
+        return sum(term(outputs, data) for term in self.losses), outputs
+
+    def _flat_parameters(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.potential.networks.parameters()])
+
+    def _lbfgs_closure(self, data: FeatureSet):
+        """Loss and gradients, remembered for the last parameters: L-BFGS re-evaluates at the start of each
+        step the point its line search just accepted, and the epoch's metrics need it once more."""
+        parameters = list(self.potential.networks.parameters())
+
+        def closure():
+            flat = self._flat_parameters()
+            memo = self._memo
+            if memo is not None and memo["data"] is data and torch.equal(memo["parameters"], flat):
+                for p, g in zip(parameters, memo["grads"]):
+                    p.grad = g.clone()
+                return memo["loss"]
+            self.optimizer.zero_grad()
+            value, outputs = self.loss(data)
+            value.backward()
+            self._memo = {"data": data, "parameters": flat, "loss": value.detach(),
+                          "grads": [p.grad.clone() for p in parameters],
+                          "outputs": Outputs(outputs.energies.detach(),
+                                             {n: f.detach() for n, f in outputs.forces.items()})}
+            return value
+
+        return closure
+
+    def _step(self, data: FeatureSet, epoch: int) -> None:
+        if self.settings.method == "lbfgs":
+            self.optimizer.step(self._lbfgs_closure(data))
+            return
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(data), generator=generator).to(data.n_atoms.device)
+        for start in range(0, len(data), self.settings.batch_size):
+            batch = data.subset(order[start:start + self.settings.batch_size])
+            self.optimizer.zero_grad()
+            self.loss(batch)[0].backward()
+            self.optimizer.step()
+
+    def run(self, progress: bool = False, resume: bool = False, stop: StopFlag | None = None) -> list[dict]:
+        """Train until ``iterations`` epochs, early stopping or a stop request; returns the history."""
+        if resume:
+            self._load_checkpoint()
+        settings = self.settings
+        last_save = time.monotonic()
+        started = time.perf_counter()
+        with progress_bar(settings.iterations, "train (MAE/RMSE meV/atom)", "epochs", enabled=progress) as advance:
+            advance(self.epoch)
+            while self.epoch < settings.iterations:
+                data = self.train if self.fresh is None else self.fresh(self.epoch)
+                self._step(data, self.epoch)
+                row = self._record(time.perf_counter() - started)
+                advance(1, **self._status(row))
+                self.epoch += 1
+                finished = self._early_stop()
+                if self.checkpoint is not None and (finished or self.epoch == settings.iterations or
+                                                    time.monotonic() - last_save >= settings.checkpoint_every):
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+                if finished:
+                    break
+                if stop is not None and stop.requested:
+                    where = f"; progress saved in {self.checkpoint}, continue with --resume" if self.checkpoint else ""
+                    if self.checkpoint is not None:
+                        self.save_checkpoint()
+                    raise PyitaError(f"training stopped by request after epoch {self.epoch}{where}")
+        if self.best["state"] is not None:
+            self.potential.load_state_dict(self.best["state"])
+        return self.history
+
+    def _record(self, seconds: float) -> dict:
+        row = {"epoch": self.epoch + 1}
+        memo = self._memo
+        with torch.no_grad():
+            if memo is not None and memo["data"] is self.train and torch.equal(memo["parameters"],
+                                                                              self._flat_parameters()):
+                loss, outputs = memo["loss"], memo["outputs"]
+            else:
+                loss, outputs = self.loss(self.train, differentiable=False)
+            row["loss"] = float(loss)
+            row.update(_measures(outputs, self.train, "train"))
+            if self.validation is not None:
+                loss, outputs = self.loss(self.validation, differentiable=False)
+                row["val_loss"] = float(loss)
+                row.update(_measures(outputs, self.validation, "val"))
+            if self.test is not None:
+                row.update(_measures(evaluate(self.potential, self.test), self.test, "test"))
+        row["seconds"] = round(seconds, 3)
+        self.history.append(row)
+        return row
+
+    @staticmethod
+    def _status(row: dict) -> dict:
+        fields = {"train": f"{row['train_mae']:.2f}/{row['train_rmse']:.2f}"}
+        for prefix in ("val", "test"):
+            if f"{prefix}_mae" in row:
+                fields[prefix] = f"{row[f'{prefix}_mae']:.2f}/{row[f'{prefix}_rmse']:.2f}"
+        return fields
+
+    def _early_stop(self) -> bool:
+        """Track the best validation loss; True when it has not improved for ``patience`` epochs."""
+        if self.validation is None:
+            return False
+        current = self.history[-1]["val_loss"]
+        if current < self.best["loss"]:
+            self.best = {"loss": current, "epoch": self.epoch,
+                         "state": copy.deepcopy(self.potential.state_dict())}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        return self.settings.patience is not None and self.bad_epochs >= self.settings.patience
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save({
+            "kind": CHECKPOINT_KIND, "format": CHECKPOINT_FORMAT, "pyita_version": __version__,
+            "epoch": self.epoch, "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+            "settings": self.settings.as_dict(), "fingerprint": self.fingerprint,
+        }, self.checkpoint)
+
+    def _load_checkpoint(self) -> None:
+        path = self.checkpoint
+        if path is None or not path.is_file():
+            raise PyitaError(f"cannot resume: no checkpoint at {path}")
+        try:
+            saved = torch.load(path, map_location=self.potential.device, weights_only=True)
+        except Exception as exc:  # damaged or foreign file
+            raise PyitaError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from None
+        if not isinstance(saved, dict) or saved.get("kind") != CHECKPOINT_KIND or \
+                saved.get("format") != CHECKPOINT_FORMAT:
+            raise PyitaError(f"cannot resume: {path} is not a pyita checkpoint of format {CHECKPOINT_FORMAT}")
+        if saved["fingerprint"] != self.fingerprint:
+            raise PyitaError(f"cannot resume from {path}: it was made with different training data")
+        mine, theirs = self.settings.as_dict(), saved["settings"]
+        changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
+        if changed:
+            raise PyitaError(f"cannot resume from {path}: settings differ ({', '.join(changed)})")
+        self.potential.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.epoch, self.history = saved["epoch"], saved["history"]
+        self.best, self.bad_epochs = saved["best"], saved["bad_epochs"]

@@ -1,0 +1,61 @@
+"""Experiment configs and presets: parsing, sweeps, validation, and the paired split."""
+
+import numpy as np
+import pytest
+
+from pyita.errors import InputError
+from pyita.experiment.config import PRESETS, parse_config, parse_toml, read_config_text
+from pyita.experiment.protocol import trial_split
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_parse(name):
+    text, path = read_config_text(preset=name)
+    config = parse_config(parse_toml(text, path), path)
+    assert config.conditions[0].is_baseline
+    assert config.trials >= 1
+
+
+def test_seed_500_matches_the_paper():
+    text, path = read_config_text(preset="seed-500")
+    c = parse_config(parse_toml(text, path), path)
+    assert (c.subset_size, c.trials, c.test_fraction, c.max_energy) == (500, 5, 0.1, 1.0)
+    assert c.trainer["iterations"] == 15 and c.trainer["hidden"] == "15:tanh,15:tanh"
+    aug = c.conditions[1].augment
+    assert (aug["strategy"], aug["a"], aug["delta"]) == ("sequential", 6, 0.03)
+
+
+def test_sweep_expands_and_baseline_is_added():
+    raw = {"experiment": {"data": "sample"},
+           "condition": [{"name": "bal", "augment": {"a": [2, 4], "delta": [0.01, 0.03]}}]}
+    c = parse_config(raw)
+    assert [x.name for x in c.conditions] == ["baseline", "bal a=2 δ=0.01", "bal a=2 δ=0.03",
+                                              "bal a=4 δ=0.01", "bal a=4 δ=0.03"]
+    assert c.conditions[4].augment == {"a": 4, "delta": 0.03, "strategy": "balanced"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"experiment": {}}, "needs data"),
+    ({"experiment": {"data": "x", "colour": 1}}, r"unknown \[experiment\] keys"),
+    ({"experiment": {"data": "x", "test_fraction": 1.5}}, "test_fraction"),
+    ({"experiment": {"data": "x", "backend": "gpaw"}}, "backend"),
+    ({"experiment": {"data": "x"}, "condition": [{"name": "a", "augment": {"dlta": 1}}]}, "unknown augment"),
+])
+def test_bad_configs(raw, message):
+    with pytest.raises(InputError, match=message):
+        parse_config(raw, "cfg.toml")
+
+
+def test_invalid_toml_names_the_line():
+    with pytest.raises(InputError, match="cfg.toml, line 2"):
+        parse_toml("[experiment]\ndata = = 1\n", "cfg.toml")
+
+
+def test_trial_split_is_paired_seeded_and_disjoint():
+    c = parse_config({"experiment": {"data": "x", "subset_size": 50, "test_fraction": 0.2, "seed": 7}})
+    a, b = trial_split(200, c, 3), trial_split(200, c, 3)
+    assert np.array_equal(a.test, b.test) and np.array_equal(a.train, b.train) and a.model_seed == b.model_seed
+    assert len(a.test) == 10 and len(a.train) == 40
+    assert not set(a.test) & set(a.train)
+    other = trial_split(200, c, 4)
+    assert not np.array_equal(a.test, other.test)

@@ -1,0 +1,131 @@
+"""Prediction, error tables and the ASE calculator."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.optimize import BFGS
+
+from pyita.calculator import PyitaCalculator
+from pyita.errors import InputError
+from pyita.io import write_xsf
+from pyita.predict import error_tables, predict, predict_to_dir
+from test_model import small_potential
+from trainer_data import emt_molecule, emt_structures
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.pt"
+    potential = small_potential()
+    potential.metadata = {"seed": 3, "settings": {"hidden": potential.hidden}}
+    potential.save(path)
+    return path
+
+
+def test_calculator_forces_and_stress_match_finite_differences(model_file):
+    atoms = emt_structures(1, seed=6)[0].to_ase()
+    atoms.calc = PyitaCalculator(model_file, device="cpu")
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=False)
+    h = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (3, 1)]:
+        energies = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.calc = atoms.calc
+            moved.positions[atom, axis] += sign * h
+            energies.append(moved.get_potential_energy())
+        assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), abs=1e-7)
+    volume = atoms.get_volume()
+    for i, j in [(0, 0), (1, 2), (2, 0)]:
+        energies = []
+        for sign in (1, -1):
+            strain = np.eye(3)
+            strain[i, j] += sign * h / 2
+            strain[j, i] += sign * h / 2
+            strained = atoms.copy()
+            strained.calc = atoms.calc
+            strained.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
+            energies.append(strained.get_potential_energy())
+        assert stress[i, j] == pytest.approx((energies[0] - energies[1]) / (2 * h * volume), abs=1e-8)
+
+
+def test_calculator_relaxes_and_refuses_what_it_cannot_do(model_file):
+    atoms = emt_structures(1, seed=7)[0].to_ase()
+    atoms.calc = PyitaCalculator(model_file, device="cpu")
+    start = atoms.get_potential_energy()
+    BFGS(atoms, logfile=None).run(fmax=1e-4, steps=20)
+    assert atoms.get_potential_energy() < start
+    molecule = emt_molecule().to_ase()
+    molecule.calc = PyitaCalculator(small_potential(species=("C", "H", "O")))
+    assert np.isfinite(molecule.get_forces()).all()
+    with pytest.raises(PropertyNotImplementedError):
+        molecule.get_stress()
+    slab = atoms.copy()
+    slab.pbc = (True, True, False)
+    slab.calc = atoms.calc
+    with pytest.raises(InputError, match="partially periodic"):
+        slab.get_potential_energy()
+    molecule.calc = PyitaCalculator(model_file)
+    with pytest.raises(InputError, match="not covered by the model"):
+        molecule.get_potential_energy()
+
+
+def test_error_tables_against_an_independent_calculation(model_file):
+    structures = emt_structures(4, seed=8)
+    structures[1] = structures[1].copy(energy_kind="cohesive", energy=structures[1].energy + 2.0)
+    predictions = predict(model_file, structures, batch_size=3)
+    rows, force_rows, summary = error_tables(small_potential(), structures, predictions)
+    calc = PyitaCalculator(model_file)
+    expected_energy, expected_force = [], []
+    for k, s in enumerate(structures):
+        atoms = s.to_ase()
+        atoms.calc = calc
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        assert predictions[k].energy == pytest.approx(energy, abs=1e-10)
+        np.testing.assert_allclose(predictions[k].forces, forces, atol=1e-10)
+        atomic_sum = -1.5 * s.symbols.count("Cu") - 2.0 * s.symbols.count("Au")
+        reference = s.energy + atomic_sum if s.energy_kind == "cohesive" else s.energy
+        expected_energy.append((energy - reference) / len(s) * 1000)
+        expected_force.append((forces - s.forces).ravel())
+    assert [r["error_meV_per_atom"] for r in rows] == pytest.approx(expected_energy, abs=1e-8)
+    e = np.abs(expected_energy)
+    f = np.abs(np.concatenate(expected_force))
+    assert summary["energy_meV_per_atom"]["mae"] == pytest.approx(e.mean())
+    assert summary["energy_meV_per_atom"]["rmse"] == pytest.approx(np.sqrt(np.mean(e**2)))
+    assert summary["force_components_eV_per_A"]["rmse"] == pytest.approx(np.sqrt(np.mean(f**2)))
+    assert summary["force_components_eV_per_A"]["n"] == f.size == 3 * len(force_rows)
+
+
+def test_predict_to_dir_writes_tables_that_read_back(model_file, tmp_path):
+    structures = emt_structures(3, seed=9)
+    folder = tmp_path / "xsf"
+    folder.mkdir()
+    for k, s in enumerate(structures):
+        write_xsf(folder / f"s{k}.xsf", s)
+    out = tmp_path / "pred"
+    summary = predict_to_dir(model_file, [str(folder)], out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["forces.csv", "predictions.csv", "predictions.extxyz",
+                                                     "summary.json"]
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    with open(out / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    frames = ase.io.read(out / "predictions.extxyz", index=":")
+    expected = predict(model_file, structures)
+    for row, frame, p in zip(rows, frames, expected):
+        assert float(row["energy_pred_eV"]) == pytest.approx(p.energy, rel=1e-12)
+        assert frame.get_potential_energy() == pytest.approx(p.energy, rel=1e-12)
+        np.testing.assert_allclose(frame.get_forces(), p.forces, atol=1e-7)  # extxyz keeps 8 decimals
+    with open(out / "forces.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == sum(len(s) for s in structures)
+    # A failing run (a species the model lacks) leaves nothing behind.
+    write_xsf(folder / "z.xsf", emt_molecule().copy(cell=np.eye(3) * 12))
+    with pytest.raises(InputError, match="not covered"):
+        predict_to_dir(model_file, [str(folder)], tmp_path / "pred2", progress=False)
+    assert not (tmp_path / "pred2").exists()

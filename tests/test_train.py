@@ -1,0 +1,262 @@
+"""The trainer: Jacobians, data preparation, splits, cache, losses, L-BFGS/Adam, checkpoints, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pyita.augment import augment
+from pyita.backends.embedded import train, train_and_evaluate
+from pyita.descriptors import ChebyshevDescriptor, make_batch
+from pyita.errors import InputError, PyitaError
+from pyita.train import cache as cache_module
+from pyita.train.cache import cached_features, structure_key
+from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, fit_reference_energies, parent_groups,
+                              split_by_parent, take)
+from pyita.train.jacobian import DescriptorJacobians
+from pyita.train.losses import ForceLoss
+from pyita.train.trainer import TrainSettings
+from test_model import small_potential
+from trainer_data import SMALL_DESCRIPTOR, emt_molecule, emt_structures
+
+FAST = dict(hidden="5:tanh,5:tanh", descriptor=SMALL_DESCRIPTOR, device="cpu")
+
+
+def rms(values) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def autograd_jacobian(descriptor, structure) -> torch.Tensor:
+    batch = make_batch([structure], descriptor.species, descriptor.cutoff)
+    n = len(structure)
+    jac = torch.autograd.functional.jacobian(lambda p: descriptor(replace(batch, positions=p)), batch.positions)
+    return jac.reshape(n * descriptor.n_features, n * 3)
+
+
+@pytest.mark.parametrize("species", [("Cu", "Au"), ("Cu",), ("C", "H", "O")])
+def test_stored_jacobians_equal_autograd_through_the_descriptor(species):
+    if species == ("Cu",):
+        structures = [s.copy(symbols=["Cu"] * len(s)) for s in emt_structures(2, atoms_per_cell=8)]
+    elif species == ("C", "H", "O"):
+        structures = [emt_molecule()]
+    else:
+        structures = emt_structures(2) + emt_structures(1, atoms_per_cell=8)
+    # Small cells (each atom sees many images of every other atom), also with TiO2-sized cutoffs.
+    for settings, some in ((SMALL_DESCRIPTOR, structures), ({}, structures[-1:])):
+        descriptor = ChebyshevDescriptor(species, **settings)
+        jacobians = DescriptorJacobians(descriptor, some)
+        for idx, jac in jacobians.groups.values():
+            for row, k in enumerate(idx.tolist()):
+                expected = autograd_jacobian(descriptor, some[k])
+                torch.testing.assert_close(jac[row], expected, rtol=0, atol=1e-10 * (1 + expected.abs().max()))
+
+
+def test_forces_through_jacobians_equal_potential_forces_and_force_loss_gradient_is_right():
+    potential = small_potential()
+    structures = emt_structures(3) + emt_structures(2, seed=5, atoms_per_cell=8)
+    descriptor = potential.descriptor
+    features = [descriptor(make_batch([s], potential.species, descriptor.cutoff)).detach() for s in structures]
+    data = FeatureSet.build(structures, features, potential, jacobians=DescriptorJacobians(descriptor, structures))
+    outputs = evaluate(potential, data, forces=True)
+    batch = make_batch(structures, potential.species, descriptor.cutoff)
+    energies, forces, _ = potential.energy_forces_virial(batch)
+    torch.testing.assert_close(outputs.energies, energies, rtol=0, atol=1e-10)
+    for n, predicted in outputs.forces.items():
+        idx, atoms, _ = data.jacobians[n]
+        torch.testing.assert_close(predicted, forces[atoms], rtol=0, atol=1e-10)
+    # The force loss must be differentiable in the weights through the stored Jacobians.
+    loss_term = ForceLoss(scale=0.7, weight=2.0)
+    weight = potential.networks.nets[0][0].weight
+    loss = loss_term(evaluate(potential, data, forces=True, create_graph=True), data)
+    grad, = torch.autograd.grad(loss, weight)
+    h = 1e-6
+    for index in [(0, 0), (2, 5), (4, 11)]:
+        values = []
+        for sign in (1, -1):
+            with torch.no_grad():
+                weight[index] += sign * h
+            values.append(float(loss_term(evaluate(potential, data, forces=True), data)))
+            with torch.no_grad():
+                weight[index] -= sign * h
+        assert grad[index].item() == pytest.approx((values[0] - values[1]) / (2 * h), rel=1e-5, abs=1e-9)
+
+
+def test_reference_energies_are_recovered_by_least_squares():
+    structures = emt_structures(6) + emt_structures(4, seed=2, atoms_per_cell=8)
+    for s in structures:
+        counts = {"Cu": s.symbols.count("Cu"), "Au": s.symbols.count("Au")}
+        s.energy = -3.0 * counts["Cu"] - 5.0 * counts["Au"] + 1e-3 * len(s)
+    fitted = fit_reference_energies(structures, ("Cu", "Au"))
+    assert fitted["Cu"] == pytest.approx(-3.0 + 1e-3, abs=1e-9)
+    assert fitted["Au"] == pytest.approx(-5.0 + 1e-3, abs=1e-9)
+
+
+def family(n_parents=10, a=3):
+    parents = emt_structures(n_parents)
+    return parents, parents + augment(parents, a=a, delta=0.02, seed=1)
+
+
+def test_split_by_parent_keeps_derived_structures_with_their_parent():
+    parents, structures = family()
+    groups = parent_groups(structures)
+    train_idx, val_idx, test_idx = split_by_parent(structures, 0.2, 0.1, seed=4)
+    assert len(test_idx) == 2 and len(val_idx) == 1
+    held = set(test_idx) | set(val_idx)
+    assert all(k < len(parents) for k in held)  # only originals are held out
+    assert not held & {int(groups[k]) for k in train_idx}  # no derived copy of a held-out parent trains
+    assert len(train_idx) == 7 * 4  # 7 training parents with 3 derived each
+    assert split_by_parent(structures, 0.2, 0.1, seed=4) == (train_idx, val_idx, test_idx)
+    assert split_by_parent(structures, 0.2, 0.1, seed=5) != (train_idx, val_idx, test_idx)
+    with pytest.raises(PyitaError, match="cannot be split"):
+        split_by_parent(structures[:1], 0.5)
+
+
+def test_take_renumbers_parent_links():
+    parents, structures = family(4, a=1)
+    kept = take(structures, [1, 3, 5, 7])  # parents 1 and 3 and their derived copies
+    assert [s.info.get("parent") for s in kept] == [None, None, 0, 1]
+    assert parent_groups(kept).tolist() == [0, 1, 0, 1]
+
+
+def test_max_energy_filter_drops_high_energy_parents_and_their_children():
+    parents, structures = family(4, a=2)
+    references = {"Cu": 0.0, "Au": 0.0}
+    per_atom = [p.energy / len(p) for p in parents]
+    limit = sorted(per_atom)[-1] - 1e-9  # drops exactly the highest parent
+    worst = int(np.argmax(per_atom))
+    kept = filter_max_energy(structures, references, limit)
+    groups = parent_groups(structures)
+    assert sorted(set(groups[kept].tolist())) == sorted(set(range(4)) - {worst})
+    assert len(kept) == 3 * 3
+
+
+def test_feature_cache_reuses_features_from_disk(tmp_path, monkeypatch):
+    descriptor = ChebyshevDescriptor(("Cu", "Au"), **SMALL_DESCRIPTOR)
+    structures = emt_structures(4)
+    first = cached_features(descriptor, structures[:3], cache_dir=tmp_path)
+    calls = []
+    real = cache_module.featurize
+    monkeypatch.setattr(cache_module, "featurize", lambda d, s, **kw: calls.append(len(s)) or real(d, s, **kw))
+    again = cached_features(descriptor, structures, cache_dir=tmp_path)
+    assert calls == [1]  # only the new structure was featurized
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    calls.clear()
+    cached_features(descriptor, structures[::-1], cache_dir=tmp_path)
+    assert calls == []
+    other = ChebyshevDescriptor(("Cu", "Au"), **{**SMALL_DESCRIPTOR, "radial_n": 4})
+    assert cached_features(other, structures[:1], cache_dir=tmp_path)[0].shape[1] == other.n_features
+    assert calls == [1]  # different settings never share features
+
+
+def test_only_original_structures_enter_the_feature_cache(tmp_path):
+    parents, structures = family(5, a=2)
+    train(structures, settings=TrainSettings(iterations=1, **FAST), cache_dir=tmp_path)
+    keys = [k for shard in tmp_path.rglob("*.pt") for k in torch.load(shard, weights_only=True)["keys"]]
+    assert sorted(keys) == sorted(structure_key(p) for p in parents)
+
+
+def test_lbfgs_keeps_improving_and_is_seeded():
+    structures = emt_structures(30)
+    settings = TrainSettings(iterations=25, seed=2, **FAST)
+    result = train(structures[:24], test=structures[24:], settings=settings, use_cache=False)
+    rmse = [row["train_rmse"] for row in result.history]
+    assert rmse[-1] < 0.2 * rmse[0]
+    assert rmse[-1] < rmse[9]  # no stall after a few iterations
+    again = train(structures[:24], test=structures[24:], settings=settings, use_cache=False)
+    assert again.history[-1]["train_rmse"] == rmse[-1]
+    other = train(structures[:24], settings=replace(settings, seed=3), use_cache=False)
+    assert other.history[-1]["train_rmse"] != rmse[-1]
+
+
+def test_direct_force_training_lowers_force_errors():
+    structures = emt_structures(24)
+    base = dict(iterations=60, seed=1, **FAST)
+    energy_only = train_and_evaluate(structures[:18], [], structures[18:], base)
+    with_forces = train_and_evaluate(structures[:18], [], structures[18:], {**base, "force_weight": 1.0})
+    assert rms(with_forces["force_errors"]) < 0.7 * rms(energy_only["force_errors"])
+    assert "train_force_rmse" in with_forces["history"][-1]
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "adam"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
+    structures = emt_structures(12)
+    settings = TrainSettings(iterations=6, method=method, batch_size=4, learning_rate=0.01, seed=5,
+                             checkpoint_every=0, force_weight=0.5, **FAST)
+    straight = train(structures, settings=settings, use_cache=False)
+    ckpt = tmp_path / "run.ckpt"
+    train(structures, settings=replace(settings, iterations=3), checkpoint=ckpt, use_cache=False)
+    resumed = train(structures, settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
+    assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
+    for a, b in zip(straight.potential.state_dict().values(), resumed.potential.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(PyitaError, match="different training data"):
+        train(structures[:-1], settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
+    with pytest.raises(PyitaError, match=r"settings differ \(hidden\)"):
+        train(structures, settings=replace(settings, hidden="4:tanh"), checkpoint=ckpt, resume=True,
+              use_cache=False)
+
+
+def test_early_stopping_restores_the_best_validation_epoch():
+    structures = emt_structures(16)
+    settings = TrainSettings(iterations=200, patience=3, method="adam", learning_rate=0.05, batch_size=2, **FAST)
+    result = train(structures[:8], structures[8:], settings, use_cache=False)
+    losses = [row["val_loss"] for row in result.history]
+    best = int(np.argmin(losses))
+    assert len(losses) == best + 1 + 3  # stopped 3 epochs after the best
+    assert result.potential.metadata["best_epoch"] == best + 1
+    data_val = structures[8:]  # the restored weights reproduce the best epoch's validation error
+    batch = make_batch(data_val, result.potential.species, result.potential.descriptor.cutoff)
+    with torch.no_grad():
+        errors = (result.potential(batch).numpy() - [s.energy for s in data_val]) / [len(s) for s in data_val]
+    assert rms(errors) * 1000 == pytest.approx(result.history[best]["val_rmse"], rel=1e-9)
+
+
+def test_derived_structures_get_their_weight_and_parent_links():
+    parents, structures = family(6, a=2)
+    settings = TrainSettings(iterations=2, derived_weight=0.25, **FAST)
+    potential = train(structures, settings=settings, use_cache=False).potential
+    features = [torch.zeros(len(s), potential.descriptor.n_features) for s in structures]
+    data = FeatureSet.build(structures, features, potential, [0.25 if "parent" in s.info else 1 for s in structures])
+    assert data.parent.tolist() == [-1] * 6 + [d.info["parent"] for d in structures[6:]]
+    assert data.weight.tolist() == [1.0] * 6 + [0.25] * 12
+
+
+def test_on_the_fly_augmentation_draws_fresh_structures_each_epoch(monkeypatch):
+    import pyita.backends.embedded as embedded
+
+    drawn = []
+    real = embedded._derive
+    monkeypatch.setattr(embedded, "_derive", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+    structures = emt_structures(8)
+    settings = TrainSettings(iterations=3, augment_a=2, on_the_fly=True, method="adam", **FAST)
+    result = train(structures, settings=settings, use_cache=False)
+    assert len(result.history) == 3
+    epochs = drawn[1:]  # the first draw only checks the settings
+    assert len(epochs) == 3 and all(len(d) == 16 for d in epochs)
+    energies = [[d.energy for d in draw] for draw in epochs]
+    assert energies[0] != energies[1] != energies[2]
+
+
+def test_bad_training_data_is_refused_clearly():
+    structures = emt_structures(3)
+    settings = TrainSettings(iterations=1, **FAST)
+    with pytest.raises(PyitaError, match="training data is empty"):
+        train([], settings=settings, use_cache=False)
+    with pytest.raises(PyitaError, match="at least 2 original structures"):
+        train(structures[:1], settings=settings, use_cache=False)
+    broken = structures[1].copy(energy=float("nan"))
+    with pytest.raises(InputError, match="not finite"):
+        train([structures[0], broken], settings=settings, use_cache=False)
+    forces = structures[1].forces.copy()
+    forces[0, 0] = np.nan
+    with pytest.raises(InputError, match="forces contain NaN"):
+        train([structures[0], structures[1].copy(forces=forces)], settings=settings, use_cache=False)
+    with pytest.raises(PyitaError, match="no atomic reference energy for Au"):
+        train(structures, settings=settings, reference_energies={"Cu": 0.0}, use_cache=False)
+    for bad in (dict(method="sgd"), dict(iterations=0), dict(hidden="3:relu"), dict(on_the_fly=True)):
+        with pytest.raises(PyitaError):
+            TrainSettings(**bad)
