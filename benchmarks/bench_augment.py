@@ -77,7 +77,8 @@ def count_files(folder: Path) -> int:
     return sum(1 for _ in os.scandir(folder / "derived"))
 
 
-def timing(roots: dict[str, Path], gen: Path, strategies: list[str], reps: int, a: int, delta: float) -> list:
+def timing(roots: dict[str, Path], gen: Path, strategies: list[str], reps: int, a: int, delta: float,
+           workers: int | None = None) -> list:
     rows = []
     for fs, root in roots.items():
         for strategy in strategies:
@@ -92,7 +93,10 @@ def timing(roots: dict[str, Path], gen: Path, strategies: list[str], reps: int, 
                         cmd = [sys.executable, "-m", "pyita.cli", "augment", str(gen), "--a", str(a), "--delta",
                                str(delta), "--strategy", strategy, "--out", str(out), "-q"]
                     os.sync()
-                    result = run(cmd, {"PYITA_WORKERS": "1"} if impl == "pyita-1" else None)
+                    env = {"PYITA_WORKERS": "1"} if impl == "pyita-1" else None
+                    if impl == "pyita" and workers:
+                        env = {"PYITA_WORKERS": str(workers)}
+                    result = run(cmd, env)
                     result.update(fs=fs, strategy=strategy, impl=impl, rep=rep, derived=count_files(out))
                     rows.append(result)
                     print(f"  {fs:5s} {strategy:10s} {impl:7s} rep {rep}: wall {result['wall']:6.2f} s  "
@@ -161,6 +165,8 @@ def main() -> None:
     parser.add_argument("--fs", nargs="+", default=["disk", "tmpfs"], choices=["disk", "tmpfs"],
                         help="where the output goes: a temporary folder on disk, and/or /dev/shm (RAM)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--workers", type=int, help="worker processes for the `pyita` runs (PYITA_WORKERS); "
+                                                     "default: PyITA's own choice (idle cores)")
     parser.add_argument("--json", type=Path, help="also write all measurements here")
     args = parser.parse_args()
 
@@ -178,7 +184,7 @@ def main() -> None:
     write_generate_in(gen, files)
     try:
         print("\nTiming (each job a separate process, naive and PyITA alternating):")
-        rows = timing(roots, gen, args.strategies, args.reps, args.a, args.delta)
+        rows = timing(roots, gen, args.strategies, args.reps, args.a, args.delta, args.workers)
         summary(rows)
         mem = []
         if not args.no_memory:

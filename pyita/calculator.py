@@ -41,10 +41,10 @@ class PyitaCalculator(Calculator):
         self.potential.check_species([structure])
         batch = make_batch([structure], self.potential.species, self.potential.descriptor.cutoff,
                            device=self.potential.device)
-        energy, forces, virial = self.potential.energy_forces_virial(batch, forces=True, virial=periodic)
+        energy, forces, d_strain = self.potential.energy_and_derivatives(batch, forces=True, strain=periodic)
         self.results["energy"] = self.results["free_energy"] = float(energy[0])
         self.results["forces"] = forces.detach().cpu().numpy()
         if periodic:
-            w = virial[0].detach().cpu().numpy()
+            w = d_strain[0].detach().cpu().numpy()
             w = 0.5 * (w + w.T) / self.atoms.get_volume()
             self.results["stress"] = np.array([w[0, 0], w[1, 1], w[2, 2], w[1, 2], w[0, 2], w[0, 1]])

@@ -29,7 +29,9 @@ console = Console()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # messages hold brackets, e.g. pip install 'pyita[xtb]', file.xyz[3]
+
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 warnings.showwarning = _show_warning
@@ -92,7 +94,7 @@ def augment(
                   f"({c['excluded']} excluded) → {out}  [{summary['seconds']:.1f} s]")
 
 
-_CALC_HELP = ("Reference calculator: a preset (gfn1-xtb, gfn2-xtb: tblite, pip install 'pyita[xtb]'; emt: "
+_CALC_HELP = ("Reference calculator: a preset (gfn1-xtb, gfn2-xtb: tblite, pip install 'pyita\\[xtb]'; emt: "
               "ASE EMT for metals) or an ASE calculator as module:Class, optionally with JSON keyword "
               "arguments: 'ase.calculators.emt:EMT{}'.")
 
@@ -400,7 +402,9 @@ def main() -> None:
     try:
         app()
     except PyitaError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

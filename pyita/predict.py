@@ -42,7 +42,7 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
         for start in range(0, len(structures), batch_size):
             chunk = structures[start:start + batch_size]
             batch = make_batch(chunk, potential.species, potential.descriptor.cutoff, device=potential.device)
-            energies, force, _ = potential.energy_forces_virial(batch, forces=forces)
+            energies, force, _ = potential.energy_and_derivatives(batch, forces=forces)
             per_structure = (np.split(force.cpu().numpy(), np.cumsum([len(s) for s in chunk])[:-1])
                              if forces else [None] * len(chunk))
             results += [Prediction(float(e), f) for e, f in zip(energies.tolist(), per_structure)]

@@ -446,3 +446,20 @@ def test_parents_from_an_ase_file_are_written_as_xsf(tmp_path):
     assert again.energy == pytest.approx(parents[1].energy, abs=1e-9)
     np.testing.assert_allclose(again.forces, parents[1].forces, atol=1e-7)  # extxyz keeps 8 decimals
     assert set(gen.types) == {"Ti", "O"}
+
+
+@pytest.mark.tio2
+def test_real_subset_of_1000_on_disk(tio2_subset_1000, tmp_path):
+    gen = tmp_path / "generate.in"
+    gen.write_text("OUTPUT TiO.train\nTYPES\n2\nTi -1626.66972707\nO -433.23448532\nSETUPS\nTi Ti.stp\nO O.stp\n"
+                   f"FILES\n{len(tio2_subset_1000)}\n" + "".join(f"{p}\n" for p in tio2_subset_1000))
+    out = tmp_path / "out"
+    summary = augment_to_disk(gen, out, AugmentSettings(a=1, delta=0.03, seed=3), progress=False, workers=1)
+    assert summary["counts"] == {"parents": 1000, "excluded": 0, "augmented_parents": 1000, "derived": 1000}
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 1000 and len(read_generate_in(out / "generate.in").files) == 2000
+    for row in rows[::50]:
+        parent, child = read_xsf(row["parent"]), read_xsf(out / row["file"], require_labels=True)
+        k, axis = int(row["atom"]) - 1, "xyz".index(row["direction"][1])
+        sign = 1.0 if row["direction"][0] == "+" else -1.0
+        assert child.energy == pytest.approx(parent.energy - sign * 0.03 * parent.forces[k, axis], abs=5.1e-11)

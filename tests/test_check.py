@@ -382,6 +382,11 @@ def test_cli_check_end_to_end(tmp_path, metal_file):
 def test_cli_errors_and_label_resume(tmp_path, metal_file, helpers):
     bad = _pyita("label", metal_file, "--calculator", "gfn9", "--out", tmp_path / "x.extxyz")
     assert bad.returncode == 2 and "unknown calculator 'gfn9'" in bad.stderr and "Traceback" not in bad.stderr
+    no_tblite = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['tblite'] = sys.modules['tblite.ase'] = None; "
+         "from pyita.cli import main; main()", "label", str(metal_file), "-c", "gfn1-xtb", "-o",
+         str(tmp_path / "x.extxyz")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert no_tblite.returncode == 2 and "pip install 'pyita[xtb]'" in no_tblite.stderr
     calls = tmp_path / "calls.txt"
     env = {"PYTHONPATH": os.pathsep.join([str(Path(helpers.__file__).parent), os.environ.get("PYTHONPATH", "")]),
            "PYITA_TEST_CALLS": str(calls)}

@@ -25,6 +25,12 @@ from trainer_data import SMALL_DESCRIPTOR, emt_molecule, emt_structures
 FAST = dict(hidden="5:tanh,5:tanh", descriptor=SMALL_DESCRIPTOR, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Keep the feature cache of these tests out of the user's ~/.cache."""
+    monkeypatch.setenv("PYITA_CACHE", str(tmp_path / "cache"))
+
+
 def rms(values) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
@@ -32,7 +38,8 @@ def rms(values) -> float:
 def autograd_jacobian(descriptor, structure) -> torch.Tensor:
     batch = make_batch([structure], descriptor.species, descriptor.cutoff)
     n = len(structure)
-    jac = torch.autograd.functional.jacobian(lambda p: descriptor(replace(batch, positions=p)), batch.positions)
+    jac = torch.autograd.functional.jacobian(lambda p: descriptor(replace(batch, positions=p)), batch.positions,
+                                             vectorize=True, strategy="forward-mode")
     return jac.reshape(n * descriptor.n_features, n * 3)
 
 
@@ -62,7 +69,7 @@ def test_forces_through_jacobians_equal_potential_forces_and_force_loss_gradient
     data = FeatureSet.build(structures, features, potential, jacobians=DescriptorJacobians(descriptor, structures))
     outputs = evaluate(potential, data, forces=True)
     batch = make_batch(structures, potential.species, descriptor.cutoff)
-    energies, forces, _ = potential.energy_forces_virial(batch)
+    energies, forces, _ = potential.energy_and_derivatives(batch)
     torch.testing.assert_close(outputs.energies, energies, rtol=0, atol=1e-10)
     for n, predicted in outputs.forces.items():
         idx, atoms, _ = data.jacobians[n]
@@ -239,6 +246,27 @@ def test_on_the_fly_augmentation_draws_fresh_structures_each_epoch(monkeypatch):
     assert len(epochs) == 3 and all(len(d) == 16 for d in epochs)
     energies = [[d.energy for d in draw] for draw in epochs]
     assert energies[0] != energies[1] != energies[2]
+
+
+def test_experiment_entry_point_holds_out_validation_parents_with_their_children(monkeypatch):
+    import pyita.backends.embedded as embedded
+
+    parents, test = emt_structures(10), emt_structures(3, seed=9)
+    derived = augment(parents, a=2, delta=0.02, seed=1)
+    seen = {}
+    real = embedded.train
+    monkeypatch.setattr(embedded, "train", lambda tr, val, *a, **k: seen.update(train=tr, val=val) or
+                        real(tr, val, *a, **k))
+    result = train_and_evaluate(parents, derived, test, {"iterations": 3, "early_stopping": 2, **FAST},
+                                {"strategy": "balanced", "a": 2, "delta": 0.02, "weight": 0.5}, seed=3)
+    held = {s.source for s in seen["val"]}
+    assert len(held) == 1 and len(seen["train"]) == 9 * 3
+    assert not held & {s.info["parent_source"] for s in seen["train"] if "parent" in s.info}
+    assert result["potential"].metadata["settings"]["derived_weight"] == 0.5
+    assert result["energy_pred"].shape == result["energy_ref"].shape == (3,)
+    assert result["force_errors"].shape == (3 * 4 * 3,)
+    with pytest.raises(PyitaError, match="not supported"):
+        train_and_evaluate(parents, [], test, {"iterations": 1, **FAST}, {"parent_child_weight": 1.0})
 
 
 def test_bad_training_data_is_refused_clearly():

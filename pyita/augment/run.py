@@ -100,8 +100,12 @@ PARALLEL_MIN_PARENTS = 256
 
 
 def default_workers(n_parents: int, fmt: str = "xsf") -> int:
-    """Worker processes for a run: the environment variable PYITA_WORKERS if set, else all usable cores (at
-    most 4) for large XSF jobs, else 1."""
+    """Worker processes for a run: the environment variable PYITA_WORKERS if set, else, for large XSF jobs,
+    the idle cores (usable cores minus the load average, at most 4), else 1.
+
+    Idle cores only: on a busy machine extra processes add work (forking, sending results back, several
+    processes creating files in one folder) and gain nothing.
+    """
     if fmt != "xsf" or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     if os.environ.get("PYITA_WORKERS"):
@@ -115,7 +119,11 @@ def default_workers(n_parents: int, fmt: str = "xsf") -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    try:
+        idle = cores - round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        idle = cores
+    return max(1, min(idle, 4))
 
 
 def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",

@@ -88,6 +88,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     for name, data in (("validation data", validation), ("test data", test)):
         if data:
             check_structures(data, name)
+    if settings.patience is not None and not validation:
+        raise PyitaError("early stopping (patience) needs a validation set")
     originals = [s for s in train if not is_derived(s)]
     if len(originals) < 2:
         raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
@@ -118,26 +120,15 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     fit_normalization(potential, train, train_features)
 
     losses: list = [EnergyLoss(float(potential.energy_scale))]
-    jac = {"train": None, "val": None}
+    jac: dict = {}
     if settings.force_weight > 0:
-        with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not is_derived(s)]
-                       for name, data in (("train", train), ("val", validation))}
-        if not with_forces["train"]:
-            raise PyitaError("force training needs training structures with force labels")
-        need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor.n_features)
-                   for name, data in (("train", train), ("val", validation)))
-        free = _available_memory()
-        if free is not None and need > 0.8 * free:
-            raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but "
-                             f"only {free / 2**30:.1f} GiB is free; train on fewer or smaller structures")
-        reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
-        losses.append(ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, settings.force_weight))
-        jac = {name: DescriptorJacobians(descriptor, data, only=with_forces[name], device=device)
-               for name, data in (("train", train), ("val", validation)) if with_forces[name]}
+        force_loss, jac = _force_training(descriptor, train, validation, settings.force_weight, device)
+        losses.append(force_loss)
     train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.derived_weight),
                                  jac.get("train"))
     val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
     test_set = FeatureSet.build(test, test_features, potential) if test else None
+    del features, train_features, val_features, test_features, jac  # the sets hold what training needs
 
     fresh = _fresh_epochs(train_set, train, potential, settings) if settings.on_the_fly else None
     trainer = Trainer(potential, settings, train_set, losses, validation=val_set, test=test_set, fresh=fresh,
@@ -156,6 +147,25 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
         "history": history,
     }
     return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
+
+
+def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device):
+    """The force loss term, and descriptor Jacobians of the structures with force labels (after checking
+    that they fit in memory: N²·F·3 float64 numbers per structure)."""
+    with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not is_derived(s)]
+                   for name, data in (("train", train), ("val", validation))}
+    if not with_forces["train"]:
+        raise PyitaError("force training needs training structures with force labels")
+    need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor.n_features)
+               for name, data in (("train", train), ("val", validation)))
+    free = _available_memory()
+    if free is not None and need > 0.8 * free:
+        raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but "
+                         f"only {free / 2**30:.1f} GiB is free; train on fewer or smaller structures")
+    reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
+    jacobians = {name: DescriptorJacobians(descriptor, data, only=with_forces[name], device=device)
+                 for name, data in (("train", train), ("val", validation)) if with_forces[name]}
+    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, weight), jacobians
 
 
 def _features(descriptor, structures: list[Structure], cache_dir, device, progress: bool) -> list:
@@ -219,7 +229,8 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
                        progress: bool = False) -> dict:
     """One experiment condition: train on parents (+ fixed derived structures), evaluate on ``test``.
 
-    ``trainer`` holds TrainSettings fields (``early_stopping`` = patience); ``augment`` the condition's
+    ``trainer`` holds TrainSettings fields (``early_stopping`` = patience, with a 10 % validation split
+    unless ``validation_fraction`` is given there or here); ``augment`` the condition's
     augmentation (a, delta, strategy, max_force, on_the_fly, weight). Fixed derived structures come in
     ``derived``; on-the-fly ones are drawn here. A validation split (by parent, from ``parents``) is
     taken when ``validation_fraction`` > 0. Returns the history and raw test errors: total energies
@@ -229,6 +240,9 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
     from pyita.train.data import split_by_parent, take, total_energy
 
     fields = {_TRAINER_ALIASES.get(k, k): v for k, v in trainer.items()}
+    validation_fraction = fields.pop("validation_fraction", validation_fraction)
+    if fields.get("patience") is not None and not validation_fraction:
+        validation_fraction = 0.1  # early stopping needs something to watch
     augment = dict(augment or {})
     unsupported = sorted(set(augment) - set(_AUGMENT_FIELDS))
     if unsupported:

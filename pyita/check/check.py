@@ -353,7 +353,7 @@ def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
         writer = csv.DictWriter(handle, CSV_FIELDS)
         writer.writeheader()
         for row in result.rows:
-            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
     (folder / "check.json").write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
     plot_check(result.summary, folder / "check.png", folder / "check.svg")
     return [folder / name for name in OUTPUT_FILES]
@@ -428,7 +428,8 @@ def print_report(summary: dict, console) -> None:
         if "force_mae_eV_per_A" in agree:
             line += f", force MAE {agree['force_mae_eV_per_A']:.3g} eV/Å (max {agree['force_max_eV_per_A']:.3g})"
         console.print(line + (" — the same PES" if agree["energy_max_meV_per_atom"] < 0.01 else
-                              " — the check measures the calculator's PES, standing in for the data's"))
+                              " — the check measures the calculator's PES, standing in for the data's"),
+                      soft_wrap=True)
     for strategy in summary["settings"]["strategies"]:
         table = Table(title=f"Taylor error — {strategy}, {calc}, {summary['counts']['parents']} parents",
                       title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -446,12 +447,17 @@ def print_report(summary: dict, console) -> None:
                           f"{t['signal_meV_per_atom']['median']:.3g}", f"{t['snr']['median']:.3g}")
         table.caption = ("|E_taylor − E_true|: meV/atom (med, p95, max), then meV/structure; "
                          "F·D: median signal meV/atom; SNR: median |F·D|/|error|")
-        console.print(table)
+        narrow = console.width
+        console.width = max(narrow, 100)  # never elide numbers, even in a narrow terminal or a log file
+        try:
+            console.print(table)
+        finally:
+            console.width = narrow
         slope = summary["slopes"][strategy]
         s_med, s_p95 = slope["median"]["slope"], slope["p95"]["slope"]
         console.print(f"  fitted slope of log error vs log δ: median {_fmt(s_med)}, p95 {_fmt(s_p95)} "
-                      f"(2 expected)")
-        console.print(f"  recommendation: {summary['recommendation'][strategy]['note']}")
+                      f"(2 expected)", soft_wrap=True)
+        console.print(f"  recommendation: {summary['recommendation'][strategy]['note']}", soft_wrap=True)
 
 
 def _fmt(value) -> str:

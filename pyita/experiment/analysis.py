@@ -18,13 +18,24 @@ class TaskResult:
     summary: dict
     energy_errors: np.ndarray   # signed per-structure per-atom error, meV/atom
     force_errors: np.ndarray    # absolute per-component error, eV/Å
+    n_atoms: np.ndarray
+
+    def structure_errors(self, kind: str) -> np.ndarray:
+        """One number per test structure: |energy error|, or the mean |force component error| (the unit
+        that is paired across conditions; force components within a structure are not independent)."""
+        if kind == "energy":
+            return np.abs(self.energy_errors)
+        if self.force_errors.size != 3 * int(self.n_atoms.sum()):
+            return np.array([])
+        bounds = np.cumsum(3 * self.n_atoms)[:-1]
+        return np.array([part.mean() for part in np.split(self.force_errors, bounds)])
 
     @classmethod
     def load(cls, json_path: Path, npz_path: Path) -> "TaskResult":
         summary = json.loads(json_path.read_text())
         data = np.load(npz_path)
         energy = 1000.0 * (data["energy_pred"] - data["energy_ref"]) / data["n_atoms"]
-        return cls(summary, energy, np.abs(data["force_errors"]))
+        return cls(summary, energy, np.abs(data["force_errors"]), data["n_atoms"])
 
 
 def load_results(config: ExperimentConfig, out: Path) -> dict[tuple[int, str], TaskResult]:
@@ -86,7 +97,7 @@ def comparisons(config: ExperimentConfig, results, baseline: str | None = None) 
         for kind, metric in (("energy", "energy MAE (meV/atom)"), ("force", "force MAE (eV/Å)")):
             b = [float(np.mean(np.abs(getattr(results[(t, base)], f"{kind}_errors")))) for t in trials]
             c = [float(np.mean(np.abs(getattr(results[(t, condition.name)], f"{kind}_errors")))) for t in trials]
-            bp = np.abs(pooled(config, results, trials, base, kind))
-            cp = np.abs(pooled(config, results, trials, condition.name, kind))
+            bp = np.concatenate([results[(t, base)].structure_errors(kind) for t in trials])
+            cp = np.concatenate([results[(t, condition.name)].structure_errors(kind) for t in trials])
             out.append(compare(condition.name, metric, b, c, bp, cp, seed=config.seed).as_dict())
     return out

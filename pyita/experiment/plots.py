@@ -95,8 +95,9 @@ def sweep(config, table: list[dict], out: Path) -> list[Path]:
             values = [r["energy_mae"] for r in table if r["condition"] == condition.name]
             if values:
                 points[key] = (float(np.mean(values)), float(np.std(values)))
-    if len({k[1] for k in points}) < 2 and len({k[2] for k in points}) < 2:
-        return []
+    strategies = {k[0] for k in points}
+    if not any(len({k[1:] for k in points if k[0] == st}) > 1 for st in strategies):
+        return []   # no strategy was run at more than one (a, δ)
     base = [r["energy_mae"] for r in table if any(c.is_baseline and c.name == r["condition"]
                                                   for c in config.conditions)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))

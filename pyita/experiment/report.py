@@ -102,8 +102,9 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
                                ("mannwhitney_p_pooled", "p (Mann–Whitney)"), ("trials_needed", "trials needed"),
                                ("verdict", "verdict")])
     lines += ["", "CI: percentile bootstrap over trials. A verdict needs the CI to exclude zero and a "
-              "significant paired test (over trials when they can reach p < 0.05, otherwise over the paired "
-              "per-structure errors). 'trials needed': paired trials to detect the observed mean difference "
+              "significant paired test (over trials when they can reach p < 0.05, otherwise a Wilcoxon test "
+              "over the paired per-test-structure errors: |ΔE|, or the structure's mean |ΔF|). Mann–Whitney "
+              "compares the pooled per-structure errors unpaired. 'trials needed': paired trials to detect the observed mean difference "
               "at α = 0.05 with 80 % power.", "", "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figure_files if p.suffix == ".png"]
     lines += ["", "Raw errors: `energy_errors.csv.gz`, `force_errors.csv.gz`; tables: `per_trial.csv`, "

@@ -78,19 +78,19 @@ class Potential(nn.Module):
         atomic = self.atomic_energies(self.descriptor(batch), batch.species_index)
         return atomic.new_zeros(batch.n_structures).index_add(0, batch.structure_index, atomic)
 
-    def energy_forces_virial(self, batch: AtomsBatch, forces: bool = True, virial: bool = False):
-        """Energies (B,), forces (M, 3) or None, and virials ∂E/∂ε (B, 3, 3) or None.
+    def energy_and_derivatives(self, batch: AtomsBatch, forces: bool = True, strain: bool = False):
+        """Energies (B,), forces −∂E/∂R (M, 3) or None, and ∂E/∂ε (B, 3, 3) or None.
 
-        The virial is the derivative with respect to a homogeneous strain ε applied to positions and
-        periodic image offsets alike; stress = virial / volume.
+        ε is a homogeneous strain applied to positions and periodic image offsets alike (R → R(1 + ε));
+        the stress is ∂E/∂ε divided by the cell volume.
         """
         positions = batch.positions.detach().requires_grad_(forces)
-        strain = positions.new_zeros((batch.n_structures, 3, 3), requires_grad=virial)
-        inputs = [t for t, wanted in ((positions, forces), (strain, virial)) if wanted]
+        epsilon = positions.new_zeros((batch.n_structures, 3, 3), requires_grad=strain)
+        inputs = [t for t, wanted in ((positions, forces), (epsilon, strain)) if wanted]
         with torch.enable_grad():
             deformed = replace(batch, positions=positions)
-            if virial:
-                deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
+            if strain:
+                deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + epsilon
                 per_atom = deform[batch.structure_index]
                 deformed = replace(
                     batch,
@@ -98,11 +98,10 @@ class Potential(nn.Module):
                     pair_shift=torch.bmm(batch.pair_shift.unsqueeze(1),
                                          per_atom[batch.pair_i]).squeeze(1))
             energies = self(deformed)
-            grads = torch.autograd.grad(energies.sum(), inputs) if inputs else ()
-        grads = list(grads)
+            grads = list(torch.autograd.grad(energies.sum(), inputs)) if inputs else []
         force = -grads.pop(0) if forces else None
-        vir = grads.pop(0) if virial else None
-        return energies.detach(), force, vir
+        d_strain = grads.pop(0) if strain else None
+        return energies.detach(), force, d_strain
 
     # -- saving and loading ---------------------------------------------------------------------
 

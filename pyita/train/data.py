@@ -113,7 +113,8 @@ def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
         else:
             orphans += 1
     if orphans:
-        warnings.warn(f"{orphans} derived structures have no parent in the data; each is split on its own",
+        warnings.warn(f"{orphans} derived structures name no parent found in the data: each is split on its "
+                      "own, so copies of held-out structures may train (keep parents and children together)",
                       stacklevel=2)
     return groups
 
