@@ -186,6 +186,8 @@ def train(
     augment_strategy: str = typer.Option("balanced", help="sequential | balanced | random-all."),
     on_the_fly: bool = typer.Option(False, "--on-the-fly", help="Draw fresh derived structures every epoch."),
     derived_weight: float = typer.Option(1.0, help="Loss weight of derived structures (originals: 1)."),
+    parent_child_weight: float = typer.Option(0.0, help="Weight of the parent–child Taylor loss on "
+                                                        "E(child) − E(parent) vs −F·D (0: off)."),
     max_energy: Optional[float] = typer.Option(None, help="MAXENERGY: drop structures more than this many "
                                                           "eV/atom above the atomic reference energies."),
     types: Optional[str] = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); "
@@ -215,7 +217,8 @@ def train(
     if patience is not None and validation_fraction <= 0:
         raise PyitaError("--patience needs a validation set (--validation-fraction > 0)")
     settings = TrainSettings(method=method, iterations=iterations, hidden=hidden, force_weight=force_weight,
-                             derived_weight=derived_weight, batch_size=batch_size, learning_rate=learning_rate,
+                             derived_weight=derived_weight, parent_child_weight=parent_child_weight,
+                             batch_size=batch_size, learning_rate=learning_rate,
                              patience=patience, seed=seed, augment_a=augment_a, augment_delta=augment_delta,
                              augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
                              checkpoint_every=checkpoint_every,
@@ -270,6 +273,8 @@ def experiment(
     data: Optional[str] = typer.Option(None, help="Override the config's data."),
     trials: Optional[int] = typer.Option(None, help="Override the number of paired trials."),
     subset_size: Optional[int] = typer.Option(None, help="Override the subset size."),
+    max_energy: Optional[float] = typer.Option(None, help="Override MAXENERGY (eV/atom above the atomic "
+                                                            "reference energies)."),
     workers: Optional[int] = typer.Option(None, help="Parallel training processes (local pool)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (e.g. tcp://host:8786)."),
     report_only: bool = typer.Option(False, help="Rebuild the report from finished results only."),
@@ -281,7 +286,8 @@ def experiment(
     from pyita.experiment.runner import prepare_output, run_experiment
 
     text, path = read_config_text(config_file, preset)
-    overrides = {"data": data, "trials": trials, "subset_size": subset_size, "workers": workers,
+    overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
+                 "workers": workers,
                  "scheduler": scheduler}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     raw = parse_toml(text, path)

@@ -198,6 +198,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     train(structures, settings=replace(settings, iterations=3), checkpoint=ckpt, use_cache=False)
     resumed = train(structures, settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
     assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
+    seconds = [r["seconds"] for r in resumed.history]
+    assert seconds == sorted(seconds)  # training time adds up across the interruption
     for a, b in zip(straight.potential.state_dict().values(), resumed.potential.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     with pytest.raises(PyitaError, match="different training data"):

@@ -25,7 +25,7 @@ from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import (FeatureSet, check_structures, fit_normalization, fit_reference_energies, is_derived,
                               species_of)
 from pyita.train.jacobian import DescriptorJacobians, jacobian_bytes
-from pyita.train.losses import EnergyLoss, ForceLoss
+from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer, TrainSettings
 
 __all__ = ["TrainResult", "TrainSettings", "train", "train_and_evaluate"]
@@ -131,6 +131,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     del features, train_features, val_features, test_features, jac  # the sets hold what training needs
 
     fresh = _fresh_epochs(train_set, train, potential, settings) if settings.on_the_fly else None
+    if settings.parent_child_weight > 0:
+        losses.append(_parent_child_loss(train_set, fresh, settings.parent_child_weight))
     trainer = Trainer(potential, settings, train_set, losses, validation=val_set, test=test_set, fresh=fresh,
                       checkpoint=checkpoint, fingerprint=_fingerprint(train, validation))
     history = trainer.run(progress=progress, resume=resume, stop=stop)
@@ -147,6 +149,16 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
         "history": history,
     }
     return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
+
+
+def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChildLoss:
+    """The parent–child term, scaled by the training data's Taylor shifts (fixed derived structures, or
+    the first on-the-fly draw)."""
+    try:
+        return ParentChildLoss.for_data(fresh(1) if fresh is not None else train_set, weight)
+    except ValueError:
+        raise PyitaError("the parent–child loss needs derived structures whose parents are in the training set "
+                         "(augment, or give the augmented data with its parents)") from None
 
 
 def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device):
@@ -220,7 +232,8 @@ def _derive(parents: list[Structure], settings: TrainSettings, seed: int, quiet:
 #: Experiment-config names that differ from TrainSettings' own.
 _TRAINER_ALIASES = {"early_stopping": "patience"}
 _AUGMENT_FIELDS = {"a": "augment_a", "delta": "augment_delta", "strategy": "augment_strategy",
-                   "max_force": "augment_max_force", "on_the_fly": "on_the_fly", "weight": "derived_weight"}
+                   "max_force": "augment_max_force", "on_the_fly": "on_the_fly", "weight": "derived_weight",
+                   "parent_child_weight": "parent_child_weight"}
 
 
 def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
@@ -249,8 +262,8 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
         raise PyitaError(f"augmentation options {unsupported} are not supported by the embedded trainer")
     if augment.get("on_the_fly"):
         fields.update({_AUGMENT_FIELDS[k]: v for k, v in augment.items()})
-    elif "weight" in augment:
-        fields["derived_weight"] = augment["weight"]  # fixed derived structures arrive made
+    else:  # fixed derived structures arrive made; only their loss weights apply here
+        fields.update({_AUGMENT_FIELDS[k]: augment[k] for k in ("weight", "parent_child_weight") if k in augment})
     known = set(TrainSettings.__dataclass_fields__)
     unknown = sorted(set(fields) - known)
     if unknown:

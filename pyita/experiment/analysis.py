@@ -86,18 +86,27 @@ def condition_table(config: ExperimentConfig, results) -> list[dict]:
     return rows
 
 
-def comparisons(config: ExperimentConfig, results, baseline: str | None = None) -> list[dict]:
-    """Each condition against the baseline, on per-trial energy MAE and force MAE, complete trials only."""
-    base = baseline or next(c.name for c in config.conditions if c.is_baseline)
+def baseline_for(config: ExperimentConfig, condition) -> str:
+    """The baseline a condition is compared with: the one trained for as many iterations, else the first."""
+    baselines = [c for c in config.conditions if c.is_baseline]
+    length = condition.trainer.get("iterations")
+    same = [c for c in baselines if c.trainer.get("iterations") == length]
+    return (same or baselines)[0].name
+
+
+def comparisons(config: ExperimentConfig, results) -> list[dict]:
+    """Each condition against its baseline, on per-trial energy MAE and force MAE, complete trials only."""
     trials = complete_trials(config, results)
     out = []
     for condition in config.conditions:
-        if condition.name == base or not trials:
+        if condition.is_baseline or not trials:
             continue
+        base = baseline_for(config, condition)
         for kind, metric in (("energy", "energy MAE (meV/atom)"), ("force", "force MAE (eV/Å)")):
             b = [float(np.mean(np.abs(getattr(results[(t, base)], f"{kind}_errors")))) for t in trials]
             c = [float(np.mean(np.abs(getattr(results[(t, condition.name)], f"{kind}_errors")))) for t in trials]
             bp = np.concatenate([results[(t, base)].structure_errors(kind) for t in trials])
             cp = np.concatenate([results[(t, condition.name)].structure_errors(kind) for t in trials])
-            out.append(compare(condition.name, metric, b, c, bp, cp, seed=config.seed).as_dict())
+            row = compare(condition.name, metric, b, c, bp, cp, seed=config.seed).as_dict()
+            out.append({"baseline": base, **row})
     return out

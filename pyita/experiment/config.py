@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyita.errors import InputError
 
-PRESETS = ("quick", "seed-500", "seed-full", "powered")
+PRESETS = ("quick", "seed-500", "seed-full", "powered", "crossover")
 from pyita.backends import BACKENDS
 _EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
                     "reference_energies", "backend", "workers", "scheduler", "description"}
@@ -31,7 +31,8 @@ class Condition:
 
     @property
     def is_baseline(self) -> bool:
-        return self.augment is None and not self.trainer
+        """No augmentation and no trainer change beyond the training length (the reference of its length)."""
+        return self.augment is None and set(self.trainer) <= {"iterations"}
 
 
 @dataclass
@@ -98,29 +99,41 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     return config
 
 
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def _expand_condition(entry: dict, path) -> list[Condition]:
+    """One condition per combination of listed values: ``augment.a``, ``augment.delta`` and
+    ``trainer.iterations`` may be lists (a sweep); each variant is named after its values."""
     if "name" not in entry:
         raise InputError("every [[condition]] needs a name", path)
     unknown = set(entry) - {"name", "augment", "trainer"}
     if unknown:
         raise InputError(f"condition {entry['name']!r}: unknown keys {sorted(unknown)}", path)
     augment = entry.get("augment")
-    if augment is None:
-        return [Condition(entry["name"], None, dict(entry.get("trainer", {})))]
-    bad = set(augment) - _AUGMENT_KEYS
-    if bad:
-        raise InputError(f"condition {entry['name']!r}: unknown augment keys {sorted(bad)}", path)
-    a_values = augment.get("a", 4)
-    d_values = augment.get("delta", 0.03)
-    a_list = a_values if isinstance(a_values, list) else [a_values]
-    d_list = d_values if isinstance(d_values, list) else [d_values]
-    sweep = len(a_list) > 1 or len(d_list) > 1
+    trainer = dict(entry.get("trainer", {}))
+    if augment is not None:
+        bad = set(augment) - _AUGMENT_KEYS
+        if bad:
+            raise InputError(f"condition {entry['name']!r}: unknown augment keys {sorted(bad)}", path)
+        a_list, d_list = _as_list(augment.get("a", 4)), _as_list(augment.get("delta", 0.03))
+    else:
+        a_list = d_list = [None]
+    it_list = _as_list(trainer.get("iterations", None))
     out = []
-    for a, delta in itertools.product(a_list, d_list):
-        name = f"{entry['name']} a={a:g} δ={delta:g}" if sweep else entry["name"]
-        out.append(Condition(name, {**augment, "a": a, "delta": delta, "strategy": augment.get("strategy",
-                                                                                          "balanced")},
-                             dict(entry.get("trainer", {}))))
+    for a, delta, iterations in itertools.product(a_list, d_list, it_list):
+        name = entry["name"]
+        if len(a_list) > 1:
+            name += f" a={a:g}"
+        if len(d_list) > 1:
+            name += f" δ={delta:g}"
+        if len(it_list) > 1:
+            name += f" it={iterations}"
+        aug = None if augment is None else {**augment, "a": a, "delta": delta,
+                                            "strategy": augment.get("strategy", "balanced")}
+        overrides = dict(trainer) if iterations is None else {**trainer, "iterations": iterations}
+        out.append(Condition(name, aug, overrides))
     return out
 
 

@@ -112,3 +112,45 @@ def sweep(config, table: list[dict], out: Path) -> list[Path]:
         ax.set_ylabel("test energy MAE (meV/atom)")
         ax.legend(fontsize=7)
     return _save(fig, out, "sweep")
+
+
+def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
+    """Test errors against the model's own training error, one line per condition family over training
+    lengths, with the Taylor signal δ·|F|/N as vertical lines: augmentation can only pay to the left of
+    its line, where the model's error is smaller than what a derived label adds."""
+    import re
+
+    families: dict[str, list[str]] = {}
+    for condition in config.conditions:
+        families.setdefault(re.sub(r" it=\d+$", "", condition.name), []).append(condition.name)
+    if not any(len(names) > 1 for names in families.values()):
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    signals: dict[float, list[float]] = {}
+    for k, (family, names) in enumerate(families.items()):
+        xs, ye, yf = [], [], []
+        for name in names:
+            runs = [r for (t, n), r in results.items() if n == name and r.summary["history"]]
+            if not runs:
+                continue
+            xs.append(np.mean([r.summary["history"][-1]["train_mae"] for r in runs]))
+            ye.append(np.mean([row["energy_mae"] for row in table if row["condition"] == name]))
+            yf.append(np.mean([row["force_mae"] for row in table if row["condition"] == name]))
+            for r in runs:
+                aug = next(c.augment for c in config.conditions if c.name == name)
+                if aug and r.summary.get("taylor_signal_meV_atom"):
+                    signals.setdefault(aug["delta"], []).append(r.summary["taylor_signal_meV_atom"])
+        order = np.argsort(xs)
+        for ax, ys in ((axes[0], ye), (axes[1], yf)):
+            ax.plot(np.array(xs)[order], np.array(ys)[order], "o-", color=f"C{k}", label=family)
+    for ax, label in ((axes[0], "test energy MAE (meV/atom)"), (axes[1], "test force MAE (eV/Å)")):
+        for j, (delta, values) in enumerate(sorted(signals.items())):
+            ax.axvline(np.median(values), color="k", ls=["--", ":", "-."][j % 3], lw=1,
+                       label=f"Taylor signal δ={delta:g} Å")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model training energy MAE (meV/atom)  ← longer training")
+        ax.set_ylabel(label)
+        ax.invert_xaxis()
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "crossover")

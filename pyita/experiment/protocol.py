@@ -57,9 +57,16 @@ def trial_split(n_pool: int, config: ExperimentConfig, trial: int) -> TrialSplit
 
 
 def derived_for(condition: Condition, parents: list[Structure], seed: int) -> list[Structure]:
-    """Fixed derived structures of a condition (none for on-the-fly conditions: the trainer draws them)."""
+    """Derived structures of a condition's augmentation (fixed ones, or one draw of the on-the-fly kind)."""
     aug = condition.augment
-    if not aug or aug.get("on_the_fly"):
+    if not aug:
         return []
     return augment(parents, a=aug["a"], delta=aug["delta"], strategy=aug.get("strategy", "balanced"),
                    seed=seed, max_force=aug.get("max_force"))
+
+
+def taylor_signal(derived: list[Structure]) -> float | None:
+    """Median |F·D| / N of derived structures in meV/atom: what a derived label adds to its parent's."""
+    if not derived:
+        return None
+    return float(np.median([abs(d.info["taylor_shift"]) / len(d) for d in derived]) * 1000.0)

@@ -62,6 +62,7 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
         figure_files += plots.per_trial(config, trials_table, figures)
         figure_files += plots.learning_curves(config, results, figures)
         figure_files += plots.sweep(config, trials_table, figures)
+        figure_files += plots.crossover(config, results, trials_table, figures)
     _write_csv(out / "per_trial.csv", trials_table)
     _write_csv(out / "conditions.csv", conditions)
     _write_csv(out / "comparisons.csv", tests)
@@ -95,7 +96,7 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
                                     ("energy_max", "E max"), ("force_mae", "F MAE"), ("force_rmse", "F RMSE"),
                                     ("force_median", "F median"), ("seconds_mean", "train s")])
     lines += ["", "## Verdicts (condition − baseline, per trial; negative = better)", ""]
-    lines += _md_table(tests, [("condition", "condition"), ("metric", "metric"),
+    lines += _md_table(tests, [("condition", "condition"), ("baseline", "vs"), ("metric", "metric"),
                                ("mean_difference", "mean Δ"), ("ci_low", "95% CI low"),
                                ("ci_high", "95% CI high"), ("wilcoxon_p_trials", "p (trials)"),
                                ("min_possible_p", "min p"), ("wilcoxon_p_structures", "p (paired structures)"),

@@ -20,7 +20,7 @@ import numpy as np
 from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import ExperimentConfig, parse_config
-from pyita.experiment.protocol import derived_for, load_pool, trial_split
+from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
 from pyita.io.atomic import atomic_write_text
 
 RESULTS = "results"
@@ -50,6 +50,9 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     parents = [pool[i] for i in split.train]
     test = [pool[i] for i in split.test]
     derived = derived_for(condition, parents, seed=split.model_seed)
+    signal = taylor_signal(derived)
+    if condition.augment and condition.augment.get("on_the_fly"):
+        derived = []   # the trainer draws its own every epoch
     trainer = {**config.trainer, **condition.trainer}
     start = time.perf_counter()
     result = get_backend(config.backend)(parents=parents, derived=derived, test=test, trainer=trainer,
@@ -60,6 +63,7 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
         "trial": trial, "condition": condition.name, "seed": split.model_seed,
         "n_train_parents": len(parents), "n_derived": len(derived), "n_test": len(test),
         "test_sources": [s.source for s in test], "seconds": seconds, "history": result["history"],
+        "taylor_signal_meV_atom": signal,
         "pyita_version": __version__,
     }
     json_path, npz_path = result_paths(Path(out), trial, condition.name)

@@ -46,3 +46,42 @@ class ForceLoss:
             total = total + (w * (error * error).sum(dim=(1, 2))).sum()
             count = count + 3 * n * w.sum()
         return self.weight * total / count if count > 0 else total
+
+
+class ParentChildLoss:
+    """Taylor consistency of each derived structure with its parent (issue 7).
+
+    The label difference E_child − E_parent is exactly −F·D by construction, so the term
+    ((E_model(R + D) − E_model(R)) − (−F·D)) / N is free of the model's error on the parent, which cancels;
+    for small D it is ((F − F_model)·D)/N, a force error projected on D that needs only forward passes.
+    Errors are in units of ``scale`` (RMS of the per-atom Taylor shifts in the training data), so
+    ``weight`` = 1 weighs a relative error of the difference like a σ-sized energy error.
+    """
+
+    name = "parent_child"
+    needs_forces = False
+
+    def __init__(self, scale: float, weight: float):
+        self.scale, self.weight = scale, weight
+
+    @staticmethod
+    def pairs(data: FeatureSet) -> tuple[torch.Tensor, torch.Tensor]:
+        child = torch.nonzero(data.parent >= 0).squeeze(1)
+        return child, data.parent[child]
+
+    @classmethod
+    def for_data(cls, data: FeatureSet, weight: float) -> "ParentChildLoss":
+        child, parent = cls.pairs(data)
+        if not len(child):
+            raise ValueError("no derived structure with its parent in the training set")
+        shift = (data.energy[child] - data.energy[parent]) / data.n_atoms[child]
+        return cls(float(torch.sqrt(torch.mean(shift * shift))) or 1.0, weight)
+
+    def __call__(self, outputs: Outputs, data: FeatureSet) -> torch.Tensor:
+        child, parent = self.pairs(data)
+        if not len(child):
+            return data.energy.new_zeros(())
+        model = outputs.energies[child] - outputs.energies[parent]
+        label = data.energy[child] - data.energy[parent]
+        error = (model - label) / data.n_atoms[child] / self.scale
+        return self.weight * torch.mean(error * error)

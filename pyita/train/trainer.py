@@ -46,6 +46,7 @@ class TrainSettings:
     hidden: str = "15:tanh,15:tanh"
     force_weight: float = 0.0
     derived_weight: float = 1.0
+    parent_child_weight: float = 0.0
     batch_size: int = 32
     learning_rate: float = 1e-3
     lbfgs_history: int = 100
@@ -67,8 +68,8 @@ class TrainSettings:
             raise PyitaError(f"unknown training method {self.method!r}; choose {' or '.join(METHODS)}")
         if int(self.iterations) != self.iterations or self.iterations < 1:
             raise PyitaError(f"iterations must be a positive integer, got {self.iterations}")
-        if not self.force_weight >= 0 or not self.derived_weight >= 0:
-            raise PyitaError("force and derived-structure weights must be ≥ 0")
+        if not self.force_weight >= 0 or not self.derived_weight >= 0 or not self.parent_child_weight >= 0:
+            raise PyitaError("force, derived-structure and parent–child weights must be ≥ 0")
         if self.batch_size < 1 or not self.learning_rate > 0:
             raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
         if self.patience is not None and self.patience < 1:
@@ -200,7 +201,8 @@ class Trainer:
             self._load_checkpoint()
         settings = self.settings
         last_save = time.monotonic()
-        started = time.perf_counter()
+        # "seconds" in the history is training time, summed over interrupted and resumed sessions.
+        started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
         with progress_bar(settings.iterations, "train (MAE/RMSE meV/atom)", "epochs", enabled=progress) as advance:
             advance(self.epoch)
             while self.epoch < settings.iterations:
