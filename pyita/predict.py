@@ -21,7 +21,8 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.model.potential import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
 from pyita.structure import Structure
-from pyita.train.data import is_derived, total_energy
+from pyita.reference import total_energy
+from pyita.train.data import is_derived
 from pyita.train.metrics import summarize
 
 

@@ -27,24 +27,38 @@ def composition_matrix(structures: Sequence[Structure], species: Sequence[str]) 
 
 
 def fit_reference_energies(structures: Sequence[Structure], species: Sequence[str]) -> dict[str, float]:
-    """Least-squares E ≈ Σ_s n_s·e_s over the structures (minimum-norm when compositions are collinear)."""
-    energies = np.array([s.energy for s in structures], dtype=float)
-    counts = composition_matrix(structures, species)
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    """Least-squares E ≈ Σ_s n_s·e_s over the structures with total energies (cohesive ones are already
+    referenced). With one composition the fit is underdetermined and the minimum-norm solution is used:
+    only the sum per composition matters."""
+    totals = [s for s in structures if s.energy_kind == "total"]
+    if not totals:
+        return {s: 0.0 for s in species}
+    energies = np.array([s.energy for s in totals], dtype=float)
+    solution, *_ = np.linalg.lstsq(composition_matrix(totals, species), energies, rcond=None)
     return {s: float(e) for s, e in zip(species, solution)}
 
 
-def energy_above_reference(structure: Structure, reference: dict[str, float]) -> float:
-    """Per-atom energy relative to the atomic references (aenet's "cohesive" energy per atom)."""
-    if structure.energy_kind == "cohesive":
-        return structure.energy / len(structure)
+def _reference_sum(structure: Structure, reference: dict[str, float]) -> float:
     try:
-        offset = sum(reference[s] for s in structure.symbols)
+        return sum(reference[s] for s in structure.symbols)
     except KeyError as exc:
         raise InputError(f"no reference energy for species {exc.args[0]}", structure.source) from None
-    return (structure.energy - offset) / len(structure)
+
+
+def total_energy(structure: Structure, reference: dict[str, float]) -> float:
+    """The structure's energy as a total energy (cohesive energies get the atomic references added)."""
+    if structure.energy_kind == "cohesive":
+        return structure.energy + _reference_sum(structure, reference)
+    return structure.energy
+
+
+def cohesive_per_atom(structure: Structure, reference: dict[str, float]) -> float:
+    """Per-atom energy above the atomic references, eV/atom (aenet's MAXENERGY quantity)."""
+    if structure.energy_kind == "cohesive":
+        return structure.energy / len(structure)
+    return (structure.energy - _reference_sum(structure, reference)) / len(structure)
 
 
 def max_energy_mask(structures: Sequence[Structure], reference: dict[str, float], max_energy: float):
     """aenet's MAXENERGY: keep structures whose per-atom energy above the references is ≤ max_energy."""
-    return np.array([energy_above_reference(s, reference) <= max_energy for s in structures])
+    return np.array([cohesive_per_atom(s, reference) <= max_energy for s in structures])

@@ -245,3 +245,25 @@ def test_console_script_and_folder_input(tmp_path, dataset):
     gen = read_generate_in(tmp_path / "out" / "generate.in")
     assert len(gen.files) == 12
     assert set(gen.types) == {"Ti", "O"}  # placeholders for a folder input (no generate.in to copy from)
+
+
+def test_parents_copied_from_non_file_sources_stay_linked_to_their_children(tmp_path):
+    """Derived files name their parent by its original source ("tio2-md[3]"); the parent copies under
+    parents/ record that name, so a split by parent keeps every child with its parent."""
+    from pyita.augment import AugmentSettings
+    from pyita.augment.run import augment_to_disk
+    from pyita.io import read_structures
+    from pyita.train.data import parent_groups
+
+    augment_to_disk("sample:tio2-md", tmp_path / "aug", AugmentSettings(a=2, delta=0.03), progress=False)
+    structures = read_structures(tmp_path / "aug" / "generate.in")
+    groups = parent_groups(structures)
+    derived = [k for k, s in enumerate(structures) if s.info.get("derived")]
+    assert len(derived) == 300
+    for k in derived:
+        parent = structures[groups[k]]
+        assert not parent.info.get("derived")
+        assert parent.info["original_source"] == structures[k].info["parent_source"]
+        # the child differs from its parent by exactly one displaced atom
+        moved = np.flatnonzero(np.abs(structures[k].positions - parent.positions).max(axis=1) > 1e-9)
+        assert len(moved) == 1

@@ -59,3 +59,15 @@ def test_trial_split_is_paired_seeded_and_disjoint():
     assert not set(a.test) & set(a.train)
     other = trial_split(200, c, 4)
     assert not np.array_equal(a.test, other.test)
+
+
+def test_sweep_variants_get_distinct_result_files(tmp_path):
+    from pyita.experiment.runner import result_paths
+
+    raw = {"experiment": {"data": "x"},
+           "condition": [{"name": "abs", "augment": {"a": 2, "delta": [0.01, 0.03]},
+                          "trainer": {"iterations": [15, 100]}}]}
+    names = [c.name for c in parse_config(raw).conditions]
+    paths = {result_paths(tmp_path, 0, n)[0] for n in names}
+    assert len(paths) == len(names) == 5
+    assert all(p.suffix == ".json" and p.parent == tmp_path / "results" / "trial-000" for p in paths)

@@ -1,12 +1,10 @@
 """`pyita experiment` end to end on the bundled sample: paired design, resume after a kill, report."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

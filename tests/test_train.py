@@ -14,7 +14,8 @@ from pyita.descriptors import ChebyshevDescriptor, make_batch
 from pyita.errors import InputError, PyitaError
 from pyita.train import cache as cache_module
 from pyita.train.cache import cached_features, structure_key
-from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, fit_reference_energies, parent_groups,
+from pyita.reference import fit_reference_energies
+from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_groups,
                               split_by_parent, take)
 from pyita.train.jacobian import DescriptorJacobians
 from pyita.train.losses import ForceLoss
@@ -268,7 +269,7 @@ def test_experiment_entry_point_holds_out_validation_parents_with_their_children
     assert result["energy_pred"].shape == result["energy_ref"].shape == (3,)
     assert result["force_errors"].shape == (3 * 4 * 3,)
     with pytest.raises(PyitaError, match="not supported"):
-        train_and_evaluate(parents, [], test, {"iterations": 1, **FAST}, {"parent_child_weight": 1.0})
+        train_and_evaluate(parents, [], test, {"iterations": 1, **FAST}, {"colour": "red"})
 
 
 def test_bad_training_data_is_refused_clearly():

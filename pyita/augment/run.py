@@ -22,7 +22,7 @@ from pyita.errors import InputError, PyitaError
 from pyita.io import DataSource, archive_members, open_source
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.generate_in import GenerateIn, format_generate_in
-from pyita.io.xsf import XsfTemplate, format_xsf, read_xsf, read_xsf_layout
+from pyita.io.xsf import XsfTemplate, format_xsf, read_xsf, read_xsf_layout, ORIGINAL_MARK
 from pyita.progress import progress_bar
 
 FORMATS = ("xsf", "extxyz")
@@ -418,7 +418,9 @@ class _XsfWriter:
         else:
             (self.tmp / "parents").mkdir(exist_ok=True)
             entry = f"parents/{stem}.xsf"
-            _write_file(str(self.tmp / entry), format_xsf(parent))
+            # the derived files name this parent by its original source (e.g. "sample[3]"): record it
+            copy = parent.copy(comments=[f"{ORIGINAL_MARK} {name}"] + parent.comments)
+            _write_file(str(self.tmp / entry), format_xsf(copy))
         self._list.write(entry + "\n")
         self.count += 1
 

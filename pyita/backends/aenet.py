@@ -432,7 +432,8 @@ def _link_parents(structures: list[Structure], folder: Path | None,
     by_key: dict[str, int] = {}
     basenames: dict[str, list[int]] = {}
     for k in originals:
-        names = [structures[k].source or ""] + ([aliases[k] or ""] if aliases and k < len(aliases) else [])
+        names = [structures[k].source or "", structures[k].info.get("original_source") or ""] + \
+            ([aliases[k] or ""] if aliases and k < len(aliases) else [])
         for src in filter(None, names):
             for key in _keys(src) - {Path(src).name}:
                 by_key.setdefault(key, k)

@@ -20,9 +20,10 @@ from pyita import __version__
 from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import PyitaError
 from pyita.model.potential import Potential, resolve_device
+from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
-from pyita.train.data import (FeatureSet, check_structures, fit_normalization, fit_reference_energies, is_derived,
+from pyita.train.data import (FeatureSet, check_structures, fit_normalization, is_derived,
                               species_of)
 from pyita.train.jacobian import DescriptorJacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
@@ -250,7 +251,8 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
     (eV) predicted and referenced, atom counts, and per-component force errors (eV/Å).
     """
     from pyita.predict import predict
-    from pyita.train.data import split_by_parent, take, total_energy
+    from pyita.reference import total_energy
+    from pyita.train.data import split_by_parent, take
 
     fields = {_TRAINER_ALIASES.get(k, k): v for k, v in trainer.items()}
     validation_fraction = fields.pop("validation_fraction", validation_fraction)

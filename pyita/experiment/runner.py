@@ -27,12 +27,15 @@ RESULTS = "results"
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_") or "condition"
+    """A file-name form of a condition name, distinct for distinct names ("absolute δ=0.01 it=15" →
+    "absolute_d=0.01_it=15")."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", name.replace("δ", "d")).strip("_") or "condition"
 
 
 def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
-    base = out / RESULTS / f"trial-{trial:03d}" / slug(condition)
-    return base.with_suffix(".json"), base.with_suffix(".npz")
+    folder = out / RESULTS / f"trial-{trial:03d}"
+    name = slug(condition)
+    return folder / f"{name}.json", folder / f"{name}.npz"
 
 
 def run_task(config_dict: dict, out: str, trial: int, condition_index: int, threads: int = 0) -> dict:
@@ -68,7 +71,7 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     }
     json_path, npz_path = result_paths(Path(out), trial, condition.name)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npz_path.with_name(npz_path.stem + ".tmp.npz")
+    tmp = npz_path.with_name(npz_path.name[:-4] + ".tmp.npz")
     np.savez_compressed(tmp, energy_ref=result["energy_ref"], energy_pred=result["energy_pred"],
                         n_atoms=result["n_atoms"], force_errors=result["force_errors"])
     os.replace(tmp, npz_path)
@@ -102,11 +105,14 @@ def prepare_output(out: Path, config: ExperimentConfig, config_text: str, resume
     """Refuse a non-empty folder unless resuming the same experiment (same effective settings)."""
     saved = out / "experiment.json"
     settings = json.dumps(config.as_dict(), indent=1, default=str, ensure_ascii=False)
+    how = ("workers", "scheduler")   # where tasks run does not change their results
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise PyitaError(f"{out} is not empty; pass --resume to continue that experiment, or choose "
                              "another --out")
-        if saved.exists() and json.loads(saved.read_text()) != json.loads(settings):
+        before, now = json.loads(saved.read_text()) if saved.exists() else None, json.loads(settings)
+        if before is not None and {k: v for k, v in before.items() if k not in how} != \
+                {k: v for k, v in now.items() if k not in how}:
             raise PyitaError(f"{out} holds a different experiment (its experiment.json differs); refusing to mix")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", config_text)

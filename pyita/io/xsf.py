@@ -29,6 +29,8 @@ _KEYWORDS = frozenset(("CRYSTAL", "MOLECULE", "SLAB", "POLYMER", "PRIMVEC", "CON
 DIGITS = 10
 #: First words of the provenance comment PyITA writes into derived files (followed by the parent's name).
 DERIVED_MARK = "pyita derived structure: parent"
+#: Comment on a parent copied into an XSF file by PyITA: the name derived structures use for it.
+ORIGINAL_MARK = "pyita original source:"
 
 
 def _number(token: str, path, lineno: int, what: str) -> float:
@@ -269,9 +271,12 @@ def _finish(atoms, cell, energy, energy_kind, comments, path, require_labels, fi
             raise InputError("no force columns; aenet's generate.x needs forces on every atom", path,
                              first_atom_line)
     info = {}
+    original = next((c for c in comments if c.startswith(ORIGINAL_MARK)), None)
+    if original is not None:
+        info["original_source"] = original[len(ORIGINAL_MARK):].strip()
     if parent is not None:
         # A PyITA-derived file: its force columns are the parent's placeholders, not labels.
-        info = {"derived": True, "parent_source": parent[len(DERIVED_MARK):].strip()}
+        info.update({"derived": True, "parent_source": parent[len(DERIVED_MARK):].strip()})
         if forces is not None:
             info["placeholder_forces"] = forces
         forces = None

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pyita.errors import InputError, PyitaError
+from pyita.reference import cohesive_per_atom, total_energy
 from pyita.structure import Structure
 
 
@@ -46,45 +47,6 @@ def species_of(structures: Sequence[Structure], preferred: Sequence[str] = ()) -
     return tuple([s for s in preferred if s in present] + [s for s in present if s not in preferred])
 
 
-def composition(structures: Sequence[Structure], species: Sequence[str]) -> np.ndarray:
-    """Atom counts (structures × species)."""
-    lookup = {s: k for k, s in enumerate(species)}
-    counts = np.zeros((len(structures), len(species)))
-    for row, s in enumerate(structures):
-        for sym in s.symbols:
-            counts[row, lookup[sym]] += 1
-    return counts
-
-
-def fit_reference_energies(structures: Sequence[Structure], species: Sequence[str]) -> dict[str, float]:
-    """Atomic energies by least squares on composition, for data without isolated-atom references.
-
-    Only total energies enter (cohesive ones are already referenced). With a single composition the fit
-    is underdetermined and the minimum-norm solution is used: only the sum per composition matters.
-    """
-    totals = [s for s in structures if s.energy_kind == "total"]
-    if not totals:
-        return {s: 0.0 for s in species}
-    counts = composition(totals, species)
-    energies = np.array([s.energy for s in totals])
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return {s: float(e) for s, e in zip(species, solution)}
-
-
-def total_energy(structure: Structure, references: dict[str, float]) -> float:
-    """The structure's energy as a total energy (cohesive energies get the atomic references added)."""
-    if structure.energy_kind == "cohesive":
-        return structure.energy + sum(references[s] for s in structure.symbols)
-    return structure.energy
-
-
-def cohesive_per_atom(structure: Structure, references: dict[str, float]) -> float:
-    """Energy per atom above the atomic references, eV/atom (aenet's MAXENERGY quantity)."""
-    if structure.energy_kind == "cohesive":
-        return structure.energy / len(structure)
-    return (structure.energy - sum(references[s] for s in structure.symbols)) / len(structure)
-
-
 def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
     """For each structure, the index of the original it belongs to (itself for originals).
 
@@ -95,10 +57,10 @@ def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
     originals = [k for k, s in enumerate(structures) if not is_derived(s)]
     by_source: dict[str, int] = {}
     for k in originals:
-        source = structures[k].source
-        if source:
-            by_source.setdefault(source, k)
-            by_source.setdefault(str(Path(source).resolve()), k)
+        for source in (structures[k].source, structures[k].info.get("original_source")):
+            if source:
+                by_source.setdefault(source, k)
+                by_source.setdefault(str(Path(source).resolve()), k)
     groups = np.arange(len(structures))
     orphans = 0
     for k, s in enumerate(structures):

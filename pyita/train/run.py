@@ -13,7 +13,8 @@ from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.atomic import atomic_write_text
 from pyita.predict import error_tables, predict
-from pyita.train.data import (filter_max_energy, fit_reference_energies, is_derived, species_of, split_by_parent,
+from pyita.reference import fit_reference_energies
+from pyita.train.data import (filter_max_energy, is_derived, species_of, split_by_parent,
                               take)
 from pyita.train.trainer import TrainSettings, graceful_stop
 
