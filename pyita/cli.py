@@ -78,6 +78,8 @@ def augment(
                                                           "this, eV/Å."),
     cap: float = typer.Option(3.0, help="random-all: largest per-atom displacement, in units of δ."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes for XSF output (default: the idle "
+                                                      "cores, or PYITA_WORKERS); the output is the same."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Make Taylor-expanded structures E' = E − F·D from labelled structures."""
@@ -88,7 +90,7 @@ def augment(
     delta = _ask_if_missing(delta, "delta", "Displacement delta in Angstrom", float)
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
     summary = augment_to_disk(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
-                              overwrite=overwrite, progress=not quiet)
+                              overwrite=overwrite, progress=not quiet, workers=workers)
     c = summary["counts"]
     console.print(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
                   f"({c['excluded']} excluded) → {out}  [{summary['seconds']:.1f} s]")
