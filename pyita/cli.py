@@ -101,6 +101,13 @@ _CALC_HELP = ("Reference calculator: a preset (gfn1-xtb, gfn2-xtb: tblite, pip i
               "arguments: 'ase.calculators.emt:EMT{}'.")
 
 
+_THREADS_OPTION = typer.Option(None, help="OpenMP threads per process (default: as the environment says; "
+                                           "1 per worker when --workers > 1).")
+_FOLD_OPTION = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only tblite): "
+                                         "auto = a structure's own info 'fold' (the bundled sample has one), "
+                                         "none, or e.g. 2x2x1.")
+
+
 @app.command()
 def check(
     data: str = typer.Argument(..., help="Structures to take parents from (any DATA that augment accepts)."),
@@ -120,11 +127,8 @@ def check(
     cap: float = typer.Option(3.0, help="random-all: largest per-atom displacement, in units of δ."),
     out: Path = typer.Option(Path("check"), "--out", "-o", help="Output folder (must be new or empty)."),
     workers: int = typer.Option(1, help="Processes computing in parallel."),
-    threads: Optional[int] = typer.Option(None, help="OpenMP threads per process (default: as the environment "
-                                                     "says; 1 per worker when --workers > 1)."),
-    fold: str = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only "
-                                           "tblite): auto = a structure's own info 'fold' (the bundled sample "
-                                           "has one), none, or e.g. 2x2x1."),
+    threads: Optional[int] = _THREADS_OPTION,
+    fold: str = _FOLD_OPTION,
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial/ of an earlier run."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -151,11 +155,8 @@ def label(
     out: Path = typer.Option(..., "--out", "-o", help="Output extended-XYZ file, written when complete."),
     calc_kwargs: Optional[str] = typer.Option(None, "--calc-kwargs", help="JSON keyword arguments."),
     workers: int = typer.Option(1, help="Processes computing in parallel."),
-    threads: Optional[int] = typer.Option(None, help="OpenMP threads per process (default: as the environment "
-                                                     "says; 1 per worker when --workers > 1)."),
-    fold: str = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only "
-                                           "tblite): auto = a structure's own info 'fold' (the bundled sample "
-                                           "has one), none, or e.g. 2x2x1."),
+    threads: Optional[int] = _THREADS_OPTION,
+    fold: str = _FOLD_OPTION,
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial of an earlier run."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

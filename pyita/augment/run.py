@@ -19,7 +19,7 @@ from pyita.augment import AugmentSettings, describe, iter_moves, moves_for
 from pyita.augment.strategies import SequentialPlan
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError, PyitaError
-from pyita.io import DataSource, archive_members, open_source
+from pyita.io import DataSource, archive_members, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import XsfTemplate, format_xsf, read_xsf, read_xsf_layout, ORIGINAL_MARK
@@ -32,12 +32,7 @@ MANIFEST_FIELDS = ["file", "parent_index", "parent", "copy", "atom", "direction"
 
 def read_exclude_list(path: str | Path) -> set[str]:
     """Parent names to keep out of augmentation, one per line (``#`` comments allowed)."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read exclude list: {exc}", path) from None
-    return {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+    return set(read_name_list(path, "exclude list"))
 
 
 def _excluded_indices(names: list[str], exclude: set[str], listed: list[str] | None = None,

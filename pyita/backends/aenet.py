@@ -39,6 +39,7 @@ from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import (BehlerSetup, ChebyshevSetup, PredictIn, TrainIn, arch_tag, format_method_line,
                                    format_predict_in, format_stp, format_train_in,
                                    parse_hidden)
+from pyita.io import read_name_list
 from pyita.io.atomic import atomic_output_dir, atomic_write_text
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import format_xsf, read_xsf
@@ -470,12 +471,7 @@ def _frame_sources(path: Path) -> list[str | None]:
 
 
 def _read_names(path: str | Path) -> list[str]:
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read test-parents list: {exc}", path) from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return read_name_list(path, "test-parents list")
 
 
 def _match_test_parents(entries: list[str], structures: list[Structure], originals: list[int],

@@ -162,6 +162,16 @@ def _looks_like_generate_in(path: Path) -> bool:
     return "FILES" in words and ("TYPES" in words or "OUTPUT" in words)
 
 
+def read_name_list(path: str | Path, what: str = "name list") -> list[str]:
+    """Names one per line (structure paths, e.g. a test split); blank lines and ``#`` comments skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what}: {exc}", path) from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def read_structures(spec: str | Path, require_labels: bool = True) -> list[Structure]:
     """All structures of a data argument as a list (see ``open_source`` for what it accepts)."""
     return list(open_source(spec, require_labels=require_labels))
