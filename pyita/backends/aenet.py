@@ -40,7 +40,7 @@ from pyita.io.aenet_inputs import (BehlerSetup, ChebyshevSetup, PredictIn, Train
                                    format_predict_in, format_stp, format_train_in,
                                    parse_hidden)
 from pyita.io import read_name_list
-from pyita.io.atomic import atomic_output_dir, atomic_write_text
+from pyita.io.atomic import atomic_output_dir, atomic_write, atomic_write_text
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import format_xsf, read_xsf
 from pyita.progress import progress_bar
@@ -1285,13 +1285,14 @@ def _jsonable(value):
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.15g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.15g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    atomic_write(path, write)
 
 
 # =============================================================================================== experiment

@@ -21,7 +21,7 @@ from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import ExperimentConfig, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
-from pyita.io.atomic import atomic_write_text
+from pyita.io.atomic import atomic_write, atomic_write_text
 
 RESULTS = "results"
 
@@ -71,10 +71,9 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     }
     json_path, npz_path = result_paths(Path(out), trial, condition.name)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npz_path.with_name(npz_path.name[:-4] + ".tmp.npz")
-    np.savez_compressed(tmp, energy_ref=result["energy_ref"], energy_pred=result["energy_pred"],
-                        n_atoms=result["n_atoms"], force_errors=result["force_errors"])
-    os.replace(tmp, npz_path)
+    atomic_write(npz_path, lambda tmp: np.savez_compressed(
+        tmp, energy_ref=result["energy_ref"], energy_pred=result["energy_pred"], n_atoms=result["n_atoms"],
+        force_errors=result["force_errors"]))
     atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")   # written last: marks completion
     return summary
 

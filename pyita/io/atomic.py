@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from pyita.errors import PyitaError
 
@@ -35,15 +36,23 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False):
     os.replace(tmp, final)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename."""
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call ``write(temporary_path)``, then rename the result to ``path``: readers never see a partial file.
+
+    The temporary sibling keeps ``path``'s suffix, for writers that choose a format by it (``np.savez``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary sibling and a rename."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

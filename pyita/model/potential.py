@@ -8,8 +8,6 @@ derivatives of that energy.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from torch import nn
 from pyita import __version__
 from pyita.descriptors import AtomsBatch, ChebyshevDescriptor
 from pyita.errors import InputError, PyitaError
+from pyita.io.atomic import atomic_write
 from pyita.model.network import SpeciesNetworks
 
 #: Bumped whenever a saved model can no longer be read by the code that reads format 1.
@@ -150,16 +149,7 @@ class Potential(nn.Module):
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary sibling, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_potential(model: "str | Path | Potential", device=None) -> Potential:
