@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from pyita.errors import PyitaError
+from pyita.errors import Interrupted, PyitaError
 
 # OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
 # (measured on 2 cores); passive waiting costs nothing when the machine is idle. Set before torch loads.
@@ -286,7 +287,9 @@ def experiment(
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
     from pyita.experiment.config import parse_config, parse_toml, read_config_text
     from pyita.experiment.report import write_report
-    from pyita.experiment.runner import prepare_output, run_experiment
+    from pyita.experiment.runner import experiment_output, run_experiment
+    from pyita.io import open_source
+    from pyita.io.outputs import data_inputs
 
     text, path = read_config_text(config_file, preset)
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
@@ -295,11 +298,14 @@ def experiment(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     raw = parse_toml(text, path)
     config = parse_config(raw, path, overrides)
-    if not report_only:
-        prepare_output(out, config, text, resume)
-        run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
-                       progress_enabled=not quiet)
-    summary = write_report(config, out)
+    if report_only:
+        summary = write_report(config, out)
+    else:
+        inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+        with experiment_output(out, config, text, resume, inputs):
+            run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
+                           progress_enabled=not quiet)
+            summary = write_report(config, out)
     for row in summary["comparisons"]:
         console.print(f"{row['condition']:>24} {row['metric']:<22} Δ = {row['mean_difference']:+.4g} "
                       f"[{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]  {row['verdict']}")
@@ -406,14 +412,34 @@ def aenet_run(
     console.print(f"tables: {rundir / 'errors-energy.csv'}, {rundir / 'errors-force.csv'}, "
                   f"{rundir / 'results.json'}")
 
+def _error(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: workers are stopped, temporary outputs removed, locks released."""
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one clear line and exit status 2, never a traceback."""
+    """Console-script entry point: user errors become one clear line and exit status 2, never a traceback;
+    an interruption (Ctrl-C, SIGTERM) cleans up and exits 128 + the signal number."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except PyitaError as exc:
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
+        sys.exit(2)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        _error(f"interrupted by {signal.Signals(signum).name}; no partial output was kept "
+               "(resumable commands continue from their checkpoint when rerun)")
+        sys.exit(128 + signum)
+    except OSError as exc:  # the system refused a file operation PyITA did not foresee: say which and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
         sys.exit(2)
 
 

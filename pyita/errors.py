@@ -23,3 +23,11 @@ class InputError(PyitaError):
         if self.line is not None:
             where += f", line {self.line}"
         return f"{where}: {self.problem}"
+
+
+class Interrupted(BaseException):
+    """A termination signal, raised in the main thread so that every cleanup on the way out runs."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}")

@@ -18,9 +18,10 @@ import numpy as np
 from pyita import __version__
 from pyita.descriptors import make_batch
 from pyita.io.atomic import atomic_output_dir
+from pyita.io.outputs import data_inputs, guard_output
 from pyita.model.potential import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.structure import Structure
+from pyita.structure import Structure, warn_close_atoms
 from pyita.reference import total_energy
 from pyita.train.data import is_derived
 from pyita.train.metrics import summarize
@@ -39,15 +40,18 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
     potential = load_potential(model, None if keep else resolve_device(device))
     potential.check_species(structures)
     results: list[Prediction] = []
+    close: list = []   # near-coincident atoms, warned about once for all batches
     with progress_bar(len(structures), "predict", "structures", enabled=progress) as advance:
         for start in range(0, len(structures), batch_size):
             chunk = structures[start:start + batch_size]
-            batch = make_batch(chunk, potential.species, potential.descriptor.cutoff, device=potential.device)
+            batch = make_batch(chunk, potential.species, potential.descriptor.cutoff, device=potential.device,
+                               close=close)
             energies, force, _ = potential.energy_and_derivatives(batch, forces=forces)
             per_structure = (np.split(force.cpu().numpy(), np.cumsum([len(s) for s in chunk])[:-1])
                              if forces else [None] * len(chunk))
             results += [Prediction(float(e), f) for e, f in zip(energies.tolist(), per_structure)]
             advance(len(chunk))
+    warn_close_atoms(close)
     return results
 
 
@@ -105,13 +109,16 @@ def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forc
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from pyita.io import read_structures
+    from pyita.io import open_source
 
+    sources = [open_source(spec, require_labels=False) for spec in data]
+    inputs = [model] + [path for spec, source in zip(data, sources) for path in data_inputs(spec, source)]
+    guard_output(out, inputs, "predict", overwrite)
     potential = load_potential(model, resolve_device(device))
-    structures = [s for spec in data for s in read_structures(spec, require_labels=False)]
+    structures = [s for source in sources for s in source]
     predictions = predict(potential, structures, batch_size=batch_size, forces=forces, progress=progress)
     structure_rows, force_rows, summary = error_tables(potential, structures, predictions)
-    summary.update({"pyita_version": __version__, "model": str(model), "data": list(data),
+    summary.update({"pyita_version": __version__, "command": "predict", "model": str(model), "data": list(data),
                     "model_settings": potential.metadata.get("settings", {}),
                     "model_seed": potential.metadata.get("seed")})
     with atomic_output_dir(out, overwrite=overwrite) as tmp:

@@ -397,6 +397,11 @@ def test_cli_errors_and_label_resume(tmp_path, metal_file, helpers):
     assert "structure 3" in failed.stderr and "2 of 4 finished results are kept" in failed.stderr
     assert "Traceback" not in failed.stderr and not out.exists()
     calls.unlink()
+    first = _pyita("label", metal_file, "-c", "pyita_check_helpers:CountingEMT", "-o", tmp_path / "first.extxyz",
+                   env={**env, "PYITA_TEST_FAIL_ON": "1"})
+    assert first.returncode == 2 and "no calculation had finished, so nothing was kept" in first.stderr
+    assert not (tmp_path / "first.extxyz.partial").exists()
+    calls.unlink()
     done = _pyita("label", metal_file, "-c", "pyita_check_helpers:CountingEMT", "-o", out, "-q", env=env)
     assert done.returncode == 0, done.stderr
     assert "2 from the checkpoint" in done.stdout

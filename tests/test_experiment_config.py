@@ -62,7 +62,7 @@ def test_trial_split_is_paired_seeded_and_disjoint():
 
 
 def test_sweep_variants_get_distinct_result_files(tmp_path):
-    from pyita.experiment.runner import result_paths
+    from pyita.experiment.results import result_paths
 
     raw = {"experiment": {"data": "x"},
            "condition": [{"name": "abs", "augment": {"a": 2, "delta": [0.01, 0.03]},

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from pyita.experiment.analysis import load_results
+from pyita.experiment.results import load_results
 from pyita.experiment.config import parse_config
 
 CONFIG = """

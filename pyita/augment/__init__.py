@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from pyita.augment.strategies import (STRATEGIES, Move, SequentialPlan, balanced_moves, copies_for,
-                                      random_all_moves)
+                                      copies_total, random_all_moves)
 from pyita.augment.taylor import displaced, taylor_energy
 from pyita.errors import PyitaError
 from pyita.io import check_labels
@@ -17,7 +19,7 @@ from pyita.io.xsf import DERIVED_MARK
 from pyita.structure import Structure
 
 __all__ = ["AugmentSettings", "augment", "iter_augmented", "iter_moves", "moves_for", "describe", "taylor_energy",
-           "STRATEGIES"]
+           "shortfall_message", "why_nothing_made", "STRATEGIES"]
 
 #: Above this δ (Å) the first-order label is usually poor; see ``pyita check`` to measure it.
 LARGE_DELTA = 0.1
@@ -38,8 +40,13 @@ class AugmentSettings:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise PyitaError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if not self.a >= 0:
-            raise PyitaError(f"a (new structures per parent) must be ≥ 0, got {self.a}")
+        if not self.a > 0:
+            raise PyitaError(f"a (new structures per parent) must be > 0, got {self.a:g}: " + (
+                "a = 0 would make no derived structure" if self.a == 0 else "a count is ≥ 0, and 0 makes none"))
+        # a = inf overflows the per-parent counts; an infinite δ, force limit or cap means nothing
+        for name, value in (("a", self.a), ("delta", self.delta), ("max-force", self.max_force), ("cap", self.cap)):
+            if value is not None and not math.isfinite(value):
+                raise PyitaError(f"{name} must be a finite number, got {value}")
         if not self.delta > 0:
             raise PyitaError(f"delta must be > 0 Å, got {self.delta}")
         if self.delta > ABSURD_DELTA:
@@ -142,9 +149,71 @@ def iter_moves(parents: Iterable[Structure], settings: AugmentSettings, n_parent
         check_labels(parent)
         moves = plan.moves(parent) if plan is not None else moves_for(parent, index, rank - 1, settings)
         yield index, parent, moves
-    if plan is not None and plan.remaining > 0:
-        warnings.warn(f"sequential: a·N exceeds the 6 displacements per atom available; "
-                      f"{plan.remaining} fewer structures made", stacklevel=3)
+
+
+def shortfall_message(settings: AugmentSettings, asked: int, made: int, n_parents: int, empty: int) -> str:
+    """The one warning for a run that made fewer than the ⌊a·N⌋ derived structures asked for, and why.
+
+    ``empty`` counts parents that were due some and gave none (derived structures, or nothing movable).
+    """
+    if settings.strategy == "random-all":
+        limits = ["a parent with a single atom is not displaced"]
+        if settings.max_force is not None:
+            limits.append(f"nor one with an atom with |F| > --max-force {settings.max_force:g} eV/Å")
+    else:
+        limits = ["a parent gives at most 6 per atom (each atom moved once along ±x, ±y, ±z)"]
+        if settings.max_force is not None:
+            limits.append(f"atoms with |F| > --max-force {settings.max_force:g} eV/Å are not moved")
+    none = ""
+    if empty:
+        none = f" ({empty} parent{'s' * (empty != 1)} gave none)"
+        limits.append("derived structures among the parents are not augmented again")
+    return (f"{settings.strategy}: made {made} of the {asked} derived structures asked for "
+            f"(a = {settings.a:g} × {n_parents} parents), {asked - made} fewer{none}; limits: " + "; ".join(limits))
+
+
+def why_nothing_made(parents: Iterable[Structure], settings: AugmentSettings, exclude: Iterable[int] = ()) -> str:
+    """Why no parent gave a derived structure, parent by parent (the reason ``pyita augment`` stops with;
+    called only then, so reading the parents again costs nothing that matters)."""
+    excluded = set(exclude)
+    reasons: Counter = Counter()
+    rank = 0
+    for index, parent in enumerate(parents):
+        if index in excluded:
+            reasons["excluded"] += 1
+            continue
+        rank += 1
+        if parent.info.get("derived"):
+            reasons["derived"] += 1
+        elif settings.strategy != "sequential" and copies_for(rank - 1, settings.a) == 0:
+            reasons["no share"] += 1
+        elif settings.strategy == "random-all" and len(parent) < 2:
+            reasons["single atom"] += 1
+        else:  # the one cause left: the force limit
+            reasons["force"] += 1
+    n = sum(reasons.values())
+    asked = copies_total(rank, settings.a)
+    if rank and asked == 0:
+        return f"a = {settings.a:g} × {rank} parents rounds down to 0 derived structures"
+    limit = f"|F| > --max-force {settings.max_force or 0:g} eV/Å"  # used only when the limit is set
+    every = {
+        "excluded": f"all {n} parents are excluded (--exclude)",
+        "derived": "every parent is itself a derived structure (PyITA does not augment those again)",
+        "single atom": "every parent has a single atom (random-all cannot displace it without moving it whole)",
+        "force": f"every parent has an atom with {limit}" if settings.strategy == "random-all"
+        else f"every atom of every parent has {limit}",
+    }
+    if len(reasons) == 1 and next(iter(reasons)) in every:
+        return every[next(iter(reasons))]
+    some = {
+        "excluded": "{k} are excluded (--exclude)",
+        "derived": "{k} are derived structures (not augmented again)",
+        "no share": f"{{k}} get none of the ⌊a·N⌋ = {asked}",
+        "single atom": "{k} have a single atom",
+        "force": f"{{k}} have an atom with {limit}" if settings.strategy == "random-all"
+        else f"every atom of {{k}} has {limit}",
+    }
+    return f"of the {n} parents, " + "; ".join(some[r].format(k=k) for r, k in reasons.items())
 
 
 def iter_augmented(parents: Iterable[Structure], settings: AugmentSettings, n_parents: int | None = None,
@@ -154,19 +223,35 @@ def iter_augmented(parents: Iterable[Structure], settings: AugmentSettings, n_pa
     ``exclude`` holds parent indices never augmented (e.g. the test split). The sequential strategy needs
     ``n_parents`` (the number of augmentable parents) up front to know its budget a·N.
     """
-    for index, parent, moves in iter_moves(parents, settings, n_parents, exclude):
+    excluded = set(exclude)
+    n_used = made = empty = 0
+    for index, parent, moves in iter_moves(parents, settings, n_parents, excluded):
+        if index not in excluded:
+            due = settings.strategy == "sequential" or copies_for(n_used, settings.a) > 0
+            n_used += 1
+            made += len(moves)
+            empty += due and not moves
         derived = []
         forces = parent.forces.tolist() if moves else None
         for copy, move in enumerate(moves):
             energy, info, comments = describe(parent, index, move, settings, copy, forces)
             derived.append(displaced(parent, move, info, comments, energy))
         yield index, parent, derived
+    asked = copies_total(n_used, settings.a)
+    if made < asked:
+        warnings.warn(shortfall_message(settings, asked, made, n_used, empty), stacklevel=3)
 
 
 def augment(parents: Sequence[Structure], a: float, delta: float, strategy: str = "balanced", seed: int = 0,
             max_force: float | None = None, exclude: Iterable[int] = (), cap: float = 3.0) -> list[Structure]:
     """Derived structures of ``parents`` (nothing touches disk). Each has the Taylor energy, no force
-    labels, and ``info`` linking it to its parent (``info["parent"]`` is the index in ``parents``)."""
+    labels, and ``info`` linking it to its parent (``info["parent"]`` is the index in ``parents``).
+
+    ``a = 0`` gives none (where ``AugmentSettings``, which the command line uses, refuses it): callers such as
+    the trainer and experiment sweeps use it to mean "no augmentation".
+    """
+    if a == 0:  # no augmentation, as `pyita train --augment-a 0` or a = 0 in an experiment's sweep mean
+        return []
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
     excluded = set(exclude)
     n = sum(1 for k in range(len(parents)) if k not in excluded)

@@ -11,19 +11,22 @@ import sys
 import time
 import warnings
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyita import __version__
-from pyita.augment import AugmentSettings, describe, iter_moves, moves_for
-from pyita.augment.strategies import SequentialPlan
+from pyita.augment import AugmentSettings, describe, iter_moves, moves_for, shortfall_message, why_nothing_made
+from pyita.augment.strategies import SequentialPlan, copies_for, copies_total
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError, PyitaError
 from pyita.io import DataSource, archive_members, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
+from pyita.io.outputs import data_inputs, guard_output
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import XsfTemplate, format_xsf, read_xsf, read_xsf_layout, ORIGINAL_MARK
+from pyita.parallel import check_workers, worker_pool
 from pyita.progress import progress_bar
+from pyita.structure import CloseAtomsWarning, close_atoms, warn_close_atoms
 
 FORMATS = ("xsf", "extxyz")
 MANIFEST_FIELDS = ["file", "parent_index", "parent", "copy", "atom", "direction", "dx", "dy", "dz",
@@ -133,6 +136,8 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; choose xsf or extxyz")
     source = open_source(data)
+    guard_output(out, data_inputs(data, source) + ([exclude_file] if exclude_file else []), "augment",
+                 overwrite)
     names = _parent_names(source)
     stems = _derived_stems(names)
     excluded = _excluded_indices(names, read_exclude_list(exclude_file),
@@ -142,8 +147,11 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
     final_abs = out.resolve()
     start = time.perf_counter()
     counts = {"parents": len(names), "excluded": len(excluded), "augmented_parents": 0, "derived": 0}
+    n_used = len(names) - len(excluded)
+    rank = empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
+    close, unchecked, unchecked_names = [], [], []  # near-coincident atoms found; parents to check, names
     species: dict[str, None] = {}
-    workers = 1 if fmt != "xsf" else default_workers(len(names)) if workers is None else max(1, int(workers))
+    workers = 1 if fmt != "xsf" else default_workers(len(names)) if workers is None else check_workers(workers)
     with atomic_output_dir(out, overwrite=overwrite) as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
@@ -153,29 +161,48 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
             writer = _ExtxyzWriter(tmp, only_derived)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            pool = _start_pool(workers) if workers > 1 else None
-            try:
-                with progress_bar(len(names), "augment", "parents", enabled=progress) as advance:
+            with _pool(workers) as pool, \
+                    progress_bar(len(names), "augment", "parents", enabled=progress) as advance:
+                if fmt == "xsf":
+                    job = _Job(settings, writer.derived_dir, source.require_labels)
+                    results = _xsf_results(source, names, stems, excluded, job, pool, workers)
+                else:
+                    results = writer.results(source, names, stems, excluded, settings)
+                for index, parent, symbols, n_derived, files, rows in results:
+                    species.update(dict.fromkeys(symbols))
                     if fmt == "xsf":
-                        job = _Job(settings, writer.derived_dir, source.require_labels)
-                        results = _xsf_results(source, names, stems, excluded, job, pool, workers)
-                    else:
-                        results = writer.results(source, names, stems, excluded, settings)
-                    for index, parent, symbols, n_derived, files, rows in results:
-                        species.update(dict.fromkeys(symbols))
-                        if fmt == "xsf":
-                            if not only_derived:
-                                writer.parent(parent, names[index], stems[index])
-                            writer.add_derived(files)
-                        manifest_file.write(rows)
-                        counts["augmented_parents"] += n_derived > 0
-                        counts["derived"] += n_derived
-                        advance(1)
-            finally:
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                        if not only_derived:
+                            writer.parent(parent, names[index], stems[index])
+                        writer.add_derived(files)
+                    manifest_file.write(rows)
+                    counts["augmented_parents"] += n_derived > 0
+                    counts["derived"] += n_derived
+                    if index not in excluded:
+                        due = settings.strategy == "sequential" or copies_for(rank, settings.a) > 0
+                        empty += due and not n_derived
+                        rank += 1
+                    if parent is not None and not parent.info.get("derived"):
+                        # parents read in this process (XSF files are read in _work_chunk), checked together
+                        unchecked.append(parent)
+                        unchecked_names.append(names[index])
+                        if len(unchecked) == CHUNK:
+                            close += [w for _, w in close_atoms(unchecked, unchecked_names)]
+                            unchecked, unchecked_names = [], []
+                    advance(1)
+        close += [w for _, w in close_atoms(unchecked, unchecked_names)]
         for w in caught:
-            warnings.warn(w.message, stacklevel=2)
+            if isinstance(w.message, CloseAtomsWarning):
+                close.append(w.message)
+            else:
+                warnings.warn(w.message, stacklevel=2)
+        warn_close_atoms(close)
+        if not counts["derived"]:
+            raise InputError(f"no derived structures: {why_nothing_made(source, settings, excluded)}", data)
+        requested = copies_total(n_used, settings.a)
+        shortfall = None
+        if counts["derived"] < requested:
+            shortfall = shortfall_message(settings, requested, counts["derived"], n_used, empty)
+            warnings.warn(shortfall, stacklevel=2)
         writer.close(source.generate_in, list(species))
         summary = {
             "pyita_version": __version__,
@@ -186,6 +213,9 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
             "exclude_file": None if exclude_file is None else str(exclude_file),
             "settings": settings.as_dict(),
             "counts": counts,
+            "derived_requested": requested,  # ⌊a·N⌋ over the parents not excluded
+            "shortfall": requested - counts["derived"],
+            "shortfall_reason": shortfall,
             "species": list(species),
             "seconds": round(time.perf_counter() - start, 3),
             "workers": workers,
@@ -291,58 +321,84 @@ def _xsf_items(source: DataSource, names, stems, excluded, settings: AugmentSett
         else:
             yield *item, None, path, None, None
         rank += 1
-    if plan is not None and plan.remaining > 0:
-        warnings.warn(f"sequential: a·N exceeds the 6 displacements per atom available; "
-                      f"{plan.remaining} fewer structures made", stacklevel=2)
 
 
 def _work_chunk(items: list, job: _Job):
     """Read (if needed), displace and write the parents of one chunk, in a worker or in this process.
 
-    Returns (index, parent or None, symbols, number derived, files, manifest text) per item, or an error
-    record (exceptions are not sent across processes).
+    Returns (index, parent or None, symbols, number derived, files, manifest text) per item and the
+    chunk's warnings (a worker's own would be lost), or an error record (exceptions are not sent across
+    processes). The parents read here are checked for near-coincident atoms all at once (one at a time
+    would cost several times more).
     """
-    out = []
-    try:
-        for index, name, stem, rank, path, parent, moves in items:
-            template = None
-            if path is not None and (parent is None or moves):
-                # read here (in the worker), keeping the file's lines for a verbatim template
-                # (with require_labels the reader has checked what check_labels would: energy, forces, finite)
-                parent_read, lines, layout = read_xsf_layout(path, require_labels=job.require_labels)
-                if parent is None:
-                    parent = parent_read
-                    if rank is not None and not parent.info.get("derived"):
-                        moves = moves_for(parent, index, rank, job.settings)
-                if moves and moves[0].atom is not None:
-                    template = XsfTemplate.verbatim(parent, lines, layout)
-            if moves:
-                files, rows = _write_derived_xsf(parent, index, moves, job.settings, name, stem,
-                                                 job.derived_dir, template)
-            else:
-                files, rows = [], ""
-            out.append((index, None if path is not None else parent, list(dict.fromkeys(parent.symbols)),
-                        len(moves or ()), files, rows))
-    except PyitaError as exc:
-        return ("error", type(exc).__name__, getattr(exc, "problem", str(exc)), getattr(exc, "path", None),
-                getattr(exc, "line", None))
-    return out
+    out, parents, parent_names = [], [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for item in items:
+                out.append(_work_item(item, job, parents, parent_names))
+            for _, found in close_atoms(parents, parent_names):
+                warnings.warn(found)
+        except PyitaError as exc:
+            return ("error", type(exc).__name__, getattr(exc, "problem", str(exc)), getattr(exc, "path", None),
+                    getattr(exc, "line", None))
+    return out, [w.message for w in caught]
+
+
+def _work_item(item, job: _Job, parents: list, parent_names: list):
+    """One parent of ``_work_chunk``; a parent read from its XSF file is added to ``parents``."""
+    index, name, stem, rank, path, parent, moves = item
+    template = None
+    if path is not None and (parent is None or moves):
+        # read here (in the worker), keeping the file's lines for a verbatim template
+        # (with require_labels the reader has checked what check_labels would: energy, forces, finite)
+        parent_read, lines, layout = read_xsf_layout(path, require_labels=job.require_labels)
+        if not parent_read.info.get("derived"):
+            parents.append(parent_read)
+            parent_names.append(name)
+        if parent is None:
+            parent = parent_read
+            if rank is not None and not parent.info.get("derived"):
+                moves = moves_for(parent, index, rank, job.settings)
+        if moves and moves[0].atom is not None:
+            template = XsfTemplate.verbatim(parent, lines, layout)
+    if moves:
+        files, rows = _write_derived_xsf(parent, index, moves, job.settings, name, stem, job.derived_dir,
+                                         template)
+    else:
+        files, rows = [], ""
+    return (index, None if path is not None else parent, list(dict.fromkeys(parent.symbols)), len(moves or ()),
+            files, rows)
 
 
 def _noop() -> None:
     return None
 
 
-def _start_pool(workers: int) -> ProcessPoolExecutor:
-    """Fork the workers now, before any progress-bar thread exists."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    pool.submit(_noop).result()
-    return pool
+@contextmanager
+def _pool(workers: int):
+    """Worker processes (forked now, before any progress-bar thread exists), or None for one process."""
+    if workers <= 1:
+        yield None
+        return
+    with worker_pool(workers, "fork") as pool:
+        pool.submit(_noop).result()
+        yield pool
 
 
 def _raise(result) -> None:
     _, kind, problem, path, line = result
     raise InputError(problem, path, line) if kind == "InputError" else PyitaError(problem)
+
+
+def _chunk_results(result) -> list:
+    """A chunk's per-parent results, after raising its error or issuing its warnings in this process."""
+    if result[0] == "error":
+        _raise(result)
+    out, messages = result
+    for message in messages:
+        warnings.warn(message)
+    return out
 
 
 def _xsf_results(source: DataSource, names, stems, excluded, job: _Job, pool, workers: int):
@@ -352,20 +408,13 @@ def _xsf_results(source: DataSource, names, stems, excluded, job: _Job, pool, wo
 
     def submit(chunk):
         if pool is None:
-            result = _work_chunk(chunk, job)
-            if result and result[0] == "error":
-                _raise(result)
-            pending.append(result)
+            pending.append(_chunk_results(_work_chunk(chunk, job)))
         else:
             pending.append(pool.submit(_work_chunk, chunk, job))
 
     def collect():
         result = pending.popleft()
-        if not isinstance(result, list):
-            result = result.result()
-            if result and result[0] == "error":
-                _raise(result)
-        return result
+        return result if isinstance(result, list) else _chunk_results(result.result())
 
     chunk: list = []
     for item in _xsf_items(source, names, stems, excluded, job.settings):

@@ -49,6 +49,11 @@ def copies_for(parent_index: int, a: float) -> int:
     return math.floor(a * (parent_index + 1) + 1e-9) - math.floor(a * parent_index + 1e-9)
 
 
+def copies_total(n_parents: int, a: float) -> int:
+    """floor(a·n): the derived structures asked for from ``n_parents`` (the sum of ``copies_for``)."""
+    return math.floor(a * n_parents + 1e-9)
+
+
 def eligible_atoms(parent: Structure, max_force: float | None) -> np.ndarray:
     """Atoms whose force norm stays within ``max_force`` (the Taylor error grows with |F| and curvature)."""
     if max_force is None:
@@ -72,7 +77,7 @@ class SequentialPlan:
     """
 
     def __init__(self, a: float, n_parents: int, delta: float, max_force: float | None):
-        self.remaining = math.floor(a * n_parents + 1e-9)
+        self.remaining = copies_total(n_parents, a)
         self.delta = delta
         self.max_force = max_force
 

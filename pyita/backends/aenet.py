@@ -41,6 +41,7 @@ from pyita.io.aenet_inputs import (BehlerSetup, ChebyshevSetup, PredictIn, Train
                                    parse_hidden)
 from pyita.io import read_name_list
 from pyita.io.atomic import atomic_output_dir, atomic_write, atomic_write_text
+from pyita.io.outputs import data_inputs, guard_output
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import format_xsf, read_xsf
 from pyita.progress import progress_bar
@@ -518,6 +519,8 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         raise PyitaError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     start = time.perf_counter()
     source = open_source(data)
+    extra = [p for p in (test_parents, settings.initial_networks) if p is not None]
+    guard_output(out, data_inputs(data, source) + extra, "aenet prepare", overwrite)
     structures: list[Structure] = []
     with progress_bar(len(source) if source.xsf_paths is not None else None, "read", "structures",
                       enabled=progress) as advance:

@@ -469,15 +469,19 @@ def run_check(data, calculator, out: str | Path, settings: CheckSettings | None 
               threads: int | None = None, fold="auto") -> CheckResult:
     """``pyita check``: the study, with a resumable checkpoint in ``OUT.partial/`` and the results
     written atomically to ``OUT/`` (errors.csv, check.json, check.png, check.svg)."""
-    from pyita.io.atomic import atomic_output_dir
+    from pyita.io.atomic import atomic_output_dir, existing_ancestor
+    from pyita.io.locks import exclusive
+    from pyita.io.outputs import guard_output, input_files_of, refuse_overlap
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise PyitaError(f"output folder {out} exists and is not empty (choose another, or --overwrite)")
     partial = out.with_name(out.name + ".partial")
-    result = check(data, calculator, settings, calc_kwargs=calc_kwargs, workers=workers, progress=progress,
-                   checkpoint_dir=partial, restart=restart, threads=threads, fold=fold)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        write_check(result, tmp)
-    shutil.rmtree(partial, ignore_errors=True)
+    inputs = input_files_of(data)
+    guard_output(out, inputs, "check", overwrite)
+    refuse_overlap(partial, inputs, option="--out (its checkpoint folder)")
+    with exclusive(existing_ancestor(out.parent) / f".{partial.name}.lock", f"checkpoint {partial}"):
+        result = check(data, calculator, settings, calc_kwargs=calc_kwargs, workers=workers, progress=progress,
+                       checkpoint_dir=partial, restart=restart, threads=threads, fold=fold)
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            write_check(result, tmp)
+        shutil.rmtree(partial, ignore_errors=True)
     return result

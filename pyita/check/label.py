@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +24,7 @@ from pyita.check.calculators import (CalculationError, CalculatorSpec, compute, 
                                      resolve_calculator, threads_limited)
 from pyita.errors import PyitaError
 from pyita.io import open_source
+from pyita.parallel import worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import Structure
 
@@ -151,8 +152,13 @@ def _work(index: int, structure: Structure, need_forces: bool, fold):
 def _failure(spec: CalculatorSpec, structures, index: int, error: str, checkpoint: Checkpoint | None,
              total: int, noun: str) -> CalculationError:
     kept = len(checkpoint.results) if checkpoint is not None else 0
-    where = f"; {kept} of {total} finished results are kept in {checkpoint.path} — fix the cause and rerun " \
-            "the same command to continue" if checkpoint is not None else ""
+    if checkpoint is None:
+        where = ""
+    elif kept:
+        where = f"; {kept} of {total} finished results are kept in {checkpoint.path} — fix the cause and " \
+                "rerun the same command to continue"
+    else:
+        where = "; no calculation had finished, so nothing was kept"
     return CalculationError(f"calculator {spec.name!r} failed on {structure_name(structures[index], index, noun)}: "
                             f"{error}{where}")
 
@@ -210,38 +216,30 @@ def _serial(spec, structures, todo, checkpoint, results, need_forces, advance, n
 
 def _parallel(spec, structures, todo, checkpoint, results, need_forces, advance, workers, noun,
               threads) -> None:
-    import multiprocessing
-
     spec.make()  # set-up errors surface here, once, not in every worker
-    context = multiprocessing.get_context("spawn")  # no inherited OpenMP/BLAS state
     pending = list(reversed(todo))
     first_error = None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(spec, threads)) as pool:
+    # spawn: no inherited OpenMP/BLAS state
+    with worker_pool(workers, "spawn", initializer=_init_worker, initargs=(spec, threads)) as pool:
         running = set()
-        try:
-            while pending or running:
-                while pending and first_error is None and len(running) < 2 * workers:
-                    index = pending.pop()
-                    running.add(pool.submit(_work, index, structures[index], need_forces,
-                                            fold_for(structures[index], spec.fold)))
-                if not running:
-                    break
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index, energy, payload = future.result()
-                    if energy is None:
-                        if first_error is None:
-                            first_error = (index, payload)
-                        continue
-                    if checkpoint is not None:
-                        checkpoint.append(index, energy, payload)
-                    results[index] = (energy, payload)
-                    advance(1)
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+        while pending or running:
+            while pending and first_error is None and len(running) < 2 * workers:
+                index = pending.pop()
+                running.add(pool.submit(_work, index, structures[index], need_forces,
+                                        fold_for(structures[index], spec.fold)))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index, energy, payload = future.result()
+                if energy is None:
+                    if first_error is None:
+                        first_error = (index, payload)
+                    continue
+                if checkpoint is not None:
+                    checkpoint.append(index, energy, payload)
+                results[index] = (energy, payload)
+                advance(1)
     if first_error is not None:
         raise _failure(spec, structures, first_error[0], first_error[1], checkpoint, len(structures), noun)
 
@@ -256,13 +254,35 @@ def label(data, calculator, out: str | Path, *, calc_kwargs=None, workers: int =
     Each frame keeps the input's metadata; ``input_energy`` holds the energy the input had (e.g. a Taylor
     estimate), ``label_calculator`` names the calculator.
     """
+    from pyita.io.atomic import existing_ancestor
+    from pyita.io.locks import exclusive
+    from pyita.io.outputs import guard_output, input_files_of, refuse_overlap
+
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    inputs = input_files_of(data)
+    guard_output(out, inputs, "label", overwrite, folder=False, is_previous=_is_label_output)
+    refuse_overlap(partial, inputs, option="--out (its checkpoint file)")
+    with exclusive(existing_ancestor(out.parent) / f".{partial.name}.lock", f"checkpoint {partial}"):
+        return _label(data, calculator, out, partial, calc_kwargs, workers, progress, restart, threads, fold)
+
+
+def _is_label_output(path: Path) -> bool:
+    """An extended-XYZ file `pyita label` wrote: its first frame names the labelling calculator."""
+    try:
+        with open(path, errors="replace") as handle:
+            handle.readline()
+            return "label_calculator=" in handle.readline()
+    except OSError:
+        return False
+
+
+def _label(data, calculator, out: Path, partial: Path, calc_kwargs, workers, progress, restart, threads,
+           fold) -> dict:
     import ase.io
 
     from pyita.io.atomic import atomic_write_text
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise PyitaError(f"{out} exists (choose another name, or --overwrite)")
     spec = resolve_calculator(calculator, calc_kwargs, fold)
     structures = list(open_source(data, require_labels=False)) if not isinstance(data, (list, tuple)) \
         else list(data)
@@ -272,7 +292,7 @@ def label(data, calculator, out: str | Path, *, calc_kwargs=None, workers: int =
     meta = {"kind": "label", "data": str(data) if isinstance(data, (str, Path)) else "<structures>",
             "count": len(structures), "fingerprint": fingerprint(structures), "calculator": spec.describe(),
             "pyita_version": __version__}
-    checkpoint = Checkpoint(out.with_name(out.name + ".partial"), meta, restart=restart)
+    checkpoint = Checkpoint(partial, meta, restart=restart)
     resumed = len(checkpoint.results)
     labels = label_structures(structures, spec, checkpoint=checkpoint, workers=workers, progress=progress,
                               threads=threads)

@@ -19,10 +19,7 @@ import torch
 import vesin
 
 from pyita.errors import InputError
-from pyita.structure import Structure
-
-#: Atoms closer than this (Å) are treated as a broken structure: their pair direction is undefined.
-MIN_DISTANCE = 1e-6
+from pyita.structure import NEAR_DISTANCE, CloseAtomsWarning, Structure, first_report, warn_close_atoms
 
 
 @dataclass
@@ -62,11 +59,24 @@ def _species_indices(structure: Structure, lookup: dict[str, int]) -> np.ndarray
     return np.fromiter((lookup[s] for s in structure.symbols), dtype=np.int64, count=len(structure))
 
 
-def _pairs(structure: Structure, search: vesin.NeighborList) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Half pair list of one structure with Cartesian shifts relative to its original positions."""
+def _name(structure: Structure, index: int) -> str:
+    """How messages name a structure: its file, the file of its parent, or its place in the batch."""
+    if structure.source:
+        return structure.source
+    parent = structure.info.get("parent_source")
+    return f"a derived structure of {parent}" if parent else f"structure {index + 1} of the batch"
+
+
+def _pairs(structure: Structure, search: vesin.NeighborList, index: int,
+           close: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half pair list of one structure with Cartesian shifts relative to its original positions.
+
+    Coincident atoms are an error (the descriptor would be NaN); atoms closer than NEAR_DISTANCE are
+    added to ``close`` (originals not reported before only: a derived copy repeats its parent's problem).
+    """
     positions = structure.positions
     if not np.isfinite(positions).all():
-        raise InputError("positions contain NaN or infinity", structure.source)
+        raise InputError("positions contain NaN or infinity", _name(structure, index))
     if structure.cell is None:
         i, j, distance = search.compute(positions, np.zeros((3, 3)), False, "ijd")
         i, j = i.astype(np.int64), j.astype(np.int64)
@@ -75,33 +85,42 @@ def _pairs(structure: Structure, search: vesin.NeighborList) -> tuple[np.ndarray
         cell = structure.cell
         volume = abs(np.linalg.det(cell))
         if not np.isfinite(volume) or volume < 1e-6 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
-            raise InputError("the cell is singular (lattice vectors are linearly dependent)", structure.source)
+            raise InputError("the cell is singular (lattice vectors are linearly dependent)",
+                             _name(structure, index))
         offset = np.floor(positions @ np.linalg.inv(cell))
         wrapped = positions - offset @ cell
         i, j, image, distance = search.compute(wrapped, cell, True, "ijSd")
         i, j = i.astype(np.int64), j.astype(np.int64)
         shift = (image + offset[i] - offset[j]) @ cell
-    if len(distance) and distance.min() < MIN_DISTANCE:
+    if len(distance):
         k = int(np.argmin(distance))
-        raise InputError(
-            f"atoms {int(i[k]) + 1} and {int(j[k]) + 1} (or a periodic image) are {distance[k]:.2e} Å apart",
-            structure.source)
+        if distance[k] < NEAR_DISTANCE:
+            found = CloseAtomsWarning(_name(structure, index), int(i[k]), int(j[k]), float(distance[k]))
+            found.refuse_coincident()
+            if not structure.info.get("derived") and first_report(structure):
+                close.append(found)
     return i, j, shift
 
 
 def make_batch(
-    structures: Sequence[Structure], species: Sequence[str], cutoff: float, device=None
+    structures: Sequence[Structure], species: Sequence[str], cutoff: float, device=None,
+    close: list | None = None,
 ) -> AtomsBatch:
-    """Concatenate ``structures`` and find all pairs closer than ``cutoff`` (Å)."""
+    """Concatenate ``structures`` and find all pairs closer than ``cutoff`` (Å).
+
+    Atoms closer than NEAR_DISTANCE are warned about, in one warning for the batch, or collected in
+    ``close`` for a caller that makes many batches and warns once (see ``featurize``).
+    """
     species = tuple(species)
     lookup = {s: k for k, s in enumerate(species)}
     search = vesin.NeighborList(cutoff=float(cutoff), full_list=False)
+    reports = [] if close is None else close
     positions, kinds, owners, counts = [], [], [], []
     pair_i, pair_j, shifts = [], [], []
     start = 0
     for index, structure in enumerate(structures):
         kinds.append(_species_indices(structure, lookup))
-        i, j, shift = _pairs(structure, search)
+        i, j, shift = _pairs(structure, search, index, reports)
         positions.append(structure.positions)
         owners.append(np.full(len(structure), index, dtype=np.int64))
         counts.append(len(structure))
@@ -109,6 +128,9 @@ def make_batch(
         pair_j.append(j + start)
         shifts.append(shift)
         start += len(structure)
+
+    if close is None:
+        warn_close_atoms(reports)
 
     def cat(parts, dtype, shape):
         array = np.concatenate(parts) if parts else np.zeros(shape)

@@ -2,51 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
 from pyita.experiment.config import ExperimentConfig
-from pyita.experiment.runner import result_paths
 from pyita.experiment.stats import compare, summarize
-
-
-@dataclass
-class TaskResult:
-    summary: dict
-    energy_errors: np.ndarray   # signed per-structure per-atom error, meV/atom
-    force_errors: np.ndarray    # absolute per-component error, eV/Å
-    n_atoms: np.ndarray
-
-    def structure_errors(self, kind: str) -> np.ndarray:
-        """One number per test structure: |energy error|, or the mean |force component error| (the unit
-        that is paired across conditions; force components within a structure are not independent)."""
-        if kind == "energy":
-            return np.abs(self.energy_errors)
-        if self.force_errors.size != 3 * int(self.n_atoms.sum()):
-            return np.array([])
-        bounds = np.cumsum(3 * self.n_atoms)[:-1]
-        return np.array([part.mean() for part in np.split(self.force_errors, bounds)])
-
-    @classmethod
-    def load(cls, json_path: Path, npz_path: Path) -> "TaskResult":
-        summary = json.loads(json_path.read_text())
-        data = np.load(npz_path)
-        energy = 1000.0 * (data["energy_pred"] - data["energy_ref"]) / data["n_atoms"]
-        return cls(summary, energy, np.abs(data["force_errors"]), data["n_atoms"])
-
-
-def load_results(config: ExperimentConfig, out: Path) -> dict[tuple[int, str], TaskResult]:
-    """All finished tasks, keyed by (trial, condition name)."""
-    found = {}
-    for trial in range(config.trials):
-        for condition in config.conditions:
-            json_path, npz_path = result_paths(out, trial, condition.name)
-            if json_path.exists():
-                found[(trial, condition.name)] = TaskResult.load(json_path, npz_path)
-    return found
 
 
 def complete_trials(config: ExperimentConfig, results) -> list[int]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from pyita import __version__
 from pyita.experiment import plots
-from pyita.experiment.analysis import comparisons, condition_table, load_results, per_trial_table
+from pyita.experiment.analysis import comparisons, condition_table, per_trial_table
+from pyita.experiment.results import load_results
 from pyita.experiment.config import ExperimentConfig
 
 

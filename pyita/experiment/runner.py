@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import multiprocessing
 import os
-import re
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,21 +20,14 @@ from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import ExperimentConfig, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
+from pyita.experiment.results import DamagedResult, TaskResult, result_paths
 from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.locks import exclusive
+from pyita.io.outputs import refuse_overlap
+from pyita.parallel import worker_pool
 
-RESULTS = "results"
-
-
-def slug(name: str) -> str:
-    """A file-name form of a condition name, distinct for distinct names ("absolute δ=0.01 it=15" →
-    "absolute_d=0.01_it=15")."""
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", name.replace("δ", "d")).strip("_") or "condition"
-
-
-def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
-    folder = out / RESULTS / f"trial-{trial:03d}"
-    name = slug(condition)
-    return folder / f"{name}.json", folder / f"{name}.npz"
+#: The lock file of a running experiment, inside its folder.
+LOCK = ".pyita.lock"
 
 
 def run_task(config_dict: dict, out: str, trial: int, condition_index: int, threads: int = 0) -> dict:
@@ -79,8 +71,21 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
 
 
 def pending_tasks(config: ExperimentConfig, out: Path) -> list[tuple[int, int]]:
-    return [(t, c) for t in range(config.trials) for c, cond in enumerate(config.conditions)
-            if not result_paths(out, t, cond.name)[0].exists()]
+    """Tasks without a valid saved result. A damaged result is removed (and said so), to be run again."""
+    pending = []
+    for t in range(config.trials):
+        for c, condition in enumerate(config.conditions):
+            json_path, npz_path = result_paths(out, t, condition.name)
+            if json_path.exists():
+                try:
+                    TaskResult.load(json_path, npz_path, t, condition.name)
+                    continue
+                except DamagedResult as exc:
+                    warnings.warn(f"{exc}; running that task again", stacklevel=2)
+                    json_path.unlink(missing_ok=True)
+                    npz_path.unlink(missing_ok=True)
+            pending.append((t, c))
+    return pending
 
 
 @contextmanager
@@ -96,26 +101,50 @@ def _executor(config: ExperimentConfig, n_tasks: int):
         return
     workers = max(1, min(config.workers, n_tasks))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(workers, "spawn") as pool:
         yield pool, threads
 
 
-def prepare_output(out: Path, config: ExperimentConfig, config_text: str, resume: bool) -> None:
-    """Refuse a non-empty folder unless resuming the same experiment (same effective settings)."""
+@contextmanager
+def experiment_output(out: Path, config: ExperimentConfig, config_text: str, resume: bool,
+                      inputs: list[Path] = ()):
+    """Claim ``out`` for this experiment for the duration of the block.
+
+    Refuses an ``out`` that overlaps an input or the current folder, a non-empty folder unless resuming the
+    same experiment (same effective settings), and a folder another living pyita process is running in
+    (``LOCK`` holds its pid).
+    """
+    out = Path(out)
+    refuse_overlap(out, inputs)
     saved = out / "experiment.json"
     settings = json.dumps(config.as_dict(), indent=1, default=str, ensure_ascii=False)
     how = ("workers", "scheduler")   # where tasks run does not change their results
+    if out.exists() and not out.is_dir():
+        raise PyitaError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise PyitaError(f"{out} is not empty; pass --resume to continue that experiment, or choose "
                              "another --out")
-        before, now = json.loads(saved.read_text()) if saved.exists() else None, json.loads(settings)
-        if before is not None and {k: v for k, v in before.items() if k not in how} != \
-                {k: v for k, v in now.items() if k not in how}:
-            raise PyitaError(f"{out} holds a different experiment (its experiment.json differs); refusing to mix")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.toml", config_text)
-    atomic_write_text(saved, settings + "\n")
+        if not saved.exists():
+            raise PyitaError(f"--resume: {out} holds no experiment.json, so it is not an experiment folder; "
+                             "choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PyitaError(f"cannot create {out}: {exc.strerror}") from None
+    with exclusive(out / LOCK, f"experiment folder {out}"):
+        if saved.exists():
+            try:
+                before = json.loads(saved.read_text())
+            except ValueError:
+                raise PyitaError(f"{saved} is damaged; cannot tell which experiment {out} holds") from None
+            now = json.loads(settings)
+            if {k: v for k, v in before.items() if k not in how} != {k: v for k, v in now.items() if k not in how}:
+                raise PyitaError(f"{out} holds a different experiment (its experiment.json differs); refusing "
+                                 "to mix")
+        atomic_write_text(out / "config.toml", config_text)
+        atomic_write_text(saved, settings + "\n")
+        yield
 
 
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,

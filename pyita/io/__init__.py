@@ -108,13 +108,18 @@ def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
 def _iter_ase(path: Path) -> Iterator[Structure]:
     import ase.io
 
+    k = -1
     try:
         for k, atoms in enumerate(ase.io.iread(str(path), index=":")):
+            if not len(atoms):  # as an XSF file without atoms: nothing to label, featurize or predict
+                raise InputError("structure has no atoms", f"{path}[{k}]")
             yield Structure.from_ase(atoms, source=f"{path}[{k}]")
     except InputError:
         raise
     except Exception as exc:  # ASE raises many types for unreadable files
         raise InputError(f"ASE cannot read this file: {exc}", path) from None
+    if k < 0:
+        raise InputError("file holds no structures", path)
 
 
 def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
@@ -154,7 +159,7 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
 
 def _looks_like_generate_in(path: Path) -> bool:
     try:
-        with open(path, errors="replace") as handle:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
             head = handle.read(4096)
     except OSError:
         return False

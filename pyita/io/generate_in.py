@@ -72,14 +72,16 @@ class GenerateIn:
         for k, (name, resolved) in enumerate(zip(self.files, self._resolved())):
             if not os.path.isfile(resolved):
                 line = self.file_lines[k] if k < len(self.file_lines) else None
-                raise InputError(f"FILES entry {name!r} does not exist (looked for {resolved})", self.path, line)
+                problem = "is a folder, not a structure file" if os.path.isdir(resolved) else "does not exist"
+                raise InputError(f"FILES entry {name!r} {problem} (looked for {resolved})", self.path, line)
 
 
 def read_generate_in(path: str | Path, check_files: bool = True) -> GenerateIn:
     """Read generate.in; FILES entries are resolved relative to the file's own folder."""
     path = Path(path)
     try:
-        raw = path.read_text().splitlines()
+        # utf-8-sig: drops the byte-order mark some Windows editors put first (XSF files may have one too)
+        raw = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read: {exc}", path) from None
     lines = [(k + 1, line.strip()) for k, line in enumerate(raw)]
@@ -166,6 +168,9 @@ def _read_files(raw: list[str], lineno: int, gen: GenerateIn, path) -> int:
     except (ValueError, IndexError):
         raise InputError(f"FILES must be followed directly by the number of files, got {count_text!r}",
                          path, lineno + 1) from None
+    if count < 1:
+        raise InputError("FILES lists no structures" if count == 0 else f"FILES count {count} is negative",
+                         path, lineno + 1)
     k = lineno + 1
     while k < len(raw) and len(gen.files) < count:
         entry = raw[k].strip()

@@ -23,6 +23,12 @@ from pyita.model.network import SpeciesNetworks
 #: Bumped whenever a saved model can no longer be read by the code that reads format 1.
 MODEL_FORMAT = 1
 MODEL_KIND = "pyita-potential"
+#: The top-level entries of a format-1 model file, exactly (``save`` writes these and nothing else).
+MODEL_KEYS = ("kind", "format", "pyita_version", "descriptor", "hidden", "seed", "state_dict", "metadata")
+#: The descriptor entry's keys (its ``type`` and ``ChebyshevDescriptor.settings()``).
+_DESCRIPTOR_KEYS = ("type", "species", "radial_rc", "radial_n", "angular_rc", "angular_n")
+#: How every zip archive, and so every file torch.save writes, begins.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class Potential(nn.Module):
@@ -121,13 +127,15 @@ class Potential(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> "Potential":
+        """Read a model file written by ``save``, checking every part, so that a damaged or edited file
+        gives one clear error naming it rather than a traceback or NaN predictions."""
         path = Path(path)
         if not path.is_file():
             raise InputError("no such model file", path)
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises pickle, zip and runtime errors for foreign files
-            raise InputError(f"not a PyITA model file ({type(exc).__name__}: {str(exc)[:120]})", path) from None
+        except Exception as exc:  # torch raises pickle, zip, runtime and OS errors for foreign or damaged files
+            raise InputError(_unreadable(path, exc), path) from None
         if not isinstance(payload, dict) or payload.get("kind") != MODEL_KIND:
             raise InputError("not a PyITA model file (no pyita-potential header)", path)
         if payload.get("format") != MODEL_FORMAT:
@@ -135,16 +143,52 @@ class Potential(nn.Module):
                 f"model format {payload.get('format')} (written by pyita {payload.get('pyita_version')}) "
                 f"cannot be read by pyita {__version__}, which reads format {MODEL_FORMAT}; "
                 "use the matching pyita version or retrain", path)
-        settings = dict(payload["descriptor"])
-        if settings.pop("type", None) != "chebyshev":
+        _check_keys(payload, MODEL_KEYS, "damaged model file", path)
+        settings = payload["descriptor"]
+        if not isinstance(settings, dict) or settings.get("type") != "chebyshev":
             raise InputError("model uses an unknown descriptor type", path)
-        potential = cls(ChebyshevDescriptor(**settings), payload["hidden"], seed=payload.get("seed", 0))
+        _check_keys(settings, _DESCRIPTOR_KEYS, "damaged model file: descriptor settings", path)
         try:
-            potential.load_state_dict(payload["state_dict"])
+            descriptor = ChebyshevDescriptor(**{k: v for k, v in settings.items() if k != "type"})
+            potential = cls(descriptor, payload["hidden"], seed=payload["seed"])
+        except (TypeError, ValueError, RuntimeError, AttributeError, PyitaError) as exc:
+            raise InputError(f"model declares an architecture PyITA cannot build: {exc}", path) from None
+        state = payload["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise InputError("damaged model file: its weights are not a table of tensors", path)
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise InputError(f"weight tensor {name!r} contains NaN or inf (training diverged, or the file "
+                                 "is damaged); retrain", path)
+        try:
+            potential.load_state_dict(state)
         except RuntimeError as exc:
             raise InputError(f"model weights do not match its declared architecture: {exc}", path) from None
-        potential.metadata = payload.get("metadata", {})
+        if not isinstance(payload["metadata"], dict):
+            raise InputError("damaged model file: its metadata is not a table", path)
+        potential.metadata = payload["metadata"]
         return potential.to(device) if device is not None else potential
+
+
+def _check_keys(table: dict, expected: tuple[str, ...], what: str, path: Path) -> None:
+    """Refuse a table whose keys are not exactly ``expected``, saying which are missing or unexpected."""
+    missing = [repr(k) for k in expected if k not in table]
+    unexpected = sorted(map(repr, set(table) - set(expected)))
+    if missing or unexpected:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise InputError(f"{what}: {'; '.join(parts)}", path)
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch could not read ``path``: a damaged model (a zip archive, as torch.save writes, or nothing
+    at all) or some other kind of file."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_ZIP_MAGIC))
+    why = type(exc).__name__ + (f": {str(exc)[:120]}" if str(exc) else "")
+    if head in (b"", _ZIP_MAGIC):
+        return f"truncated or corrupt model file ({why}); save or copy it again"
+    return f"not a PyITA model file ({why})"
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

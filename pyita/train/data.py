@@ -17,7 +17,7 @@ import torch
 
 from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, total_energy
-from pyita.structure import Structure
+from pyita.structure import Structure, close_atoms, first_report, warn_close_atoms
 
 
 def is_derived(structure: Structure) -> bool:
@@ -26,7 +26,9 @@ def is_derived(structure: Structure) -> bool:
 
 
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
-    """Clear errors for data no trainer can use: nothing, missing or non-finite labels, empty structures."""
+    """Clear errors for data no trainer can use: nothing, missing or non-finite labels, empty structures;
+    one warning for the originals with atoms closer than ``NEAR_DISTANCE`` (here, and not only when
+    featurizing, because later runs take their features from the cache)."""
     if not structures:
         raise PyitaError(f"{what} is empty: no structures to use")
     for k, s in enumerate(structures):
@@ -39,6 +41,12 @@ def check_structures(structures: Sequence[Structure], what: str = "training data
             raise InputError("positions contain NaN or infinity", where)
         if s.forces is not None and not np.isfinite(s.forces).all():
             raise InputError("forces contain NaN or infinity", where)
+    originals = [s for s in structures if not is_derived(s)]
+    names = [s.source or f"{what}[{k}]" for k, s in enumerate(structures) if not is_derived(s)]
+    close = close_atoms(originals, names)
+    for _, found in close:
+        found.refuse_coincident()
+    warn_close_atoms([found for k, found in close if first_report(originals[k])], what)
 
 
 def species_of(structures: Sequence[Structure], preferred: Sequence[str] = ()) -> tuple[str, ...]:

@@ -11,7 +11,9 @@ from pyita import __version__
 from pyita.backends.embedded import train
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.io.atomic import atomic_write_text
+from pyita.io.atomic import atomic_write_text, existing_ancestor
+from pyita.io.locks import exclusive
+from pyita.io.outputs import data_inputs, guard_output, refuse_overlap
 from pyita.predict import error_tables, predict
 from pyita.reference import fit_reference_energies
 from pyita.train.data import (filter_max_energy, is_derived, species_of, split_by_parent,
@@ -22,6 +24,24 @@ from pyita.train.trainer import TrainSettings, graceful_stop
 def checkpoint_path(model_path: str | Path) -> Path:
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".ckpt")
+
+
+def history_path(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".history.csv")
+
+
+def is_model_file(path: Path) -> bool:
+    """True for a model file `pyita train` wrote (what --overwrite may replace)."""
+    import torch
+
+    from pyita.model.potential import MODEL_KIND
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything torch cannot read is not ours
+        return False
+    return isinstance(payload, dict) and payload.get("kind") == MODEL_KIND
 
 
 def history_csv(history: list[dict]) -> str:
@@ -45,12 +65,25 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     """
     out = Path(out)
     checkpoint = checkpoint_path(out)
+    history = history_path(out)
     if out.exists() and not (overwrite or resume):
         raise PyitaError(f"{out} exists (choose another --out, --overwrite, or --resume)")
     if resume and not checkpoint.exists():
         raise PyitaError(f"--resume: no checkpoint {checkpoint} to continue from")
     started = time.perf_counter()
     source = open_source(data)
+    inputs = data_inputs(data, source)
+    guard_output(out, inputs, "train", overwrite or resume, folder=False, is_previous=is_model_file)
+    for path in (checkpoint, history):
+        refuse_overlap(path, inputs, option="--out (its companion file)")
+    with exclusive(existing_ancestor(out.parent) / f".{out.name}.lock", f"model {out}"):
+        return _train_from_source(data, source, out, settings, test_fraction, validation_fraction, max_energy,
+                                  references, resume, cache_dir, use_cache, progress, started)
+
+
+def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fraction, validation_fraction,
+                       max_energy, references, resume, cache_dir, use_cache, progress, started) -> dict:
+    checkpoint = checkpoint_path(out)
     structures = list(source)
     if not structures:
         raise PyitaError(f"{data}: no structures")
@@ -91,7 +124,8 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
         "train_seconds": round(result.seconds, 2),
     })
     potential.save(out)
-    atomic_write_text(out.with_name(out.stem + ".history.csv"), history_csv(result.history))
+    atomic_write_text(history_path(out), history_csv(result.history))
+    checkpoint.unlink(missing_ok=True)   # the model holds everything it had; keep no 50× larger leftover
     return {"pyita_version": __version__, "model": str(out), "counts": {**result.counts, "dropped": dropped},
             "epochs": len(result.history), "best_epoch": potential.metadata["best_epoch"],
             "last": result.history[-1] if result.history else {}, "test_errors": test_summary,

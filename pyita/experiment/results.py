@@ -1,0 +1,97 @@
+"""The saved result of one (trial, condition) task: where it lives, and reading it back — checked.
+
+A task writes ``results/trial-NNN/<condition>.npz`` (the errors) and then ``<condition>.json`` (its
+summary), each atomically; the JSON marks completion. A file damaged anyway (a full disk, a copy cut short)
+is caught on reading, so ``--resume`` redoes that task instead of building a report on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyita.errors import PyitaError
+
+RESULTS = "results"
+SUMMARY_KEYS = ("trial", "condition", "seed", "n_test", "seconds", "history")
+ARRAYS = ("energy_ref", "energy_pred", "n_atoms", "force_errors")
+
+
+class DamagedResult(PyitaError):
+    """A task result that cannot be trusted; the message says which file and why."""
+
+
+def slug(name: str) -> str:
+    """A file-name form of a condition name, distinct for distinct names ("absolute δ=0.01 it=15" →
+    "absolute_d=0.01_it=15")."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", name.replace("δ", "d")).strip("_") or "condition"
+
+
+def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
+    folder = Path(out) / RESULTS / f"trial-{trial:03d}"
+    name = slug(condition)
+    return folder / f"{name}.json", folder / f"{name}.npz"
+
+
+@dataclass
+class TaskResult:
+    summary: dict
+    energy_errors: np.ndarray   # signed per-structure per-atom error, meV/atom
+    force_errors: np.ndarray    # absolute per-component error, eV/Å
+    n_atoms: np.ndarray
+
+    def structure_errors(self, kind: str) -> np.ndarray:
+        """One number per test structure: |energy error|, or the mean |force component error| (the unit
+        that is paired across conditions; force components within a structure are not independent)."""
+        if kind == "energy":
+            return np.abs(self.energy_errors)
+        if self.force_errors.size != 3 * int(self.n_atoms.sum()):
+            return np.array([])
+        bounds = np.cumsum(3 * self.n_atoms)[:-1]
+        return np.array([part.mean() for part in np.split(self.force_errors, bounds)])
+
+    @classmethod
+    def load(cls, json_path: Path, npz_path: Path, trial: int | None = None,
+             condition: str | None = None) -> "TaskResult":
+        """Read and check one task's files; DamagedResult says what is wrong with them."""
+        try:
+            summary = json.loads(Path(json_path).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DamagedResult(f"{json_path}: unreadable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(summary, dict) or any(key not in summary for key in SUMMARY_KEYS):
+            raise DamagedResult(f"{json_path}: incomplete summary (needs {', '.join(SUMMARY_KEYS)})")
+        if (trial is not None and summary["trial"] != trial) or \
+                (condition is not None and summary["condition"] != condition):
+            raise DamagedResult(f"{json_path}: belongs to trial {summary['trial']} / {summary['condition']!r}")
+        try:
+            with np.load(npz_path) as data:
+                arrays = {key: np.asarray(data[key]) for key in ARRAYS}
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DamagedResult(f"{npz_path}: unreadable ({type(exc).__name__}: {exc})") from None
+        n = summary["n_test"]
+        n_atoms = arrays["n_atoms"]
+        if any(arrays[key].shape != (n,) for key in ("energy_ref", "energy_pred", "n_atoms")) or \
+                arrays["force_errors"].size not in (0, 3 * int(n_atoms.sum())) or (n_atoms <= 0).any():
+            raise DamagedResult(f"{npz_path}: arrays do not match the {n} test structures of {json_path.name}")
+        energy = 1000.0 * (arrays["energy_pred"] - arrays["energy_ref"]) / n_atoms
+        return cls(summary, energy, np.abs(arrays["force_errors"]), n_atoms)
+
+
+def load_results(config, out: Path) -> dict[tuple[int, str], TaskResult]:
+    """All finished tasks of ``config`` in ``out``, keyed by (trial, condition name); a damaged one is an
+    error that says to rerun with ``--resume``."""
+    found = {}
+    for trial in range(config.trials):
+        for condition in config.conditions:
+            json_path, npz_path = result_paths(out, trial, condition.name)
+            if json_path.exists():
+                try:
+                    found[(trial, condition.name)] = TaskResult.load(json_path, npz_path, trial, condition.name)
+                except DamagedResult as exc:
+                    raise DamagedResult(f"{exc}; rerun with --resume to redo that task") from None
+    return found

@@ -1,0 +1,112 @@
+"""Where an output may go, decided before any work: never onto, into or around what the run reads.
+
+An output may not be, contain or lie inside an input file or folder, and may not be the current folder or
+one of its parents (replacing those would delete the user's data). ``--overwrite`` replaces only an earlier
+output of the same command, recognised by the record that command leaves in it; anything else is left
+alone. Every refusal is a PyitaError, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from pyita.errors import PyitaError
+
+#: The record file each folder-writing command leaves in its output, holding ``"command": <name>``.
+RECORDS = {"augment": "run.json", "predict": "summary.json", "check": "check.json",
+           "aenet prepare": "pyita-aenet.json"}
+
+
+def data_inputs(data, source=None) -> list[Path]:
+    """The files and folders that reading ``data`` (a data argument, opened as ``source``) touches."""
+    paths = []
+    if isinstance(data, (str, Path)) and os.path.exists(data):
+        paths.append(Path(data))
+    if source is not None:
+        if source.generate_in is not None and source.generate_in.path is not None:
+            paths.append(Path(source.generate_in.path))
+        paths += [Path(p) for p in source.xsf_paths or ()]
+        paths += [Path(p) for p in (source.archive, source.ase_path) if p is not None]
+    return paths
+
+
+def input_files_of(data) -> list[Path]:
+    """``data_inputs`` of a data argument, or nothing for structures given in memory."""
+    if not isinstance(data, (str, Path)):
+        return []
+    from pyita.io import open_source
+
+    return data_inputs(data, open_source(data, require_labels=False))
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` equals ``folder`` or lies below it (both absolute and resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def refuse_overlap(out: str | Path, inputs: Iterable[str | Path], option: str = "--out") -> None:
+    """Refuse an output that is, contains or lies inside an input, or is the current folder or a parent."""
+    real = os.path.realpath(out)
+    cwd = os.path.realpath(os.getcwd())
+    if _inside(cwd, real):
+        what = "is the current folder" if cwd == real else "contains the current folder"
+        raise PyitaError(f"{option} {out} {what}; choose a new folder for the output")
+    resolved_dirs: dict[str, str] = {}
+    for item in inputs:
+        item = str(item)
+        folder, name = os.path.split(os.path.abspath(item))
+        if folder not in resolved_dirs:
+            resolved_dirs[folder] = os.path.realpath(folder)
+        path = os.path.join(resolved_dirs[folder], name)
+        if os.path.islink(path):
+            path = os.path.realpath(path)
+        if _inside(path, real):
+            what = "is" if path == real else "contains"
+            kind = "folder" if os.path.isdir(path) else "file"
+            raise PyitaError(f"{option} {out} {what} the input {kind} {item}; choose an output apart from "
+                             "the inputs")
+        if _inside(real, path):
+            kind = "folder" if os.path.isdir(path) else "file"
+            raise PyitaError(f"{option} {out} lies inside the input {kind} {item}; choose an output apart from "
+                             "the inputs")
+
+
+def _record_command(folder: Path, command: str) -> str | None:
+    try:
+        record = json.loads((folder / RECORDS[command]).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("command") if isinstance(record, dict) else None
+
+
+def guard_output(out: str | Path, inputs: Iterable[str | Path], command: str, overwrite: bool = False,
+                 folder: bool = True, is_previous: Callable[[Path], bool] | None = None) -> None:
+    """Check, before any work, that ``pyita <command>`` may write ``out`` (a folder, or a file).
+
+    An existing non-empty ``out`` needs ``overwrite``, and is replaceable only when it is an earlier
+    output of the same command: a folder whose record (``RECORDS``) names it, or a file ``is_previous``
+    recognises.
+    """
+    out = Path(out)
+    refuse_overlap(out, inputs)
+    if not out.exists() and not out.is_symlink():
+        return
+    if folder and not out.is_dir():
+        raise PyitaError(f"{out} exists and is not a folder")
+    if not folder and out.is_dir():
+        raise PyitaError(f"{out} is a folder; name a file for the output")
+    if folder and not any(out.iterdir()):
+        return
+    if not overwrite:
+        what = f"output folder {out} is not empty" if folder else f"{out} exists"
+        raise PyitaError(f"{what} (choose another, or --overwrite to replace an earlier `pyita {command}` "
+                         "output)")
+    previous = _record_command(out, command) == command if folder else bool(is_previous and is_previous(out))
+    if not previous:
+        how = f"it holds no {RECORDS[command]} naming that command" if folder else \
+            f"it is not a file `pyita {command}` wrote"
+        raise PyitaError(f"--overwrite replaces only an earlier output of `pyita {command}`, and {out} is "
+                         f"not one ({how}); it was left untouched")
