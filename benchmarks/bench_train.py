@@ -48,7 +48,7 @@ def subset_structures():
 def run_part(part: str, epochs: int, threads: int) -> dict:
     import torch
 
-    from pyita.backends.embedded import train
+    from pyita.train.fit import train
     from pyita.train.trainer import TrainSettings
 
     torch.set_num_threads(threads)

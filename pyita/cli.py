@@ -214,7 +214,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a Behler–Parrinello potential (aenet's Chebyshev descriptor) on energies, and forces if asked."""
-    from pyita.backends.aenet import parse_types
+    from pyita.reference import parse_types
     from pyita.train.run import train_from_data
     from pyita.train.trainer import TrainSettings
 
@@ -351,7 +351,8 @@ def aenet_prepare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a self-contained aenet run folder: generate.in, .stp files, train.in, predict.in, run.sh, xsf/."""
-    from pyita.backends.aenet import AenetSettings, parse_types, prepare_aenet
+    from pyita.backends.aenet import AenetSettings, prepare_aenet
+    from pyita.reference import parse_types
     from pyita.io.aenet_inputs import ChebyshevSetup
 
     params = {}

@@ -9,6 +9,11 @@ class PyitaError(Exception):
     """Base class for errors PyITA reports to users without a traceback."""
 
 
+class SettingError(PyitaError, ValueError):
+    """A setting no run could use (e.g. a hidden-layer spec); a ValueError too, like the format checks of
+    ``pyita.io.aenet_inputs``, so either kind of caller catches it."""
+
+
 class InputError(PyitaError):
     """Bad input data: knows where it came from so the message can say so."""
 
@@ -17,6 +22,9 @@ class InputError(PyitaError):
         self.path = None if path is None else str(path)
         self.line = line
         super().__init__(self._format())
+
+    def __reduce__(self):  # rebuilt from its parts, so it crosses process boundaries unchanged
+        return type(self), (self.problem, self.path, self.line)
 
     def _format(self) -> str:
         where = self.path or "<input>"

@@ -21,9 +21,8 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.model.potential import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.structure import Structure, warn_close_atoms
 from pyita.reference import total_energy
-from pyita.train.data import is_derived
+from pyita.structure import Structure, warn_close_atoms
 from pyita.train.metrics import summarize
 
 
@@ -62,19 +61,19 @@ def error_tables(potential: Potential, structures: Sequence[Structure], predicti
     energy_errors, force_errors = [], []
     for k, (s, p) in enumerate(zip(structures, predictions)):
         n = len(s)
-        row = {"structure": k + 1, "source": s.source or "", "n_atoms": n, "derived": is_derived(s),
+        row = {"structure": k + 1, "source": s.source or "", "n_atoms": n, "derived": s.is_derived,
                "energy_pred_eV": p.energy, "energy_pred_eV_per_atom": p.energy / n,
                "energy_ref_eV": "", "energy_ref_eV_per_atom": "", "error_meV_per_atom": ""}
         if s.energy is not None:
             ref = total_energy(s, references)
             error = (p.energy - ref) / n * 1000.0
             row.update(energy_ref_eV=ref, energy_ref_eV_per_atom=ref / n, error_meV_per_atom=error)
-            if not is_derived(s):
+            if not s.is_derived:
                 energy_errors.append(error)
         structure_rows.append(row)
         if p.forces is None:
             continue
-        labelled = s.forces is not None and not is_derived(s)
+        labelled = s.forces is not None and not s.is_derived
         for a in range(n):
             frow = {"structure": k + 1, "atom": a + 1, "symbol": s.symbols[a],
                     **{f"{c}": s.positions[a, i] for i, c in enumerate("xyz")},
@@ -89,7 +88,7 @@ def error_tables(potential: Potential, structures: Sequence[Structure], predicti
         "energy_meV_per_atom": summarize(energy_errors),
         "force_components_eV_per_A": summarize(np.concatenate(force_errors) if force_errors else []),
         "structures": len(structures),
-        "derived_excluded_from_summary": sum(map(is_derived, structures)),
+        "derived_excluded_from_summary": sum(s.is_derived for s in structures),
     }
     return structure_rows, force_rows, summary
 
@@ -132,7 +131,7 @@ def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forc
             atoms.info.update({"source": row["source"], "derived": row["derived"]})
             if row["energy_ref_eV"] != "":
                 atoms.info.update(energy_ref_eV=row["energy_ref_eV"], error_meV_per_atom=row["error_meV_per_atom"])
-            if s.forces is not None and not is_derived(s):
+            if s.forces is not None and not s.is_derived:
                 atoms.arrays["forces_ref"] = s.forces.copy()
             frames.append(atoms)
         ase.io.write(tmp / "predictions.extxyz", frames, format="extxyz")

@@ -6,11 +6,12 @@ filters mean "above the isolated atoms" rather than a raw DFT total.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 
-from pyita.errors import InputError
+from pyita.errors import InputError, PyitaError
 from pyita.structure import Structure
 
 
@@ -26,16 +27,62 @@ def composition_matrix(structures: Sequence[Structure], species: Sequence[str]) 
     return counts
 
 
+def fit_references(structures: Sequence[Structure], species: Sequence[str],
+                   fixed: dict[str, float] | None = None) -> tuple[dict[str, float], dict]:
+    """Least-squares atomic energies: E_total ≈ Σ_s n_s·e_s over the structures with total energies (cohesive
+    ones are already referenced), with the species in ``fixed`` held at their values.
+
+    Returns (energies of the fitted species, info). When the compositions do not determine every species
+    (e.g. all structures TiO2), the minimum-norm solution is used and ``info["rank_deficient"]`` is set: the
+    cohesive energies of structures with those compositions are unaffected, the split between species is not.
+    """
+    fixed = dict(fixed or {})
+    free = [s for s in species if s not in fixed]
+    used = [s for s in structures if s.energy is not None and s.energy_kind == "total"]
+    if not free:
+        return {}, {"n_structures": len(used)}
+    if not used:
+        raise PyitaError("cannot fit atomic reference energies: no structure has a total energy "
+                         "(give them with --types Sym=E,…)")
+    counts = composition_matrix(used, list(species))
+    energies = np.array([s.energy for s in used], dtype=float)
+    columns = {s: k for k, s in enumerate(species)}
+    for sym, value in fixed.items():
+        if sym in columns:
+            energies = energies - counts[:, columns[sym]] * value
+    a = counts[:, [columns[s] for s in free]]
+    solution, *_ = np.linalg.lstsq(a, energies, rcond=None)
+    rank = int(np.linalg.matrix_rank(a))
+    residual = (energies - a @ solution) / counts.sum(axis=1)
+    info = {"n_structures": len(used), "rank": rank, "rank_deficient": rank < len(free),
+            "residual_rms_eV_per_atom": float(np.sqrt(np.mean(residual ** 2)))}
+    return {s: float(e) for s, e in zip(free, solution)}, info
+
+
 def fit_reference_energies(structures: Sequence[Structure], species: Sequence[str]) -> dict[str, float]:
-    """Least-squares E ≈ Σ_s n_s·e_s over the structures with total energies (cohesive ones are already
-    referenced). With one composition the fit is underdetermined and the minimum-norm solution is used:
-    only the sum per composition matters."""
-    totals = [s for s in structures if s.energy_kind == "total"]
-    if not totals:
+    """Every species' energy from ``fit_references``; all zero when no structure has a total energy (cohesive
+    energies need none). With one composition only the sum per composition is determined."""
+    if not any(s.energy is not None and s.energy_kind == "total" for s in structures):
         return {s: 0.0 for s in species}
-    energies = np.array([s.energy for s in totals], dtype=float)
-    solution, *_ = np.linalg.lstsq(composition_matrix(totals, species), energies, rcond=None)
-    return {s: float(e) for s, e in zip(species, solution)}
+    return fit_references(structures, species)[0]
+
+
+def parse_types(text: str | None) -> dict[str, float]:
+    """``"Ti=-1626.67,O=-433.23"`` (as given to --types) → {"Ti": -1626.67, "O": -433.23}."""
+    out: dict[str, float] = {}
+    if not text:
+        return out
+    for item in re.split(r"[,\s]+", text.strip()):
+        if not item:
+            continue
+        sym, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[sym.strip()] = float(value.replace("d", "e").replace("D", "e"))
+        except ValueError:
+            raise InputError(f"--types entry {item!r} must look like Sym=energy (eV), e.g. Ti=-1626.67") from None
+    return out
 
 
 def _reference_sum(structure: Structure, reference: dict[str, float]) -> float:
@@ -53,8 +100,9 @@ def total_energy(structure: Structure, reference: dict[str, float]) -> float:
 
 
 def cohesive_per_atom(structure: Structure, reference: dict[str, float]) -> float:
-    """Per-atom energy above the atomic references, eV/atom (aenet's MAXENERGY quantity)."""
-    if structure.energy_kind == "cohesive":
+    """Per-atom energy above the atomic references, eV/atom: aenet's MAXENERGY quantity, taken as aenet
+    takes it (a non-zero cohesive energy as is, else the total energy minus the references)."""
+    if structure.energy_kind == "cohesive" and structure.energy != 0:
         return structure.energy / len(structure)
     return (structure.energy - _reference_sum(structure, reference)) / len(structure)
 

@@ -64,6 +64,18 @@ class Structure:
         return len(self.symbols)
 
     @property
+    def is_derived(self) -> bool:
+        """A Taylor-derived structure: its energy is a first-order estimate and it has no force labels
+        (made by ``pyita.augment``, or read back from a file PyITA wrote)."""
+        return bool(self.info.get("derived")) or ("parent" in self.info and self.forces is None)
+
+    @property
+    def parent(self) -> str | int | None:
+        """What a derived structure names as its parent: the parent's source (files written by
+        ``pyita augment``), else its index among the parents it was made from (``pyita.augment.augment``)."""
+        return self.info.get("parent_source") or self.info.get("parent")
+
+    @property
     def periodic(self) -> bool:
         return self.cell is not None
 

@@ -14,6 +14,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 TIO2 = ROOT.parent / "shared" / "data" / "tio2"
 TIO2_ARCHIVE = TIO2 / "tio2-xsf-full.tar.gz"
+#: The real aenet 2.0.4 (static builds) beside the project: the tests that need aenet run whenever it is there
+#: (AENET_BIN, when set, names another installation) and skip cleanly where it is not.
+AENET = ROOT.parent / "shared" / "tools" / "aenet-2.0.4" / "bin"
+if AENET.is_dir():
+    os.environ.setdefault("AENET_BIN", str(AENET))
 
 
 def _extract_tio2(cache: Path) -> Path:

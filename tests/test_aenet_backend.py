@@ -20,7 +20,11 @@ import numpy as np
 import pytest
 
 from pyita import __version__
+from pyita import reference
 from pyita.backends import aenet
+from pyita.backends.aenet import run as aenet_run
+from pyita.backends.aenet import settings as aenet_settings
+from pyita.io import aenet_outputs
 from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import (METHOD_PARAMS, BehlerSetup, ChebyshevSetup, PredictIn, TrainIn,
                                    check_readval_keys, format_method_line, format_predict_in, format_stp,
@@ -110,7 +114,7 @@ def check_input_rules(folder: Path, species: list[str]) -> None:
             values = dict(re.findall(r"(\w+)\s*=\s*(\S+)", line))
             n = int(values["radial_N"]) + int(values["angular_N"]) + 2
             n *= 2 if len(species) > 1 else 1
-            record = aenet._read_record(folder)
+            record = aenet_run.read_record(folder)
             assert record["feature_count"][sym] == n
         env = stp[stp.index(f"ENV {len(species)}") + 1: stp.index(f"ENV {len(species)}") + 1 + len(species)]
         assert env == species
@@ -131,7 +135,7 @@ def test_run_folder_matches_golden_files(run_folder):
     assert os.access(run_folder / "run.sh", os.X_OK)
     assert "AENET_GENERATE" in run_sh and 'grep -q -E "Error|ERROR' in run_sh
     assert run_sh.index("generate.in") < run_sh.index("train.in") < run_sh.index("predict.in")
-    record = aenet._read_record(run_folder)
+    record = aenet_run.read_record(run_folder)
     assert record["reference_energies_origin"] == {"Ti": "user", "O": "user"}
     assert record["counts"]["train_files"] == 4 and record["counts"]["test_files"] == 2
 
@@ -226,12 +230,12 @@ def test_least_squares_reference_energies_recover_known_values():
     truth = {"Ti": -1626.66972707, "O": -433.23448532, "Li": -190.5}
     comps = [{"Ti": 2, "O": 4}, {"Ti": 8, "O": 15}, {"Ti": 1, "O": 1, "Li": 2}, {"Li": 3, "O": 1},
              {"Ti": 4, "O": 7, "Li": 1}, {"Ti": 3, "O": 6}]
-    fitted, info = aenet.fit_reference_energies(_synthetic(comps, truth), ["Ti", "O", "Li"])
+    fitted, info = reference.fit_references(_synthetic(comps, truth), ["Ti", "O", "Li"])
     for s in truth:
         assert fitted[s] == pytest.approx(truth[s], abs=1e-6)
     assert not info["rank_deficient"] and info["residual_rms_eV_per_atom"] < 1e-9
     # Species held fixed: only the rest is fitted.
-    fitted, _ = aenet.fit_reference_energies(_synthetic(comps, truth, noise=1e-3), ["Ti", "O", "Li"],
+    fitted, _ = reference.fit_references(_synthetic(comps, truth, noise=1e-3), ["Ti", "O", "Li"],
                                              fixed={"Ti": truth["Ti"]})
     assert set(fitted) == {"O", "Li"}
     assert fitted["O"] == pytest.approx(truth["O"], abs=2e-3) and fitted["Li"] == pytest.approx(truth["Li"], abs=2e-3)
@@ -240,7 +244,7 @@ def test_least_squares_reference_energies_recover_known_values():
 def test_rank_deficient_fit_is_flagged_and_keeps_cohesive_energies():
     truth = {"Ti": -1626.0, "O": -433.0}
     data = _synthetic([{"Ti": 2, "O": 4}, {"Ti": 8, "O": 16}, {"Ti": 4, "O": 8}], truth)
-    fitted, info = aenet.fit_reference_energies(data, ["Ti", "O"])
+    fitted, info = reference.fit_references(data, ["Ti", "O"])
     assert info["rank_deficient"]
     for s in data:   # the fit still reproduces every energy of these compositions
         assert sum(fitted[x] for x in s.symbols) == pytest.approx(s.energy, abs=1e-6)
@@ -258,10 +262,10 @@ def test_prepare_fits_missing_reference_energies_and_says_so(tmp_path):
 
 
 def test_parse_types():
-    assert aenet.parse_types("Ti=-1626.67,O=-433.23") == {"Ti": -1626.67, "O": -433.23}
-    assert aenet.parse_types("Ti=-1.5d2") == {"Ti": -150.0}
+    assert reference.parse_types("Ti=-1626.67,O=-433.23") == {"Ti": -1626.67, "O": -433.23}
+    assert reference.parse_types("Ti=-1.5d2") == {"Ti": -150.0}
     with pytest.raises(InputError, match="Sym=energy"):
-        aenet.parse_types("Ti:-1")
+        reference.parse_types("Ti:-1")
 
 
 # ------------------------------------------------------------------------------- split by parent
@@ -378,7 +382,7 @@ def test_settings_from_experiment_table():
 # ------------------------------------------------------------------------------------------------ parsers
 
 def test_fortran_numbers():
-    f = aenet._fortran_float
+    f = aenet_outputs.fortran_float
     assert f("1.234567E-02") == pytest.approx(0.01234567)
     assert f("1.5D+01") == 15.0 and f("-2.5d0") == -2.5
     assert f("1.000000-100") == pytest.approx(1e-100)
@@ -386,7 +390,7 @@ def test_fortran_numbers():
 
 
 def test_read_train_output():
-    out = aenet.read_train_output(DATA / "train.out")
+    out = aenet_outputs.read_train_output(DATA / "train.out")
     assert [e["epoch"] for e in out["epochs"]] == [0, 1, 2, 3]
     assert out["epochs"][0]["MAE_train"] == pytest.approx(0.4123)
     assert out["epochs"][-1]["RMSE_train"] == pytest.approx(0.0167)
@@ -397,26 +401,26 @@ def test_read_train_output():
 
 
 def test_read_energies_files(tmp_path):
-    rows = aenet.read_energies_file(DATA / "energies.train.0")
+    rows = aenet_outputs.read_energies_file(DATA / "energies.train.0")
     assert len(rows) == 4
     assert rows[0]["counts"] == {"Ti": 2, "O": 4} and rows[3]["counts"] == {"Ti": 2, "O": 3}
     assert rows[3]["n_atoms"] == 5 and rows[3]["file"] == "xsf/train/s04.xsf"
     assert rows[1]["diff_per_atom"] == pytest.approx(-0.02)
     assert rows[1]["E_ref"] - rows[1]["E_ann"] == pytest.approx(-0.02 * 6, abs=1e-4)
-    assert aenet.read_energies_file(DATA / "energies.test.0") == []
-    three = aenet.read_energies_file(DATA / "energies-3species.train.0")
+    assert aenet_outputs.read_energies_file(DATA / "energies.test.0") == []
+    three = aenet_outputs.read_energies_file(DATA / "energies-3species.train.0")
     assert three[0]["counts"] == {"Li": 1, "Ti": 2, "O": 4}
     assert three[1]["file"] == "../other folder/with space.xsf" and three[1]["n_atoms"] == 9
     # Without the header the species columns are still found (named by position).
     body = (DATA / "energies-3species.train.0").read_text().splitlines()[1:]
     headless = tmp_path / "energies.train.0"
     headless.write_text("\n".join(body) + "\n")
-    rows = aenet.read_energies_file(headless)
+    rows = aenet_outputs.read_energies_file(headless)
     assert rows[0]["counts"] == {"type1": 1, "type2": 2, "type3": 4}
 
 
 def test_read_predict_output():
-    results = aenet.read_predict_output(DATA / "predict.out")
+    results = aenet_outputs.read_predict_output(DATA / "predict.out")
     assert [r["structure_number"] for r in results] == [1, 2]
     assert [r["file"] for r in results] == ["xsf/test/s05.xsf", "xsf/test/s06.xsf"]
     ref = read_xsf(DATA / "xsf" / "s05.xsf")
@@ -451,23 +455,23 @@ def test_error_tables_and_collect_results(run_folder):
 
 
 def test_error_tables_refuse_mismatched_structures():
-    pred = aenet.read_predict_output(DATA / "predict.out")
+    pred = aenet_outputs.read_predict_output(DATA / "predict.out")
     with pytest.raises(PyitaError, match="atoms"):
-        aenet.error_tables(pred, [read_xsf(DATA / "xsf" / "s04.xsf"), read_xsf(DATA / "xsf" / "s06.xsf")])
+        aenet.error_rows(pred, [read_xsf(DATA / "xsf" / "s04.xsf"), read_xsf(DATA / "xsf" / "s06.xsf")])
     with pytest.raises(PyitaError, match="reference"):
-        aenet.error_tables(pred, {})
+        aenet.error_rows(pred, {})
 
 
 def test_scan_output_finds_errors_and_warnings():
     text = (" Structural fingerprint\n >>> F T\n Error: incomplete output data in : x.xsf\n\n"
             " Warning: RMIN not set in : Ti.stp\n At line 12 of file generate.f90\n"
             " Fortran runtime error: End of file\n")
-    errors, warns = aenet.scan_output(text)
+    errors, warns = aenet_outputs.scan_output(text)
     assert errors[0] == "Error: incomplete output data in : x.xsf"
     assert errors[1].startswith("At line 12") and "End of file" in errors[1]
     assert warns == ["Warning: RMIN not set in : Ti.stp"]
-    assert aenet.scan_output((DATA / "train.out").read_text()) == ([], [])
-    assert aenet.scan_output((DATA / "predict.out").read_text()) == ([], [])
+    assert aenet_outputs.scan_output((DATA / "train.out").read_text()) == ([], [])
+    assert aenet_outputs.scan_output((DATA / "predict.out").read_text()) == ([], [])
 
 
 # ------------------------------------------------------------------------------------ executables
@@ -531,7 +535,7 @@ def test_run_detects_error_printed_with_exit_status_0(run_folder, standin):
     with pytest.raises(PyitaError, match=r"generate\.x failed: Error: incomplete output data in : "
                                          r"xsf/train/s01\.xsf"):
         aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
-    state = aenet._read_state(run_folder)
+    state = aenet_run._read_state(run_folder)
     assert state["status"] == "failed" and state["steps"][0]["returncode"] == 0
     assert (run_folder / "generate.out").is_file() and (run_folder / "aenet.train").is_file()
     assert "aenet.train" in state["outputs"]
@@ -539,7 +543,7 @@ def test_run_detects_error_printed_with_exit_status_0(run_folder, standin):
     # instead of on "file already exists".
     with pytest.raises(PyitaError, match="incomplete output data"):
         aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
-    assert "aenet.train" in aenet._read_state(run_folder)["removed_before_run"]
+    assert "aenet.train" in aenet_run._read_state(run_folder)["removed_before_run"]
 
 
 def test_run_refuses_output_it_did_not_write(run_folder, standin):
@@ -559,7 +563,7 @@ def test_rerun_after_a_finished_run_needs_overwrite(run_folder, standin):
     outputs = ["train.out", "predict.out", "energies.train.0", "energies.test.0"]
     for name in outputs:
         shutil.copyfile(DATA / name, run_folder / name)
-    (run_folder / aenet.RUN_STATE).write_text(json.dumps({"status": "done", "outputs": outputs}))
+    (run_folder / aenet_settings.RUN_STATE).write_text(json.dumps({"status": "done", "outputs": outputs}))
     with pytest.raises(PyitaError, match="--overwrite"):
         aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
     assert all((run_folder / n).exists() for n in outputs)
@@ -624,7 +628,7 @@ def test_train_and_evaluate_writes_derived_with_parent_placeholders(tmp_path, st
         if s.info.get("derived"):
             parent = next(p for p in parents if p.source == s.info["parent_source"])
             assert np.allclose(s.info["placeholder_forces"], parent.forces)
-    assert aenet._read_record(run)["reference_energies_origin"] == {"Ti": "fitted", "O": "fitted"}
+    assert aenet_run.read_record(run)["reference_energies_origin"] == {"Ti": "fitted", "O": "fitted"}
 
 
 def test_experiment_backend_refuses_what_aenet_cannot_do():
@@ -647,7 +651,7 @@ def test_experiment_backend_error_path_leaves_no_cache_entry(tmp_path, standin, 
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-# ----------------------------------------------------------------------------- real aenet (skipped here)
+# --------------------------------------------- real aenet (../shared/tools or AENET_BIN; skipped without it)
 
 def _aenet_or_skip():
     try:
@@ -674,5 +678,6 @@ def test_real_aenet_experiment_backend_pairs_initial_weights(tmp_path, monkeypat
     test = [read_xsf(p) for p in sorted((DATA / "xsf").glob("s0[5-6].xsf"))]
     out = aenet.experiment_backend(parents, [], test, {"iterations": 2, "hidden": "4:tanh"}, seed=7,
                                    reference_energies={"Ti": E_TI, "O": E_O})
-    assert out["energy_pred"].shape == (2,) and out["force_errors"].shape == (36,)
+    assert out.energy_pred.shape == (2,) and out.force_errors.shape == (36,)
+    assert (out.force_errors < 0).any() and (out.force_errors > 0).any()   # signed, F_pred − F_ref, as embedded
     assert len(list((tmp_path / "cache").iterdir())) == 1

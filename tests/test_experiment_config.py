@@ -71,3 +71,42 @@ def test_sweep_variants_get_distinct_result_files(tmp_path):
     paths = {result_paths(tmp_path, 0, n)[0] for n in names}
     assert len(paths) == len(names) == 5
     assert all(p.suffix == ".json" and p.parent == tmp_path / "results" / "trial-000" for p in paths)
+
+
+def test_init_seed_offset_makes_an_aa_condition_not_a_baseline():
+    raw = {"experiment": {"data": "x"},
+           "condition": [{"name": "baseline"}, {"name": "again", "init_seed_offset": 1},
+                         {"name": "plain"}, {"name": "bal", "augment": {"a": 2}, "init_seed_offset": 2}]}
+    c = parse_config(raw)
+    assert [x.is_baseline for x in c.conditions] == [True, False, True, False]
+    assert [x.init_seed_offset for x in c.conditions] == [0, 1, 0, 2]
+    # the record of settings names the offset only where it is set (experiments without one read as before)
+    record = [x for x in c.as_dict()["conditions"]]
+    assert "init_seed_offset" not in record[0] and record[1]["init_seed_offset"] == 1
+    # an A/A condition alone gets the baseline added, and is compared with it
+    alone = parse_config({"experiment": {"data": "x"}, "condition": [{"name": "again", "init_seed_offset": 1}]})
+    assert [x.name for x in alone.conditions] == ["baseline", "again"]
+
+
+def test_aa_preset_is_an_aa_check():
+    text, path = read_config_text(preset="aa")
+    c = parse_config(parse_toml(text, path), path)
+    base, other = c.conditions
+    assert base.is_baseline and not other.is_baseline
+    assert (other.augment, other.trainer, other.init_seed_offset) == (None, {}, 1)
+    assert c.data == "sample:tio2-md" and c.trials >= 8
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": -1}]}, "init_seed_offset"),
+    ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": 1.5}]}, "init_seed_offset"),
+    ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": True}]}, "init_seed_offset"),
+    ({"experiment": {"data": "x", "backend": "aenet"}, "condition": [{"name": "a", "init_seed_offset": 1}]},
+     "needs the embedded backend"),
+    ({"experiment": {"data": "x"}, "trainer": {"seed": 3}}, r"\[trainer\]: seed cannot be set"),
+    ({"experiment": {"data": "x"}, "condition": [{"name": "a", "trainer": {"init_seed": 3}}]},
+     "condition 'a': init_seed cannot be set"),
+])
+def test_bad_seed_settings(raw, message):
+    with pytest.raises(InputError, match=message):
+        parse_config(raw, "cfg.toml")

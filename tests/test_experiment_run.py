@@ -101,7 +101,7 @@ def test_report_tables_and_figures(finished):
     for name in ("report.md", "report.html", "per_trial.csv", "conditions.csv", "comparisons.csv",
                  "energy_errors.csv.gz", "force_errors.csv.gz", "summary.json", "config.toml"):
         assert (out / name).stat().st_size > 0, name
-    for fig in ("violins", "per_trial", "learning_curves"):
+    for fig in ("effects", "violins", "per_trial", "learning_curves"):
         png = (out / "figures" / f"{fig}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
         assert (out / "figures" / f"{fig}.svg").read_text().lstrip().startswith("<?xml")
@@ -110,8 +110,20 @@ def test_report_tables_and_figures(finished):
     verdicts = {(c["condition"], c["metric"]): c["verdict"] for c in summary["comparisons"]}
     assert len(verdicts) == 4
     assert all(v in ("better", "worse") or v.startswith("no detectable") for v in verdicts.values())
+    rows = {(c["condition"], c["metric"]): c for c in summary["comparisons"]}
+    for row in rows.values():   # the verdict is the paired t interval's, over the 3 trials
+        if row["verdict"] in ("better", "worse"):
+            assert (row["ci_high"] < 0) == (row["verdict"] == "better") and not row["ci_low"] < 0 < row["ci_high"]
+        else:
+            assert row["ci_low"] <= 0 <= row["ci_high"]
+    assert [line.split(" (vs ")[0] for line in summary["plain_summary"]] == ["balanced", "on-the-fly"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    # rendered Markdown, one self-contained page: no raw Markdown, no links to figure files, one Figures heading
+    assert "**" not in html and "`" not in html and 'src="figures/' not in html
+    assert "<strong>balanced</strong>" in html and html.count("Figures</h2>") == 1 and "Figure images" not in html
+    md = (out / "report.md").read_text()
+    assert md.index("## Summary") < md.index("## Verdicts") and "- **balanced** (vs baseline, 3 trials)" in md
     # the per-condition MAE in the report equals the mean of the raw per-structure errors
     import csv
     import gzip

@@ -34,19 +34,40 @@ def test_mannwhitney_matches_scipy():
     assert stats.mannwhitney_p(a, b) == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
 
 
-def test_bootstrap_ci_covers_mean_and_is_reproducible():
-    d = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    low, high = stats.bootstrap_mean_ci(d, seed=3)
-    assert low < 3.5 < high
-    assert (low, high) == stats.bootstrap_mean_ci(d, seed=3)
-    assert 1.0 <= low and high <= 6.0
+def test_t_interval_and_p_match_scipy_paired_t():
+    base = np.array([10.0, 11.0, 12.0, 10.5, 11.5])
+    cond = base + np.array([-0.4, 0.1, -0.6, -0.2, -0.3])
+    result = stats.compare("x", "E", base, cond)
+    test = sps.ttest_rel(cond, base)
+    interval = test.confidence_interval(0.95)
+    assert (result.ci_low, result.ci_high) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    assert result.t_p_trials == pytest.approx(test.pvalue)
+    d = cond - base
+    half = sps.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert result.ci_low == pytest.approx(d.mean() - half) and result.sd_difference == pytest.approx(d.std(ddof=1))
+    # the percentage of the baseline: the same interval divided by the mean baseline MAE
+    assert result.percent_difference == pytest.approx(100 * d.mean() / base.mean())
+    assert result.percent_ci_low == pytest.approx(100 * result.ci_low / base.mean())
+    assert result.percent_ci_high == pytest.approx(100 * result.ci_high / base.mean())
+    assert test.pvalue > 0.05 and result.verdict.startswith("no detectable difference at 5 trials")
+    assert stats.compare("x", "E", base, cond - 0.2).verdict == "better"   # same scatter, larger effect
 
 
-def test_trials_needed_normal_approximation():
-    d = np.array([1.0, 3.0, 2.0, 2.0])   # mean 2, sd sqrt(2/3)
-    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
-    assert stats.trials_needed(d) == max(2, math.ceil((z * math.sqrt(2 / 3) / 2) ** 2))
+def test_trials_needed_paired_t():
+    # G*Power, one-sample/paired t, two-sided α = 0.05, power 0.8: d = 0.5 → 34, d = 0.8 → 15, d = 1 → 10
+    for effect, expected in ((0.5, 34), (0.8, 15), (1.0, 10)):
+        d = np.array([-1.0, 1.0, 0.0, 0.0]) / math.sqrt(2 / 3) + effect   # sd 1, mean = effect
+        assert stats.trials_needed(d) == expected
+        assert stats.trials_needed(-d) == expected
+    # independently, by simulation: a t test with that many trials has power ≥ 0.8, with one fewer < 0.8
+    rng = np.random.default_rng(0)
+    for n, target in ((10, True), (9, False)):
+        samples = rng.normal(1.0, 1.0, (20_000, n))
+        power = np.mean(sps.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05)
+        assert (power >= 0.8 - 0.01) if target else (power < 0.8)
     assert stats.trials_needed([0.0, 0.0]) is None
+    assert stats.trials_needed([1.0]) is None
+    assert stats.trials_needed([2.0, 2.0]) == 2
 
 
 def test_verdicts():
@@ -56,16 +77,27 @@ def test_verdicts():
     worse = stats.compare("x", "E", base, [b + 2.0 for b in base])
     assert worse.verdict == "worse"
     noise = stats.compare("x", "E", base, [b + s for b, s in zip(base, [0.3, -0.2, 0.1, -0.4, 0.2, -0.1, 0.0, 0.05])])
-    assert noise.verdict.startswith("no detectable difference")
+    assert noise.verdict.startswith("no detectable difference at 8 trials")
 
 
-def test_five_trials_fall_back_to_paired_structures():
-    # 5 trials can never reach p < 0.05 over trials; a consistent per-structure improvement still counts
+def test_pooled_structures_never_decide_a_verdict():
+    """The README's old `quick` case: all 4 per-trial differences negative and a tiny per-structure p, but the
+    trials scatter: the trial-level t interval contains 0, so no verdict (the old rule said "better")."""
     rng = np.random.default_rng(0)
-    base_pooled = rng.uniform(5, 10, 200)
-    cond_pooled = base_pooled - 1.0
-    base = [10, 11, 12, 13, 14]
-    result = stats.compare("x", "E", base, [b - 1 for b in base], base_pooled, cond_pooled)
-    assert result.min_possible_p == pytest.approx(0.0625)
-    assert result.wilcoxon_p_structures < 1e-10
-    assert result.verdict == "better"
+    base_pooled = rng.uniform(5, 10, 160)
+    cond_pooled = base_pooled - rng.uniform(0.0, 0.5, 160)
+    base = [0.46, 0.53, 0.44, 0.46]
+    cond = [0.43, 0.51, 0.43, 0.46 - 0.0001]
+    result = stats.compare("x", "F", base, cond, base_pooled, cond_pooled)
+    assert result.wilcoxon_p_structures < 1e-10 and result.wilcoxon_p_trials == pytest.approx(0.125)
+    assert result.ci_low < 0 < result.ci_high
+    assert result.verdict.startswith("no detectable difference at 4 trials; insufficient trials: ")
+    assert result.verdict.endswith(f"{result.trials_needed} needed for the observed effect at 80 % power")
+    assert result.trials_needed > 4
+
+
+def test_one_trial_gives_no_verdict():
+    result = stats.compare("x", "E", [10.0], [5.0])
+    assert result.verdict.startswith("insufficient trials")
+    assert math.isnan(result.ci_low) and result.trials_needed is None
+    assert result.percent_difference == pytest.approx(-50.0)

@@ -8,7 +8,7 @@ import torch
 
 from pyita.descriptors import ChebyshevDescriptor, make_batch
 from pyita.errors import InputError, PyitaError
-from pyita.model import Potential, parse_hidden
+from pyita.model import Potential, hidden_layers
 from pyita.model.potential import MODEL_FORMAT
 from trainer_data import SMALL_DESCRIPTOR, emt_molecule, emt_structures
 
@@ -38,12 +38,12 @@ def energy_of(potential, structure, positions=None, cell=None) -> float:
 
 
 def test_parse_hidden_accepts_aenet_forms_and_rejects_nonsense():
-    assert parse_hidden("15:tanh,15:tanh") == [(15, "tanh"), (15, "tanh")]
-    assert parse_hidden("10:t 5:s 3:m 2:l") == [(10, "tanh"), (5, "sigmoid"), (3, "mtanh"), (2, "linear")]
-    assert parse_hidden("") == []
+    assert hidden_layers("15:tanh,15:tanh") == [(15, "tanh"), (15, "tanh")]
+    assert hidden_layers("10:t 5:s 3:m 2:l") == [(10, "tanh"), (5, "sigmoid"), (3, "mtanh"), (2, "linear")]
+    assert hidden_layers("") == []
     for bad in ("0:tanh", "x:tanh", "15:relu"):
         with pytest.raises(PyitaError):
-            parse_hidden(bad)
+            hidden_layers(bad)
 
 
 def test_initial_weights_depend_only_on_the_seed():

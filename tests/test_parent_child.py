@@ -94,6 +94,6 @@ def test_parent_child_training_lowers_the_force_error():
     derived = augment(train, a=24, delta=0.03, seed=1)
     pc = train_and_evaluate(train, derived, test, settings,
                             {"a": 24, "delta": 0.03, "weight": 0.0, "parent_child_weight": 10.0}, seed=3)
-    base_force = np.abs(base["force_errors"]).mean()
-    pc_force = np.abs(pc["force_errors"]).mean()
+    base_force = np.abs(base.force_errors).mean()
+    pc_force = np.abs(pc.force_errors).mean()
     assert pc_force < 0.97 * base_force, (pc_force, base_force)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pyita.augment import augment
-from pyita.backends.embedded import train, train_and_evaluate
+from pyita.backends.embedded import train_and_evaluate
+from pyita.train.fit import train
 from pyita.descriptors import ChebyshevDescriptor, make_batch
 from pyita.errors import InputError, PyitaError
 from pyita.train import cache as cache_module
@@ -185,8 +186,8 @@ def test_direct_force_training_lowers_force_errors():
     base = dict(iterations=60, seed=1, **FAST)
     energy_only = train_and_evaluate(structures[:18], [], structures[18:], base)
     with_forces = train_and_evaluate(structures[:18], [], structures[18:], {**base, "force_weight": 1.0})
-    assert rms(with_forces["force_errors"]) < 0.7 * rms(energy_only["force_errors"])
-    assert "train_force_rmse" in with_forces["history"][-1]
+    assert rms(with_forces.force_errors) < 0.7 * rms(energy_only.force_errors)
+    assert "train_force_rmse" in with_forces.history[-1]
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "adam"])
@@ -236,11 +237,11 @@ def test_derived_structures_get_their_weight_and_parent_links():
 
 
 def test_on_the_fly_augmentation_draws_fresh_structures_each_epoch(monkeypatch):
-    import pyita.backends.embedded as embedded
+    import pyita.train.fit as fit
 
     drawn = []
-    real = embedded._derive
-    monkeypatch.setattr(embedded, "_derive", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+    real = fit._derive
+    monkeypatch.setattr(fit, "_derive", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
     structures = emt_structures(8)
     settings = TrainSettings(iterations=3, augment_a=2, on_the_fly=True, method="adam", **FAST)
     result = train(structures, settings=settings, use_cache=False)
@@ -265,9 +266,9 @@ def test_experiment_entry_point_holds_out_validation_parents_with_their_children
     held = {s.source for s in seen["val"]}
     assert len(held) == 1 and len(seen["train"]) == 9 * 3
     assert not held & {s.info["parent_source"] for s in seen["train"] if "parent" in s.info}
-    assert result["potential"].metadata["settings"]["derived_weight"] == 0.5
-    assert result["energy_pred"].shape == result["energy_ref"].shape == (3,)
-    assert result["force_errors"].shape == (3 * 4 * 3,)
+    assert result.potential.metadata["settings"]["derived_weight"] == 0.5
+    assert result.energy_pred.shape == result.energy_ref.shape == (3,)
+    assert result.force_errors.shape == (3 * 4 * 3,)
     with pytest.raises(PyitaError, match="not supported"):
         train_and_evaluate(parents, [], test, {"iterations": 1, **FAST}, {"colour": "red"})
 

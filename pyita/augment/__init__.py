@@ -12,7 +12,7 @@ import numpy as np
 
 from pyita.augment.strategies import (STRATEGIES, Move, SequentialPlan, balanced_moves, copies_for,
                                       copies_total, random_all_moves)
-from pyita.augment.taylor import displaced, taylor_energy
+from pyita.augment.taylor import displaced, taylor_energy, taylor_shift
 from pyita.errors import PyitaError
 from pyita.io import check_labels
 from pyita.io.xsf import DERIVED_MARK
@@ -70,12 +70,9 @@ def describe(parent: Structure, index: int, move: Move, settings: AugmentSetting
     ``parent_forces`` (the parent's forces as nested lists) saves a conversion when called per move.
     """
     if move.atom is None:
-        shift = float(-np.einsum("ij,ij->", parent.forces, move.field))
+        shift = taylor_shift(parent.forces, move.field)
     else:
-        # only one atom moves: −F·D is one short sum, identical to the full einsum
-        fx, fy, fz = parent_forces[move.atom] if parent_forces is not None else parent.forces[move.atom].tolist()
-        vx, vy, vz = move.vector
-        shift = -(fx * vx + fy * vy + fz * vz)
+        shift = taylor_shift(parent_forces if parent_forces is not None else parent.forces, move.vector, move.atom)
     energy = parent.energy + shift  # E − F·D
     info = {
         "derived": True,
@@ -143,7 +140,7 @@ def iter_moves(parents: Iterable[Structure], settings: AugmentSettings, n_parent
             yield index, parent, []
             continue
         rank += 1
-        if parent.info.get("derived"):
+        if parent.is_derived:
             yield index, parent, []
             continue
         check_labels(parent)
@@ -183,7 +180,7 @@ def why_nothing_made(parents: Iterable[Structure], settings: AugmentSettings, ex
             reasons["excluded"] += 1
             continue
         rank += 1
-        if parent.info.get("derived"):
+        if parent.is_derived:
             reasons["derived"] += 1
         elif settings.strategy != "sequential" and copies_for(rank - 1, settings.a) == 0:
             reasons["no share"] += 1

@@ -21,12 +21,13 @@ from pyita.augment.taylor import displaced
 from pyita.errors import InputError, PyitaError
 from pyita.io import DataSource, archive_members, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
-from pyita.io.outputs import data_inputs, guard_output
 from pyita.io.generate_in import GenerateIn, format_generate_in
-from pyita.io.xsf import XsfTemplate, format_xsf, read_xsf, read_xsf_layout, ORIGINAL_MARK
+from pyita.io.outputs import data_inputs, guard_output
+from pyita.io.xsf import ORIGINAL_MARK, XsfTemplate, format_xsf, read_xsf, read_xsf_layout
 from pyita.parallel import check_workers, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import CloseAtomsWarning, close_atoms, warn_close_atoms
+
 
 FORMATS = ("xsf", "extxyz")
 MANIFEST_FIELDS = ["file", "parent_index", "parent", "copy", "atom", "direction", "dx", "dy", "dz",
@@ -181,7 +182,7 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
                         due = settings.strategy == "sequential" or copies_for(rank, settings.a) > 0
                         empty += due and not n_derived
                         rank += 1
-                    if parent is not None and not parent.info.get("derived"):
+                    if parent is not None and not parent.is_derived:
                         # parents read in this process (XSF files are read in _work_chunk), checked together
                         unchecked.append(parent)
                         unchecked_names.append(names[index])
@@ -316,7 +317,7 @@ def _xsf_items(source: DataSource, names, stems, excluded, settings: AugmentSett
             yield *item, rank, path, None, None
         elif plan.remaining > 0:
             parent = read_xsf(path, require_labels=source.require_labels)
-            moves = [] if parent.info.get("derived") else plan.moves(parent)
+            moves = [] if parent.is_derived else plan.moves(parent)
             yield *item, None, path, parent, moves
         else:
             yield *item, None, path, None, None
@@ -327,21 +328,17 @@ def _work_chunk(items: list, job: _Job):
     """Read (if needed), displace and write the parents of one chunk, in a worker or in this process.
 
     Returns (index, parent or None, symbols, number derived, files, manifest text) per item and the
-    chunk's warnings (a worker's own would be lost), or an error record (exceptions are not sent across
-    processes). The parents read here are checked for near-coincident atoms all at once (one at a time
+    chunk's warnings (a worker's own would be lost); errors are raised (they pickle, so a worker's reach
+    the main process intact). The parents read here are checked for near-coincident atoms all at once (one at a time
     would cost several times more).
     """
     out, parents, parent_names = [], [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            for item in items:
-                out.append(_work_item(item, job, parents, parent_names))
-            for _, found in close_atoms(parents, parent_names):
-                warnings.warn(found)
-        except PyitaError as exc:
-            return ("error", type(exc).__name__, getattr(exc, "problem", str(exc)), getattr(exc, "path", None),
-                    getattr(exc, "line", None))
+        for item in items:
+            out.append(_work_item(item, job, parents, parent_names))
+        for _, found in close_atoms(parents, parent_names):
+            warnings.warn(found)
     return out, [w.message for w in caught]
 
 
@@ -353,12 +350,12 @@ def _work_item(item, job: _Job, parents: list, parent_names: list):
         # read here (in the worker), keeping the file's lines for a verbatim template
         # (with require_labels the reader has checked what check_labels would: energy, forces, finite)
         parent_read, lines, layout = read_xsf_layout(path, require_labels=job.require_labels)
-        if not parent_read.info.get("derived"):
+        if not parent_read.is_derived:
             parents.append(parent_read)
             parent_names.append(name)
         if parent is None:
             parent = parent_read
-            if rank is not None and not parent.info.get("derived"):
+            if rank is not None and not parent.is_derived:
                 moves = moves_for(parent, index, rank, job.settings)
         if moves and moves[0].atom is not None:
             template = XsfTemplate.verbatim(parent, lines, layout)
@@ -386,15 +383,8 @@ def _pool(workers: int):
         yield pool
 
 
-def _raise(result) -> None:
-    _, kind, problem, path, line = result
-    raise InputError(problem, path, line) if kind == "InputError" else PyitaError(problem)
-
-
 def _chunk_results(result) -> list:
-    """A chunk's per-parent results, after raising its error or issuing its warnings in this process."""
-    if result[0] == "error":
-        _raise(result)
+    """A chunk's per-parent results, after issuing its warnings in this process."""
     out, messages = result
     for message in messages:
         warnings.warn(message)

@@ -7,9 +7,24 @@ import numpy as np
 from pyita.structure import Structure
 
 
-def taylor_energy(energy: float, forces: np.ndarray, displacement: np.ndarray) -> float:
-    """Energy of the displaced structure to first order (forces are −∂E/∂R, so moving along F lowers E)."""
-    return float(energy - np.einsum("ij,ij->", forces, displacement))
+def taylor_shift(forces, displacement, atom: int | None = None) -> float:
+    """−F·D: the first-order energy change when the atoms move by ``displacement`` (forces are −∂E/∂R, so
+    moving along F lowers E).
+
+    ``displacement`` is N×3, or, with ``atom``, the 3-vector of that one atom (the others stay): then −F·D is
+    one short sum, which augmentation computes once per derived structure. ``forces`` may be nested lists.
+    """
+    if atom is None:
+        return float(-np.einsum("ij,ij->", forces, displacement))
+    row = forces[atom]
+    fx, fy, fz = row.tolist() if isinstance(row, np.ndarray) else row   # Python floats, as in the files
+    vx, vy, vz = displacement
+    return -(fx * vx + fy * vy + fz * vz)
+
+
+def taylor_energy(energy: float, forces, displacement, atom: int | None = None) -> float:
+    """Energy of the displaced structure to first order: E − F·D (see ``taylor_shift``)."""
+    return energy + taylor_shift(forces, displacement, atom)
 
 
 def displaced(parent: Structure, displacement, info: dict, comments: list[str],

@@ -1,11 +1,28 @@
 """Trainers behind one call: ``get_backend(name)(parents=, derived=, test=, trainer=, augment=, seed=,
-reference_energies=)`` returns the raw test errors and the training history (see ``embedded``)."""
+reference_energies=)`` returns a ``ConditionResult``: the raw test errors and the training history."""
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
 
 from pyita.errors import PyitaError
+
+
+@dataclass
+class ConditionResult:
+    """What every backend returns for one trained condition, in the same units and signs."""
+
+    energy_ref: np.ndarray     # reference total energy of each test structure, eV
+    energy_pred: np.ndarray    # predicted total energy, eV (aenet: as compared with the reference)
+    n_atoms: np.ndarray        # atoms per test structure
+    force_errors: np.ndarray   # signed F_pred − F_ref per Cartesian component, eV/Å, test structures in order
+    history: list[dict]        # one row per epoch
+    seconds: float             # wall time of training and prediction
+    potential: Any = None      # the trained model, where the backend has one in memory (embedded)
+    rundir: str | None = None  # the kept run folder, where the backend writes one (aenet with keep_runs)
 
 BACKENDS = ("embedded", "aenet")
 

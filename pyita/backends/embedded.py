@@ -1,234 +1,25 @@
-"""The embedded trainer as one function call: structures and settings in, trained potential and history out.
+"""The embedded trainer as an experiment backend: one condition's settings in, raw test errors out.
 
-This is what ``pyita train`` and the experiment runner call. Splitting, MAXENERGY filtering and file
-handling happen before (``pyita.train.data``); here the given training structures are featurized (with
-the on-disk cache), normalised, optionally augmented (once, or afresh every epoch) and fitted.
+Translates an experiment condition (its trainer table and augmentation) into ``TrainSettings``, fits with
+``pyita.train.fit.train`` and predicts the test structures; ``pyita.backends.aenet`` does the same with aenet.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pyita import __version__
-from pyita.descriptors import ChebyshevDescriptor, featurize
+from pyita.backends import ConditionResult
 from pyita.errors import PyitaError
-from pyita.model.potential import Potential, resolve_device
-from pyita.reference import fit_reference_energies
+from pyita.predict import predict
+from pyita.reference import total_energy
 from pyita.structure import Structure
-from pyita.train.cache import cached_features, structure_key
-from pyita.train.data import (FeatureSet, check_structures, fit_normalization, is_derived,
-                              species_of)
-from pyita.train.jacobian import DescriptorJacobians, jacobian_bytes
-from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
-from pyita.train.trainer import StopFlag, Trainer, TrainSettings
+from pyita.train.data import split_by_parent, take
+from pyita.train.fit import train
+from pyita.train.trainer import TrainSettings
 
-__all__ = ["TrainResult", "TrainSettings", "train", "train_and_evaluate"]
-
-
-@dataclass
-class TrainResult:
-    """The trained potential (best validation epoch when a validation set was given) and its history."""
-
-    potential: Potential
-    history: list[dict]
-    settings: TrainSettings
-    seconds: float
-    counts: dict = field(default_factory=dict)
-
-
-def _fingerprint(*sets: Sequence[Structure]) -> str:
-    """Identifies the data a checkpoint belongs to: geometry and energy of every structure, in order."""
-    h = hashlib.blake2b(digest_size=16)
-    for structures in sets:
-        h.update(b"|")
-        for s in structures:
-            h.update(structure_key(s).encode())
-            h.update(repr(s.energy).encode())
-    return h.hexdigest()
-
-
-def _weights(structures: Sequence[Structure], derived_weight: float) -> list[float]:
-    return [float(s.info.get("weight", 1.0)) * (derived_weight if is_derived(s) else 1.0) for s in structures]
-
-
-def _available_memory() -> int | None:
-    try:
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def train(train: Sequence[Structure], validation: Sequence[Structure] | None = None,
-          settings: TrainSettings | None = None, *, test: Sequence[Structure] | None = None,
-          reference_energies: dict[str, float] | None = None, species: Sequence[str] | None = None,
-          checkpoint: str | Path | None = None, resume: bool = False, cache_dir: str | Path | None = None,
-          use_cache: bool = True, progress: bool = False, stop: StopFlag | None = None) -> TrainResult:
-    """Fit a potential to ``train``; ``validation`` (optional) selects the best epoch and stops early,
-    ``test`` (optional) is only reported per epoch.
-
-    ``reference_energies`` are the atomic energies subtracted before fitting (e.g. generate.in TYPES);
-    without them they are fitted by least squares on composition. ``species`` fixes the species order
-    (it decides the descriptor's typespin weights); by default TYPES order, then first appearance.
-    Features of original structures are cached on disk (``cache_dir``, default ``~/.cache/pyita``),
-    keyed by geometry and descriptor settings; ``use_cache=False`` skips the cache.
-    """
-    settings = settings or TrainSettings()
-    started = time.perf_counter()
-    validation, test = list(validation or []), list(test or [])
-    train = list(train)
-    check_structures(train, "training data")
-    for name, data in (("validation data", validation), ("test data", test)):
-        if data:
-            check_structures(data, name)
-    if settings.patience is not None and not validation:
-        raise PyitaError("early stopping (patience) needs a validation set")
-    originals = [s for s in train if not is_derived(s)]
-    if len(originals) < 2:
-        raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
-                         "(energy normalisation and any fit need more than one label)")
-    species = species_of(train + validation + test, preferred=species or list(reference_energies or ()))
-    untrained = [s for s in species if s not in species_of(train)]
-    if untrained:
-        warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
-                      "stay untrained", stacklevel=2)
-    if reference_energies is None:
-        reference_energies = fit_reference_energies(originals, species)
-    missing = [s for s in species if s not in reference_energies]
-    if missing:
-        raise PyitaError(f"no atomic reference energy for {', '.join(missing)} (give all or none)")
-    device = resolve_device(settings.device)
-    descriptor = ChebyshevDescriptor(species, **settings.descriptor)
-    potential = Potential(descriptor, settings.hidden, reference_energies, seed=settings.seed).to(device)
-
-    if settings.augment_a > 0 and not settings.on_the_fly:
-        train = train + _derive(originals, settings, settings.seed)
-    elif settings.on_the_fly:
-        _derive(originals[:1], settings, settings.seed)  # check the augmentation settings now, not at epoch 1
-    features = _features(descriptor, train + validation + test, cache_dir if use_cache else False, device,
-                         progress)
-    train_features = features[:len(train)]
-    val_features = features[len(train):len(train) + len(validation)]
-    test_features = features[len(train) + len(validation):]
-    fit_normalization(potential, train, train_features)
-
-    losses: list = [EnergyLoss(float(potential.energy_scale))]
-    jac: dict = {}
-    if settings.force_weight > 0:
-        force_loss, jac = _force_training(descriptor, train, validation, settings.force_weight, device)
-        losses.append(force_loss)
-    train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.derived_weight),
-                                 jac.get("train"))
-    val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
-    test_set = FeatureSet.build(test, test_features, potential) if test else None
-    del features, train_features, val_features, test_features, jac  # the sets hold what training needs
-
-    fresh = _fresh_epochs(train_set, train, potential, settings) if settings.on_the_fly else None
-    if settings.parent_child_weight > 0:
-        losses.append(_parent_child_loss(train_set, fresh, settings.parent_child_weight))
-    trainer = Trainer(potential, settings, train_set, losses, validation=val_set, test=test_set, fresh=fresh,
-                      checkpoint=checkpoint, fingerprint=_fingerprint(train, validation))
-    history = trainer.run(progress=progress, resume=resume, stop=stop)
-    counts = {"train": len(train), "train_derived": sum(map(is_derived, train)), "validation": len(validation),
-              "test": len(test)}
-    potential.metadata = {
-        "pyita_version": __version__,
-        "settings": settings.as_dict(),
-        "seed": settings.seed,
-        "species": list(species),
-        "reference_energies": reference_energies,
-        "counts": counts,
-        "best_epoch": trainer.best["epoch"] if trainer.best["state"] is not None else len(history),
-        "history": history,
-    }
-    return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
-
-
-def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChildLoss:
-    """The parent–child term, scaled by the training data's Taylor shifts (fixed derived structures, or
-    the first on-the-fly draw)."""
-    try:
-        return ParentChildLoss.for_data(fresh(1) if fresh is not None else train_set, weight)
-    except ValueError:
-        raise PyitaError("the parent–child loss needs derived structures whose parents are in the training set "
-                         "(augment, or give the augmented data with its parents)") from None
-
-
-def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device):
-    """The force loss term, and descriptor Jacobians of the structures with force labels (after checking
-    that they fit in memory: N²·F·3 float64 numbers per structure)."""
-    with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not is_derived(s)]
-                   for name, data in (("train", train), ("val", validation))}
-    if not with_forces["train"]:
-        raise PyitaError("force training needs training structures with force labels")
-    need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor.n_features)
-               for name, data in (("train", train), ("val", validation)))
-    free = _available_memory()
-    if free is not None and need > 0.8 * free:
-        raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but "
-                         f"only {free / 2**30:.1f} GiB is free; train on fewer or smaller structures")
-    reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
-    jacobians = {name: DescriptorJacobians(descriptor, data, only=with_forces[name], device=device)
-                 for name, data in (("train", train), ("val", validation)) if with_forces[name]}
-    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, weight), jacobians
-
-
-def _features(descriptor, structures: list[Structure], cache_dir, device, progress: bool) -> list:
-    """Features of every structure: originals through the disk cache (unless ``cache_dir`` is False),
-    derived structures computed directly — they are rarely trained on twice and would bloat the cache."""
-    cached = [k for k, s in enumerate(structures) if cache_dir is not False and not is_derived(s)]
-    direct = sorted(set(range(len(structures))) - set(cached))
-    features: list = [None] * len(structures)
-    if cached:
-        found = cached_features(descriptor, [structures[k] for k in cached], cache_dir=cache_dir, device=device,
-                                progress=progress)
-        for k, f in zip(cached, found):
-            features[k] = f
-    if direct:
-        for k, f in zip(direct, featurize(descriptor, [structures[k] for k in direct], progress=progress,
-                                          device=device)):
-            features[k] = f
-    return features
-
-
-def _fresh_epochs(train_set: FeatureSet, train: list[Structure], potential: Potential, settings: TrainSettings):
-    """On-the-fly augmentation: epoch → training set plus freshly derived copies of its originals
-    (seeded by seed and epoch; featurized each epoch, never cached, as they are never seen again)."""
-    positions = [k for k, s in enumerate(train) if not is_derived(s)]
-    originals = [train[k] for k in positions]
-
-    def epoch_set(epoch: int) -> FeatureSet:
-        derived = _derive(originals, settings, settings.seed * 100_003 + epoch, quiet=True)
-        features = featurize(potential.descriptor, derived, device=potential.device)
-        extra = FeatureSet.build(derived, features, potential, [settings.derived_weight] * len(derived),
-                                 parents=[positions[d.info["parent"]] for d in derived])
-        return train_set.concat(extra)
-
-    return epoch_set
-
-
-def _derive(parents: list[Structure], settings: TrainSettings, seed: int, quiet: bool = False) -> list[Structure]:
-    """Taylor-derived copies of the training parents (``info["parent"]`` indexes ``parents``).
-
-    ``quiet`` silences warnings already given for the first draw (e.g. a large δ), not to repeat them
-    every epoch.
-    """
-    from pyita.augment import augment
-
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.simplefilter("ignore")
-        return augment(parents, settings.augment_a, settings.augment_delta, settings.augment_strategy,
-                       seed=seed, max_force=settings.augment_max_force)
-
+__all__ = ["train_and_evaluate"]
 
 #: Experiment-config names that differ from TrainSettings' own.
 _TRAINER_ALIASES = {"early_stopping": "patience"}
@@ -240,20 +31,18 @@ _AUGMENT_FIELDS = {"a": "augment_a", "delta": "augment_delta", "strategy": "augm
 def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
                        trainer: dict, augment: dict | None = None, seed: int = 0,
                        reference_energies: dict[str, float] | None = None, validation_fraction: float = 0.0,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, init_seed_offset: int = 0) -> dict:
     """One experiment condition: train on parents (+ fixed derived structures), evaluate on ``test``.
 
     ``trainer`` holds TrainSettings fields (``early_stopping`` = patience, with a 10 % validation split
     unless ``validation_fraction`` is given there or here); ``augment`` the condition's
     augmentation (a, delta, strategy, max_force, on_the_fly, weight). Fixed derived structures come in
     ``derived``; on-the-fly ones are drawn here. A validation split (by parent, from ``parents``) is
-    taken when ``validation_fraction`` > 0. Returns the history and raw test errors: total energies
+    taken when ``validation_fraction`` > 0. ``init_seed_offset`` ≠ 0 starts from other initial weights
+    (seed + offset) and changes nothing else: the validation split, batches and on-the-fly draws keep
+    ``seed``. Returns the history and raw test errors: total energies
     (eV) predicted and referenced, atom counts, and per-component force errors (eV/Å).
     """
-    from pyita.predict import predict
-    from pyita.reference import total_energy
-    from pyita.train.data import split_by_parent, take
-
     fields = {_TRAINER_ALIASES.get(k, k): v for k, v in trainer.items()}
     validation_fraction = fields.pop("validation_fraction", validation_fraction)
     if fields.get("patience") is not None and not validation_fraction:
@@ -270,7 +59,8 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
     unknown = sorted(set(fields) - known)
     if unknown:
         raise PyitaError(f"unknown trainer settings {unknown}; the embedded trainer knows {sorted(known)}")
-    settings = TrainSettings(**{**fields, "seed": seed})
+    settings = TrainSettings(**{**fields, "seed": seed,
+                                **({"init_seed": seed + init_seed_offset} if init_seed_offset else {})})
     structures = list(parents) + list(derived)
     keep, held, _ = split_by_parent(structures, 0.0, validation_fraction, seed)
     train_set, validation = take(structures, keep), take(structures, held)
@@ -278,13 +68,10 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
                    progress=progress)
     predictions = predict(result.potential, list(test))
     references = result.potential.reference_energies()
-    return {
-        "potential": result.potential,
-        "history": result.history,
-        "seconds": result.seconds,
-        "energy_ref": np.array([total_energy(s, references) for s in test]),
-        "energy_pred": np.array([p.energy for p in predictions]),
-        "n_atoms": np.array([len(s) for s in test]),
-        "force_errors": np.concatenate([(p.forces - s.forces).ravel() for s, p in zip(test, predictions)
-                                        if s.forces is not None] or [np.zeros(0)]),
-    }
+    return ConditionResult(
+        energy_ref=np.array([total_energy(s, references) for s in test]),
+        energy_pred=np.array([p.energy for p in predictions]),
+        n_atoms=np.array([len(s) for s in test]),
+        force_errors=np.concatenate([(p.forces - s.forces).ravel() for s, p in zip(test, predictions)
+                                     if s.forces is not None] or [np.zeros(0)]),
+        history=result.history, seconds=result.seconds, potential=result.potential)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import linregress
 
 from pyita import __version__
 from pyita.augment import AugmentSettings, iter_augmented
@@ -36,7 +37,10 @@ from pyita.check.calculators import resolve_calculator
 from pyita.check.label import Checkpoint, fingerprint, label_structures
 from pyita.errors import PyitaError
 from pyita.io import open_source
+from pyita.io.records import jsonable
 from pyita.structure import Structure
+from pyita.train.metrics import summarize
+
 
 __all__ = ["CheckSettings", "CheckResult", "check", "run_check", "write_check", "summarise", "recommend",
            "fit_slope", "DEFAULT_DELTAS", "CSV_FIELDS", "print_report"]
@@ -118,11 +122,11 @@ class CheckResult:
 # --- statistics -------------------------------------------------------------------------------------------
 
 def _stats(values) -> dict:
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
+    """check.json's summary of non-negative values (errors, signals, ratios): None where there are none."""
+    s = summarize(values)
+    if not s["n"]:
         return {"median": None, "p95": None, "max": None, "mean": None}
-    return {"median": float(np.median(x)), "p95": float(np.percentile(x, 95)), "max": float(np.max(x)),
-            "mean": float(np.mean(x))}
+    return {"median": s["median"], "p95": s["p95"], "max": s["max"], "mean": s["mae"]}
 
 
 def summarise(rows: Sequence[dict], settings: CheckSettings) -> list[dict]:
@@ -155,12 +159,10 @@ def fit_slope(deltas, errors) -> dict:
     ok = np.isfinite(e) & (e > 0)
     if ok.sum() < 2:
         return {"slope": None, "intercept": None, "r2": None, "points": int(ok.sum())}
-    x, y = np.log(d[ok]), np.log(e[ok])
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (slope * x + intercept)
-    ss = float(np.sum((y - y.mean()) ** 2))
-    return {"slope": float(slope), "intercept": float(intercept),
-            "r2": float(1 - np.sum(resid ** 2) / ss) if ss > 0 else 1.0, "points": int(ok.sum())}
+    y = np.log(e[ok])
+    fit = linregress(np.log(d[ok]), y)
+    r2 = float(fit.rvalue ** 2) if np.ptp(y) > 0 else 1.0   # a flat line fits flat data exactly
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": r2, "points": int(ok.sum())}
 
 
 def recommend(table: Sequence[dict], settings: CheckSettings, slopes: dict) -> dict:
@@ -201,7 +203,7 @@ def select_parents(data, count: int, seed: int) -> tuple[list[int], list[Structu
         structures = list(data)
     else:
         structures = list(open_source(data, require_labels=False))
-    candidates = [k for k, s in enumerate(structures) if not s.info.get("derived")]
+    candidates = [k for k, s in enumerate(structures) if not s.is_derived]
     if not candidates:
         raise PyitaError(f"{data}: no original (non-derived) structures to check")
     rng = np.random.default_rng(seed)
@@ -335,16 +337,6 @@ def _agreement(original: Sequence[Structure], recomputed: Sequence[Structure]) -
 
 # --- output -----------------------------------------------------------------------------------------------
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
     """errors.csv (one row per derived structure), check.json (summary), check.png/.svg (the plot)."""
     folder = Path(folder)
@@ -354,7 +346,7 @@ def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
         writer.writeheader()
         for row in result.rows:
             writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
-    (folder / "check.json").write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
+    (folder / "check.json").write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
     plot_check(result.summary, folder / "check.png", folder / "check.svg")
     return [folder / name for name in OUTPUT_FILES]
 

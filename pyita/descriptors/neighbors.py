@@ -97,7 +97,7 @@ def _pairs(structure: Structure, search: vesin.NeighborList, index: int,
         if distance[k] < NEAR_DISTANCE:
             found = CloseAtomsWarning(_name(structure, index), int(i[k]), int(j[k]), float(distance[k]))
             found.refuse_coincident()
-            if not structure.info.get("derived") and first_report(structure):
+            if not structure.is_derived and first_report(structure):
                 close.append(found)
     return i, j, shift
 

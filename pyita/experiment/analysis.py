@@ -66,6 +66,60 @@ def comparisons(config: ExperimentConfig, results) -> list[dict]:
             c = [float(np.mean(np.abs(getattr(results[(t, condition.name)], f"{kind}_errors")))) for t in trials]
             bp = np.concatenate([results[(t, base)].structure_errors(kind) for t in trials])
             cp = np.concatenate([results[(t, condition.name)].structure_errors(kind) for t in trials])
-            row = compare(condition.name, metric, b, c, bp, cp, seed=config.seed).as_dict()
+            row = compare(condition.name, metric, b, c, bp, cp).as_dict()
             out.append({"baseline": base, **row})
     return out
+
+
+#: Metric names in comparisons → (plain word, unit).
+_METRIC_WORDS = {"energy MAE (meV/atom)": ("energy", "meV/atom"), "force MAE (eV/Å)": ("forces", "eV/Å")}
+
+
+def _signed(value: float, unit: str = " %") -> str:
+    """+19 %, −0.5 %, −12 % (two significant figures at most; a true minus sign)."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    digits = 0 if abs(value) >= 10 else 1 if abs(value) >= 1 else 2
+    return f"{value:+.{digits}f}{unit}".replace("-", "−")
+
+
+def _3(value: float) -> str:
+    """Three significant figures, trailing zeros kept (0.300, 112, 0.0461)."""
+    return f"{value:#.3g}".rstrip(".") if np.isfinite(value) else "n/a"
+
+
+def _plain(row: dict) -> str:
+    word, unit = _METRIC_WORDS.get(row["metric"], (row["metric"], ""))
+    verdict, n = row["verdict"], row["n_trials"]
+    if verdict == "better":
+        what = "better, lower error"
+    elif verdict == "worse":
+        what = "worse, higher error"
+    elif verdict.startswith("insufficient"):
+        what = f"no verdict possible from {n} trial{'s' if n != 1 else ''}"
+    else:
+        what = "no detectable change"
+    effect = f"Δ {_signed(row['percent_difference'])}"
+    if np.isfinite(row["percent_ci_low"]):
+        effect += f", 95 % CI {_signed(row['percent_ci_low'])} … {_signed(row['percent_ci_high'])}"
+    effect += f"; MAE {_3(row['baseline_mean'])} → {_3(row['condition_mean'])} {unit}".rstrip()
+    needed = row.get("trials_needed")
+    if not verdict.startswith(("better", "worse")) and needed is not None and needed > n:
+        effect += f"; detecting a change this size would take {needed} trials at 80 % power"
+    return f"{word} — {what} ({effect})"
+
+
+def plain_groups(tests: list[dict]) -> list[tuple[str, str, int, list[str]]]:
+    """(condition, baseline, trials, clauses) per condition, one clause per metric: "energy — no detectable
+    change (Δ −0.52 %, 95 % CI −32 % … +31 %; MAE 0.369 → 0.367 meV/atom; …)"."""
+    by_condition: dict[tuple[str, str], list[dict]] = {}
+    for row in tests:
+        by_condition.setdefault((row["condition"], row["baseline"]), []).append(row)
+    return [(name, base, rows[0]["n_trials"], [_plain(r) for r in rows])
+            for (name, base), rows in by_condition.items()]
+
+
+def plain_summary(tests: list[dict]) -> list[str]:
+    """One plain-language line per condition, its metrics separated by " | " (see :func:`plain_groups`)."""
+    return [f"{name} (vs {base}, {n} trials): " + " | ".join(clauses)
+            for name, base, n, clauses in plain_groups(tests)]

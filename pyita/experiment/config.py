@@ -1,8 +1,12 @@
 """Experiment configuration: a TOML file (or a bundled preset) naming data, trials, conditions, trainer.
 
 A condition is a name plus what it changes: an ``augment`` table (strategy, a, delta, on_the_fly, weight;
-lists of a and delta expand into a sweep) and/or a ``trainer`` table overriding the shared trainer
-settings (e.g. ``force_weight`` for direct force training).
+lists of a and delta expand into a sweep), a ``trainer`` table overriding the shared trainer
+settings (e.g. ``force_weight`` for direct force training), and/or ``init_seed_offset`` (an integer; 0, the
+default, changes nothing): other initial weights (those of seed trial seed + offset) and nothing else — the
+same subset, split, batches and augmentation draws. A
+condition that differs from the baseline only in ``init_seed_offset`` is an A/A check: it should come out
+"no detectable difference" in about 95 % of experiments.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from pyita.errors import InputError
 
-PRESETS = ("quick", "seed-500", "seed-full", "powered", "crossover")
+PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover")
 from pyita.backends import BACKENDS
 _EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
                     "reference_energies", "backend", "workers", "scheduler", "description"}
@@ -28,11 +32,14 @@ class Condition:
     name: str
     augment: dict | None = None
     trainer: dict = field(default_factory=dict)
+    #: Added to the trial's model seed for the initial weights only (0: the trial's own weights).
+    init_seed_offset: int = 0
 
     @property
     def is_baseline(self) -> bool:
-        """No augmentation and no trainer change beyond the training length (the reference of its length)."""
-        return self.augment is None and set(self.trainer) <= {"iterations"}
+        """No augmentation, the trial's own initial weights and no trainer change beyond the training
+        length (the reference of its length)."""
+        return self.augment is None and set(self.trainer) <= {"iterations"} and not self.init_seed_offset
 
 
 @dataclass
@@ -53,7 +60,13 @@ class ExperimentConfig:
     conditions: list[Condition] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """All settings; a condition's ``init_seed_offset`` only when set, so the record (experiment.json)
+        of an experiment without it reads as before and ``--resume`` still recognises it."""
+        d = asdict(self)
+        for condition in d["conditions"]:
+            if not condition["init_seed_offset"]:
+                del condition["init_seed_offset"]
+        return d
 
 
 def preset_path(name: str) -> Path:
@@ -108,7 +121,7 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
     ``trainer.iterations`` may be lists (a sweep); each variant is named after its values."""
     if "name" not in entry:
         raise InputError("every [[condition]] needs a name", path)
-    unknown = set(entry) - {"name", "augment", "trainer"}
+    unknown = set(entry) - {"name", "augment", "trainer", "init_seed_offset"}
     if unknown:
         raise InputError(f"condition {entry['name']!r}: unknown keys {sorted(unknown)}", path)
     augment = entry.get("augment")
@@ -120,6 +133,10 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
         a_list, d_list = _as_list(augment.get("a", 4)), _as_list(augment.get("delta", 0.03))
     else:
         a_list = d_list = [None]
+    offset = entry.get("init_seed_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**31:
+        raise InputError(f"condition {entry['name']!r}: init_seed_offset must be an integer in [0, 2**31), "
+                         f"got {offset!r}", path)
     it_list = _as_list(trainer.get("iterations", None))
     out = []
     for a, delta, iterations in itertools.product(a_list, d_list, it_list):
@@ -133,7 +150,7 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
         aug = None if augment is None else {**augment, "a": a, "delta": delta,
                                             "strategy": augment.get("strategy", "balanced")}
         overrides = dict(trainer) if iterations is None else {**trainer, "iterations": iterations}
-        out.append(Condition(name, aug, overrides))
+        out.append(Condition(name, aug, overrides, offset))
     return out
 
 
@@ -151,3 +168,15 @@ def _validate(config: ExperimentConfig, path) -> None:
         raise InputError(f"condition names repeat: {names}", path)
     if config.workers < 1:
         raise InputError("workers must be ≥ 1", path)
+    for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)
+                                                             for c in config.conditions]:
+        fixed = sorted({"seed", "init_seed"} & set(table))
+        if fixed:
+            raise InputError(f"{where}: {', '.join(fixed)} cannot be set here: each trial draws its own seed "
+                             "from [experiment] seed; a condition's init_seed_offset gives it other initial "
+                             "weights", path)
+    seeded = [c.name for c in config.conditions if c.init_seed_offset]
+    if seeded and config.backend == "aenet":
+        raise InputError(f"init_seed_offset (conditions {', '.join(map(repr, seeded))}) needs the embedded "
+                         "backend: the aenet backend starts every condition of a trial from the same initial "
+                         "networks and cannot change only those", path)

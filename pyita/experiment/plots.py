@@ -154,3 +154,33 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
         ax.invert_xaxis()
     axes[0].legend(fontsize=7)
     return _save(fig, out, "crossover")
+
+
+def effects(tests: list[dict], out: Path) -> list[Path]:
+    """Condition − baseline as % of the baseline MAE with the 95 % paired t interval that decides the
+    verdict, one panel per metric (green: better, red: worse, grey: no detectable difference)."""
+    metrics = list(dict.fromkeys(t["metric"] for t in tests))
+    if not metrics:
+        return []
+    rows = list(dict.fromkeys((t["condition"], t["baseline"]) for t in tests))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.9 + 0.45 * len(rows)),
+                             squeeze=False)
+    colours = {"better": "tab:green", "worse": "tab:red"}
+    for ax, metric in zip(axes[0], metrics):
+        for y, (name, base) in enumerate(rows):
+            t = next((t for t in tests if (t["condition"], t["baseline"], t["metric"]) == (name, base, metric)),
+                     None)
+            if t is None or not np.isfinite(t["percent_difference"]):
+                continue
+            colour = colours.get(t["verdict"], "0.45")
+            low, high = t["percent_ci_low"], t["percent_ci_high"]
+            if np.isfinite(low) and np.isfinite(high):
+                ax.plot([low, high], [y, y], "-", color=colour, lw=2.5, solid_capstyle="butt")
+            ax.plot(t["percent_difference"], y, "o", color=colour, ms=6)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(rows)), [name if base == "baseline" else f"{name} (vs {base})"
+                                         for name, base in rows])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlabel(f"{metric.split(' (')[0]}: Δ % of baseline (95 % CI)")
+        ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out, "effects")

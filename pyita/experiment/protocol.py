@@ -1,7 +1,9 @@
 """The paired protocol: one subset and one test split per trial, shared by every condition.
 
 Test structures are original parents only; augmentation (fixed files or on the fly) touches the training
-parents of the trial and nothing else. Every condition of a trial starts from the same initial weights.
+parents of the trial and nothing else. Every condition of a trial starts from the same initial weights,
+except a condition with ``init_seed_offset`` (an A/A check), which starts from the weights of seed
+``model_seed + init_seed_offset`` and shares everything else.
 """
 
 from __future__ import annotations

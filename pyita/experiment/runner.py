@@ -25,6 +25,8 @@ from pyita.io.atomic import atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io.outputs import refuse_overlap
 from pyita.parallel import worker_pool
+from pyita.progress import progress_bar
+
 
 #: The lock file of a running experiment, inside its folder.
 LOCK = ".pyita.lock"
@@ -49,23 +51,26 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     if condition.augment and condition.augment.get("on_the_fly"):
         derived = []   # the trainer draws its own every epoch
     trainer = {**config.trainer, **condition.trainer}
+    # other initial weights only (an A/A check); the backend gets the option only when it is set
+    extra = {"init_seed_offset": condition.init_seed_offset} if condition.init_seed_offset else {}
     start = time.perf_counter()
     result = get_backend(config.backend)(parents=parents, derived=derived, test=test, trainer=trainer,
                                          augment=condition.augment, seed=split.model_seed,
-                                         reference_energies=reference)
+                                         reference_energies=reference, **extra)
     seconds = time.perf_counter() - start
     summary = {
         "trial": trial, "condition": condition.name, "seed": split.model_seed,
+        **({"init_seed": split.model_seed + condition.init_seed_offset} if extra else {}),
         "n_train_parents": len(parents), "n_derived": len(derived), "n_test": len(test),
-        "test_sources": [s.source for s in test], "seconds": seconds, "history": result["history"],
+        "test_sources": [s.source for s in test], "seconds": seconds, "history": result.history,
         "taylor_signal_meV_atom": signal,
         "pyita_version": __version__,
     }
     json_path, npz_path = result_paths(Path(out), trial, condition.name)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(npz_path, lambda tmp: np.savez_compressed(
-        tmp, energy_ref=result["energy_ref"], energy_pred=result["energy_pred"], n_atoms=result["n_atoms"],
-        force_errors=result["force_errors"]))
+        tmp, energy_ref=result.energy_ref, energy_pred=result.energy_pred, n_atoms=result.n_atoms,
+        force_errors=result.force_errors))
     atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")   # written last: marks completion
     return summary
 
@@ -150,24 +155,13 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
                    inline: bool | None = None) -> list[dict]:
     """Run all pending tasks; returns the summaries of those run now (earlier ones are on disk)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     tasks = pending_tasks(config, out)
     done = []
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
-    with Progress(*columns, console=Console(stderr=True), disable=not progress_enabled) as progress:
-        overall = progress.add_task("experiment", total=len(tasks), status="")
-        per_trial = {t: progress.add_task(f"  trial {t}", total=sum(1 for tt, _ in tasks if tt == t),
-                                          status="") for t in sorted({t for t, _ in tasks})}
+    with progress_bar(len(tasks), "experiment", "tasks", enabled=progress_enabled) as advance:
 
         def finished(summary: dict) -> None:
             done.append(summary)
-            status = f"{summary['condition']}: {summary['seconds']:.0f} s"
-            progress.update(per_trial[summary["trial"]], advance=1, status=status)
-            progress.update(overall, advance=1, status=f"last: trial {summary['trial']} {status}")
+            advance(1, last=f"trial {summary['trial']} {summary['condition']}: {summary['seconds']:.0f} s")
 
         if inline if inline is not None else (config.workers == 1 and not config.scheduler):
             for trial, cond in tasks:

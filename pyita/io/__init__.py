@@ -33,7 +33,7 @@ def check_labels(structure: Structure) -> Structure:
         raise InputError("structure has no energy", where)
     if not math.isfinite(structure.energy):
         raise InputError(f"energy {structure.energy} is not finite", where)
-    if structure.forces is None and not structure.info.get("derived"):
+    if structure.forces is None and not structure.is_derived:
         raise InputError("structure has no forces", where)
     if not np.isfinite(structure.positions).all() or (
             structure.forces is not None and not np.isfinite(structure.forces).all()):

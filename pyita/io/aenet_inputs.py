@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 from ase.data import chemical_symbols
 
+from pyita.errors import SettingError
 from pyita.io.generate_in import quote_token
 
 __all__ = ["ACTIVATIONS", "METHOD_PARAMS", "ChebyshevSetup", "BehlerSetup", "TrainIn", "PredictIn",
@@ -89,8 +90,10 @@ def _number(value) -> str:
 
 # ----------------------------------------------------------------------------------------------- networks
 
-def parse_hidden(spec) -> list[tuple[int, str]]:
-    """Hidden layers from ``"15:tanh,15:tanh"``, ``"15:tanh 15:tanh"``, ``[15, 15]`` (tanh) or pairs."""
+def parse_hidden(spec, activations: Sequence[str] = ACTIVATIONS, allow_empty: bool = False) -> list[tuple[int, str]]:
+    """Hidden layers from ``"15:tanh,15:tanh"``, ``"15:tanh 15:tanh"``, ``[15, 15]`` (tanh) or pairs; aenet's
+    one-letter activations (t, s, l, m) too. ``activations``: those the caller's networks have (aenet's by
+    default); ``allow_empty``: an empty spec means no hidden layer (aenet needs one)."""
     if isinstance(spec, str):
         items = [s for s in re.split(r"[,\s]+", spec.strip()) if s]
     else:
@@ -108,15 +111,15 @@ def parse_hidden(spec) -> list[tuple[int, str]]:
         try:
             nodes = int(nodes)
         except ValueError:
-            raise ValueError(f"hidden layer {item!r}: nodes must be an integer (e.g. 15:tanh)") from None
+            raise SettingError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)") from None
         act = _ACTIVATION_ALIASES.get(str(act).lower(), str(act).lower())
-        if act not in ACTIVATIONS:
-            raise ValueError(f"hidden layer {item!r}: activation must be one of {', '.join(ACTIVATIONS)}")
+        if act not in activations:
+            raise SettingError(f"hidden layer {item!r}: unknown activation; choose {', '.join(activations)}")
         if nodes < 1:
-            raise ValueError(f"hidden layer {item!r}: needs at least one node")
+            raise SettingError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)")
         layers.append((nodes, act))
-    if not layers:
-        raise ValueError("at least one hidden layer is needed")
+    if not layers and not allow_empty:
+        raise SettingError("at least one hidden layer is needed")
     return layers
 
 

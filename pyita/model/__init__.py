@@ -1,6 +1,6 @@
 """The trainable potential: per-species networks on descriptor features, with aenet-style normalisation."""
 
-from pyita.model.network import SpeciesNetworks, parse_hidden
+from pyita.model.network import SpeciesNetworks, hidden_layers
 from pyita.model.potential import MODEL_FORMAT, Potential, load_potential, resolve_device
 
-__all__ = ["MODEL_FORMAT", "Potential", "SpeciesNetworks", "load_potential", "parse_hidden", "resolve_device"]
+__all__ = ["MODEL_FORMAT", "Potential", "SpeciesNetworks", "load_potential", "hidden_layers", "resolve_device"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyita.errors import PyitaError
+from pyita.io.aenet_inputs import parse_hidden as parse_layers
 
 
 class ScaledTanh(nn.Module):
@@ -20,22 +20,13 @@ class ScaledTanh(nn.Module):
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity, "mtanh": ScaledTanh}
-#: aenet also accepts the first letter of each activation.
-_ALIASES = {"t": "tanh", "s": "sigmoid", "l": "linear", "m": "mtanh"}
 
 
-def parse_hidden(spec: str) -> list[tuple[int, str]]:
-    """``"15:tanh,15:tanh"`` → ``[(15, "tanh"), (15, "tanh")]``; an empty string means no hidden layer."""
-    layers = []
-    for item in spec.replace(",", " ").split():
-        width, _, activation = item.partition(":")
-        activation = _ALIASES.get(activation.lower(), activation.lower() or "tanh")
-        if not width.isdigit() or int(width) < 1:
-            raise PyitaError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)")
-        if activation not in ACTIVATIONS:
-            raise PyitaError(f"hidden layer {item!r}: unknown activation; choose {', '.join(ACTIVATIONS)}")
-        layers.append((int(width), activation))
-    return layers
+def hidden_layers(spec) -> list[tuple[int, str]]:
+    """``"15:tanh,15:tanh"`` → ``[(15, "tanh"), (15, "tanh")]`` with aenet's notation (one parser:
+    ``pyita.io.aenet_inputs.parse_hidden``), for the activations these networks have; an empty string means
+    no hidden layer."""
+    return parse_layers(spec, activations=tuple(ACTIVATIONS), allow_empty=True)
 
 
 def format_hidden(layers: list[tuple[int, str]]) -> str:
@@ -67,7 +58,7 @@ class SpeciesNetworks(nn.Module):
 
     def __init__(self, n_species: int, n_inputs: int, hidden: str = "15:tanh,15:tanh", seed: int = 0):
         super().__init__()
-        self.layers = parse_hidden(hidden)
+        self.layers = hidden_layers(hidden)
         generator = torch.Generator().manual_seed(seed)
         self.nets = nn.ModuleList(atomic_network(n_inputs, self.layers, generator) for _ in range(n_species))
 

@@ -1,6 +1,6 @@
 """The embedded trainer: data preparation, feature cache, descriptor Jacobians, loss terms and the loop.
 
-Most callers want :func:`pyita.backends.embedded.train` (structures in, potential out) or
+Most callers want :func:`pyita.train.fit.train` (structures in, potential out) or
 ``pyita train`` (:func:`pyita.train.run.train_from_data`).
 """
 

@@ -20,11 +20,6 @@ from pyita.reference import cohesive_per_atom, total_energy
 from pyita.structure import Structure, close_atoms, first_report, warn_close_atoms
 
 
-def is_derived(structure: Structure) -> bool:
-    """Derived structures carry a Taylor energy and no force labels (in memory or read back from disk)."""
-    return bool(structure.info.get("derived")) or ("parent" in structure.info and structure.forces is None)
-
-
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
     """Clear errors for data no trainer can use: nothing, missing or non-finite labels, empty structures;
     one warning for the originals with atoms closer than ``NEAR_DISTANCE`` (here, and not only when
@@ -41,8 +36,8 @@ def check_structures(structures: Sequence[Structure], what: str = "training data
             raise InputError("positions contain NaN or infinity", where)
         if s.forces is not None and not np.isfinite(s.forces).all():
             raise InputError("forces contain NaN or infinity", where)
-    originals = [s for s in structures if not is_derived(s)]
-    names = [s.source or f"{what}[{k}]" for k, s in enumerate(structures) if not is_derived(s)]
+    originals = [s for s in structures if not s.is_derived]
+    names = [s.source or f"{what}[{k}]" for k, s in enumerate(structures) if not s.is_derived]
     close = close_atoms(originals, names)
     for _, found in close:
         found.refuse_coincident()
@@ -62,7 +57,7 @@ def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
     or by ``info["parent"]``, the index among the originals in order (``pyita.augment.augment``).
     Derived structures whose parent is absent form groups of their own.
     """
-    originals = [k for k, s in enumerate(structures) if not is_derived(s)]
+    originals = [k for k, s in enumerate(structures) if not s.is_derived]
     by_source: dict[str, int] = {}
     for k in originals:
         for source in (structures[k].source, structures[k].info.get("original_source")):
@@ -72,7 +67,7 @@ def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
     groups = np.arange(len(structures))
     orphans = 0
     for k, s in enumerate(structures):
-        if not is_derived(s):
+        if not s.is_derived:
             continue
         parent_source = s.info.get("parent_source")
         parent = s.info.get("parent")
@@ -95,12 +90,12 @@ def take(structures: Sequence[Structure], indices: Sequence[int]) -> list[Struct
     groups = parent_groups(structures)
     rank: dict[int, int] = {}
     for k in indices:
-        if not is_derived(structures[k]):
+        if not structures[k].is_derived:
             rank[k] = len(rank)
     out = []
     for k in indices:
         s = structures[k]
-        if is_derived(s) and "parent" in s.info and groups[k] in rank and s.info["parent"] != rank[groups[k]]:
+        if s.is_derived and "parent" in s.info and groups[k] in rank and s.info["parent"] != rank[groups[k]]:
             s = s.copy()
             s.info["parent"] = rank[groups[k]]
         out.append(s)
@@ -117,7 +112,7 @@ def filter_max_energy(structures: Sequence[Structure], references: dict[str, flo
         return list(range(len(structures)))
     groups = parent_groups(structures)
     dropped = {k for k, s in enumerate(structures)
-               if not is_derived(s) and cohesive_per_atom(s, references) > max_energy}
+               if not s.is_derived and cohesive_per_atom(s, references) > max_energy}
     return [k for k in range(len(structures)) if groups[k] not in dropped]
 
 
@@ -134,7 +129,7 @@ def split_by_parent(structures: Sequence[Structure], test_fraction: float = 0.1,
     if test_fraction + validation_fraction >= 1:
         raise PyitaError("test and validation fractions leave nothing to train on")
     groups = parent_groups(structures)
-    originals = np.array([k for k, s in enumerate(structures) if not is_derived(s)])
+    originals = np.array([k for k, s in enumerate(structures) if not s.is_derived])
     n = len(originals)
 
     def count(fraction):
@@ -202,12 +197,12 @@ class FeatureSet:
         forces = torch.full((len(species_index), 3), float("nan"), dtype=torch.float64, device=device)
         start = 0
         for s in structures:
-            if s.forces is not None and not is_derived(s):
+            if s.forces is not None and not s.is_derived:
                 forces[start:start + len(s)] = torch.as_tensor(s.forces, device=device)
             start += len(s)
         if parents is None:
             groups = parent_groups(structures)
-            parents = [int(groups[k]) if is_derived(s) and groups[k] != k else -1 for k, s in enumerate(structures)]
+            parents = [int(groups[k]) if s.is_derived and groups[k] != k else -1 for k, s in enumerate(structures)]
         data = cls(
             inputs=potential.normalize(raw, species_index).detach(),
             species_index=species_index,
@@ -220,7 +215,7 @@ class FeatureSet:
             weight=torch.tensor(np.ones(len(structures)) if weights is None else np.asarray(weights, float),
                                 dtype=torch.float64, device=device),
             forces=forces,
-            derived=torch.tensor([is_derived(s) for s in structures], device=device),
+            derived=torch.tensor([s.is_derived for s in structures], device=device),
             parent=torch.tensor(list(parents), dtype=torch.long, device=device),
         )
         if jacobians is not None:

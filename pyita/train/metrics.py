@@ -14,9 +14,13 @@ def per_atom_energy_errors(predicted, reference, n_atoms) -> np.ndarray:
 
 
 def summarize(errors) -> dict:
-    """MAE, RMSE, median and maximum of absolute errors (NaN for an empty set), and the count."""
+    """The one summary of a set of errors (any unit), taken as absolute values: count, MAE, RMSE, median,
+    quartiles and IQR, 95th percentile, minimum and maximum (NaN for an empty set)."""
     e = np.abs(np.asarray(errors, dtype=np.float64).ravel())
     if e.size == 0:
-        return {"n": 0, "mae": float("nan"), "rmse": float("nan"), "median": float("nan"), "max": float("nan")}
+        return {"n": 0, **{k: float("nan") for k in ("mae", "rmse", "median", "q1", "q3", "iqr", "p95", "min",
+                                                      "max")}}
+    q1, median, q3, p95 = np.percentile(e, [25, 50, 75, 95])
     return {"n": int(e.size), "mae": float(e.mean()), "rmse": float(np.sqrt(np.mean(e * e))),
-            "median": float(np.median(e)), "max": float(e.max())}
+            "median": float(median), "q1": float(q1), "q3": float(q3), "iqr": float(q3 - q1), "p95": float(p95),
+            "min": float(e.min()), "max": float(e.max())}

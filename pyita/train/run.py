@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from pyita import __version__
-from pyita.backends.embedded import train
+from pyita.train.fit import train
 from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.atomic import atomic_write_text, existing_ancestor
@@ -16,8 +16,7 @@ from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output, refuse_overlap
 from pyita.predict import error_tables, predict
 from pyita.reference import fit_reference_energies
-from pyita.train.data import (filter_max_energy, is_derived, species_of, split_by_parent,
-                              take)
+from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import TrainSettings, graceful_stop
 
 
@@ -91,7 +90,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
         references = dict(source.generate_in.types)
     order = list(references or ())
     if references is None:
-        originals = [s for s in structures if not is_derived(s)]
+        originals = [s for s in structures if not s.is_derived]
         references = fit_reference_energies(originals, species_of(originals))
     missing = sorted({sym for s in structures for sym in s.symbols} - references.keys())
     if missing:

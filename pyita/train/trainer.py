@@ -52,6 +52,8 @@ class TrainSettings:
     lbfgs_history: int = 100
     patience: int | None = None
     seed: int = 0
+    #: Seed of the initial weights alone (None: ``seed``); batches, splits and augmentation keep ``seed``.
+    init_seed: int | None = None
     augment_a: float = 0.0
     augment_delta: float = 0.03
     augment_strategy: str = "balanced"
@@ -62,7 +64,7 @@ class TrainSettings:
     checkpoint_every: float = 30.0
 
     def __post_init__(self) -> None:
-        from pyita.model.network import parse_hidden
+        from pyita.model.network import hidden_layers
 
         if self.method not in METHODS:
             raise PyitaError(f"unknown training method {self.method!r}; choose {' or '.join(METHODS)}")
@@ -76,7 +78,7 @@ class TrainSettings:
             raise PyitaError(f"patience must be ≥ 1 epoch, got {self.patience}")
         if self.on_the_fly and not self.augment_a > 0:
             raise PyitaError("on-the-fly augmentation needs augment_a > 0 (new structures per parent)")
-        parse_hidden(self.hidden)
+        hidden_layers(self.hidden)
 
     def as_dict(self) -> dict:
         return asdict(self)
