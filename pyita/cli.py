@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from pyita.errors import Interrupted, PyitaError
+from pyita.io.aenet_inputs import ChebyshevSetup
 
 # OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
 # (measured on 2 cores); passive waiting costs nothing when the machine is idle. Set before torch loads.
@@ -172,6 +173,21 @@ def label(
                   f"→ {out}  [{summary['seconds']:.1f} s]")
 
 
+def _chebyshev(radial_rc: float, radial_n: int, angular_rc: float, angular_n: int) -> ChebyshevSetup:
+    try:
+        return ChebyshevSetup(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc, angular_n=angular_n)
+    except ValueError as exc:
+        raise PyitaError(str(exc)) from None
+
+
+# The Chebyshev descriptor's settings, shared by `pyita train` and `pyita aenet prepare`, with the defaults of
+# their one home, ChebyshevSetup (aenet's TiO2 example).
+_RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff, Å.")
+_RADIAL_N = typer.Option(ChebyshevSetup.radial_n, help="Chebyshev radial order.")
+_ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff, Å.")
+_ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
+
+
 @app.command()
 def train(
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
@@ -196,10 +212,10 @@ def train(
                                                           "eV/atom above the atomic reference energies."),
     types: Optional[str] = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); "
                                                    "else generate.in's TYPES, else a least-squares fit."),
-    radial_rc: float = typer.Option(8.0, help="Chebyshev radial cutoff, Å."),
-    radial_n: int = typer.Option(16, help="Chebyshev radial order."),
-    angular_rc: float = typer.Option(6.5, help="Chebyshev angular cutoff, Å."),
-    angular_n: int = typer.Option(4, help="Chebyshev angular order."),
+    radial_rc: float = _RADIAL_RC,
+    radial_n: int = _RADIAL_N,
+    angular_rc: float = _ANGULAR_RC,
+    angular_n: int = _ANGULAR_N,
     batch_size: int = typer.Option(32, help="Adam: structures per mini-batch."),
     learning_rate: float = typer.Option(1e-3, help="Adam: learning rate."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without validation "
@@ -226,8 +242,7 @@ def train(
                              patience=patience, seed=seed, augment_a=augment_a, augment_delta=augment_delta,
                              augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
                              checkpoint_every=checkpoint_every,
-                             descriptor={"radial_rc": radial_rc, "radial_n": radial_n, "angular_rc": angular_rc,
-                                         "angular_n": angular_n})
+                             descriptor=_chebyshev(radial_rc, radial_n, angular_rc, angular_n).descriptor_settings())
     summary = train_from_data(data, out, settings, test_fraction=test_fraction,
                               validation_fraction=validation_fraction, max_energy=max_energy,
                               references=parse_types(types) or None, resume=resume, overwrite=overwrite,
@@ -332,10 +347,10 @@ def aenet_prepare(
     types: Optional[str] = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); "
                                                    "else the input generate.in's, else fitted by least squares."),
     descriptor: str = typer.Option("chebyshev", help="chebyshev (TiO2 example settings) | behler (Behler2011)."),
-    radial_rc: float = typer.Option(8.0, help="Chebyshev radial cutoff, Å."),
-    radial_n: int = typer.Option(16, help="Chebyshev radial order."),
-    angular_rc: float = typer.Option(6.5, help="Chebyshev angular cutoff, Å."),
-    angular_n: int = typer.Option(4, help="Chebyshev angular order."),
+    radial_rc: float = _RADIAL_RC,
+    radial_n: int = _RADIAL_N,
+    angular_rc: float = _ANGULAR_RC,
+    angular_n: int = _ANGULAR_N,
     iterations: int = typer.Option(500, help="train.x ITERATIONS (epochs)."),
     method: str = typer.Option("bfgs", help="bfgs | lm | adam | online_sd | ekf."),
     method_param: Optional[list[str]] = typer.Option(None, "--method-param",
@@ -353,7 +368,6 @@ def aenet_prepare(
     """Write a self-contained aenet run folder: generate.in, .stp files, train.in, predict.in, run.sh, xsf/."""
     from pyita.backends.aenet import AenetSettings, prepare_aenet
     from pyita.reference import parse_types
-    from pyita.io.aenet_inputs import ChebyshevSetup
 
     params = {}
     for item in method_param or []:
@@ -364,10 +378,7 @@ def aenet_prepare(
             params[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
         except ValueError:
             raise PyitaError(f"--method-param {item!r}: value must be a number") from None
-    try:
-        cheb = ChebyshevSetup(radial_Rc=radial_rc, radial_N=radial_n, angular_Rc=angular_rc, angular_N=angular_n)
-    except ValueError as exc:
-        raise PyitaError(str(exc)) from None
+    cheb = _chebyshev(radial_rc, radial_n, angular_rc, angular_n)
     settings = AenetSettings(hidden=hidden, iterations=iterations, method=method, method_params=params,
                              max_energy=max_energy, descriptor=descriptor, chebyshev=cheb, forces=not no_forces,
                              initial_networks=None if initial_networks is None else str(initial_networks))

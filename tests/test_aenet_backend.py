@@ -170,7 +170,7 @@ def test_default_behler_set_feature_count():
 def test_chebyshev_feature_counts():
     assert ChebyshevSetup().n_features(2) == 44          # the TiO2 example
     assert ChebyshevSetup().n_features(1) == 22
-    assert ChebyshevSetup(radial_N=10, angular_N=3).n_features(3) == 30
+    assert ChebyshevSetup(radial_n=10, angular_n=3).n_features(3) == 30
 
 
 def test_readval_substring_trap_is_caught():

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from pyita.descriptors.neighbors import AtomsBatch
+from pyita.io.aenet_inputs import ChebyshevSetup
 
 #: aenet's value of pi in sfbasis.f90 (differs from math.pi by 3e-15); used in the cutoff function.
 AENET_PI = 3.14159265358979
@@ -123,16 +124,20 @@ def _cutoff(r: torch.Tensor, rc: float) -> torch.Tensor:
     return 0.5 * (torch.cos((AENET_PI / rc) * r) + 1.0)
 
 
+#: The settings' one home (aenet's TiO2 example): ``pyita.io.aenet_inputs.ChebyshevSetup``.
+_DEFAULTS = ChebyshevSetup()
+
+
 class ChebyshevDescriptor(torch.nn.Module):
     """aenet's Chebyshev descriptor; ``forward`` maps an :class:`AtomsBatch` to (atoms, n_features)."""
 
     def __init__(
         self,
         species: Sequence[str],
-        radial_rc: float = 8.0,
-        radial_n: int = 16,
-        angular_rc: float = 6.5,
-        angular_n: int = 4,
+        radial_rc: float = _DEFAULTS.radial_rc,
+        radial_n: int = _DEFAULTS.radial_n,
+        angular_rc: float = _DEFAULTS.angular_rc,
+        angular_n: int = _DEFAULTS.angular_n,
     ):
         super().__init__()
         species = tuple(species)

@@ -263,38 +263,53 @@ def format_predict_in(p: PredictIn) -> str:
 
 @dataclass
 class ChebyshevSetup:
-    """aenet's Chebyshev descriptor (Artrith, Urban & Ceder, PRB 96, 014112 (2017)); TiO2 example defaults."""
+    """aenet's Chebyshev descriptor (Artrith, Urban & Ceder, PRB 96, 014112 (2017)): the one home of its
+    settings and their defaults (aenet's TiO2 example), for the embedded descriptor, the .stp writer and
+    the command line. Cutoffs in Å; ``rmin`` is generate.x's RMIN (aenet only)."""
 
-    radial_Rc: float = 8.0
-    radial_N: int = 16
-    angular_Rc: float = 6.5
-    angular_N: int = 4
+    radial_rc: float = 8.0
+    radial_n: int = 16
+    angular_rc: float = 6.5
+    angular_n: int = 4
     rmin: float = 0.55
 
     def __post_init__(self) -> None:
-        if not (self.radial_Rc > 0 and self.angular_Rc > 0):
+        if not (self.radial_rc > 0 and self.angular_rc > 0):
             raise ValueError("Chebyshev cutoffs must be > 0 Å")
-        if self.radial_N < 0 or self.angular_N < 0 or int(self.radial_N) != self.radial_N \
-                or int(self.angular_N) != self.angular_N:
+        if self.radial_n < 0 or self.angular_n < 0 or int(self.radial_n) != self.radial_n \
+                or int(self.angular_n) != self.angular_n:
             raise ValueError("Chebyshev orders must be integers ≥ 0")
-        if not 0 < self.rmin < min(self.radial_Rc, self.angular_Rc):
+        if not 0 < self.rmin < min(self.radial_rc, self.angular_rc):
             raise ValueError("RMIN must be > 0 and below the cutoffs")
 
     kind = "chebyshev"
+    #: aenet's own spelling of the four parameters (the .stp line, and PyITA's records of aenet runs).
+    AENET_NAMES = {"radial_rc": "radial_Rc", "radial_n": "radial_N", "angular_rc": "angular_Rc",
+                   "angular_n": "angular_N"}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ChebyshevSetup":
+        """From settings in either spelling (``radial_rc`` or aenet's ``radial_Rc``)."""
+        plain = {v: k for k, v in cls.AENET_NAMES.items()}
+        return cls(**{plain.get(k, k): v for k, v in values.items() if k != "type"})
+
+    def descriptor_settings(self) -> dict:
+        """The keyword arguments of ``pyita.descriptors.ChebyshevDescriptor`` (all but ``rmin``)."""
+        return {name: getattr(self, name) for name in self.AENET_NAMES}
 
     def line(self) -> str:
-        text = (f"radial_Rc = {_number(float(self.radial_Rc))}  radial_N = {int(self.radial_N)} "
-                f"angular_Rc = {_number(float(self.angular_Rc))}  angular_N = {int(self.angular_N)}")
-        check_readval_keys(text, ("radial_Rc", "radial_N", "angular_Rc", "angular_N"))
+        text = (f"radial_Rc = {_number(float(self.radial_rc))}  radial_N = {int(self.radial_n)} "
+                f"angular_Rc = {_number(float(self.angular_rc))}  angular_N = {int(self.angular_n)}")
+        check_readval_keys(text, tuple(self.AENET_NAMES.values()))
         return text
 
     def n_features(self, n_env: int) -> int:
-        n = int(self.radial_N) + int(self.angular_N) + 2
+        n = int(self.radial_n) + int(self.angular_n) + 2
         return 2 * n if n_env > 1 else n
 
     def as_dict(self) -> dict:
-        return {"type": "chebyshev", "radial_Rc": self.radial_Rc, "radial_N": self.radial_N,
-                "angular_Rc": self.angular_Rc, "angular_N": self.angular_N, "rmin": self.rmin}
+        return {"type": "chebyshev", **{self.AENET_NAMES[k]: v for k, v in self.descriptor_settings().items()},
+                "rmin": self.rmin}
 
 
 #: Behler's radial η set (Å⁻², Rs = 0) and a small angular set; Rc as in aenet's TiO2 example.

@@ -24,6 +24,7 @@ from pyita.model.potential import atomic_torch_save
 from pyita.progress import progress_bar
 from pyita.train.data import FeatureSet, Outputs, evaluate
 from pyita.train.metrics import per_atom_energy_errors, summarize
+from pyita.io.aenet_inputs import ChebyshevSetup
 
 METHODS = ("lbfgs", "adam")
 CHECKPOINT_KIND = "pyita-checkpoint"
@@ -33,8 +34,8 @@ RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device")
 
 
 def default_descriptor() -> dict:
-    """aenet's TiO2 example setup: radial 8.0 Å / order 16, angular 6.5 Å / order 4 (44 features)."""
-    return {"radial_rc": 8.0, "radial_n": 16, "angular_rc": 6.5, "angular_n": 4}
+    """The Chebyshev settings' defaults (``ChebyshevSetup``: aenet's TiO2 example, 44 features for TiO2)."""
+    return ChebyshevSetup().descriptor_settings()
 
 
 @dataclass

@@ -68,7 +68,7 @@ class AenetSettings:
         if int(self.iterations) != self.iterations or self.iterations < 0:
             raise PyitaError(f"iterations must be an integer ≥ 0, got {self.iterations}")
         if isinstance(self.chebyshev, dict):
-            self.chebyshev = ChebyshevSetup(**self.chebyshev)
+            self.chebyshev = ChebyshevSetup.from_dict(self.chebyshev)
         if isinstance(self.behler, dict):
             self.behler = BehlerSetup(**self.behler)
 
