@@ -9,11 +9,13 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from pyita.errors import InputError
+from pyita.paths import file_keys
 
 #: Atoms closer than this (Å) coincide: the direction between them, and so any descriptor, is undefined.
 MIN_DISTANCE = 1e-6
@@ -141,6 +143,43 @@ class Structure:
             info=info,
         )
 
+
+
+def link_parents(structures: Sequence[Structure], folder: str | Path | None = None,
+                 aliases: Sequence[str | None] | None = None) -> np.ndarray:
+    """For each structure, the index of the original it belongs to: itself for an original, its parent's
+    index for a derived structure, −1 for a derived structure whose parent is not among ``structures``.
+
+    A derived structure names its parent (``Structure.parent``) by source, as files written by ``pyita
+    augment`` do, or by index among the originals, as ``pyita.augment.augment`` does. A source matches an
+    original's ``source``, its ``original_source`` (a parent copy) or its entry in ``aliases`` (other names,
+    e.g. the source an extended-XYZ frame records): as written, as the same file (a relative name taken from
+    ``folder``, e.g. the generate.in's, or from the current folder), or by a bare file name only one original
+    has.
+    """
+    originals = [k for k, s in enumerate(structures) if not s.is_derived]
+    by_key: dict[str, int] = {}
+    by_bare: dict[str, list[int]] = {}
+    for k in originals:
+        names = [structures[k].source, structures[k].info.get("original_source")]
+        names += [aliases[k]] if aliases is not None and k < len(aliases) else []
+        for name in filter(None, names):
+            for key in file_keys(name):
+                by_key.setdefault(key, k)
+            by_bare.setdefault(Path(name).name, []).append(k)
+    groups = np.arange(len(structures))
+    for k, s in enumerate(structures):
+        if not s.is_derived:
+            continue
+        source, index, found = s.info.get("parent_source"), s.info.get("parent"), None
+        if source:
+            found = next((by_key[key] for key in file_keys(source, folder) if key in by_key), None)
+            if found is None and len(set(by_bare.get(Path(source).name, []))) == 1:
+                found = by_bare[Path(source).name][0]
+        if found is None and isinstance(index, (int, np.integer)) and 0 <= index < len(originals):
+            found = originals[int(index)]
+        groups[k] = -1 if found is None else found
+    return groups
 
 #: Atom pairs compared at once when checking for close atoms (bounds memory: a few arrays of 12 bytes per
 #: pair); a structure with more pairs than _ALL_PAIRS_MAX goes through a neighbour list instead.

@@ -160,3 +160,22 @@ def test_require_labels_through_a_source(tmp_path):
     with pytest.raises(InputError, match="force"):
         read_structures(tmp_path)
     assert read_structures(tmp_path, require_labels=False)[0].forces is None
+
+
+def test_match_names_by_path_from_the_list_folder_listed_text_or_bare_name(tmp_path, monkeypatch):
+    from pyita.io import match_names
+
+    (tmp_path / "data" / "xsf").mkdir(parents=True)
+    (tmp_path / "lists").mkdir()
+    files = [tmp_path / "data" / "xsf" / f"s{k}.xsf" for k in range(4)]
+    for f in files:
+        f.write_text("x")
+    candidates = [[str(files[0])], [str(files[1]), "xsf/s1.xsf"], [str(files[2])], [str(files[3])]]
+    monkeypatch.chdir(tmp_path / "lists")   # relative entries are not taken from here alone
+    entries = ["../data/xsf/s0.xsf", "xsf/s1.xsf", "s2.xsf", "../data/xsf/missing.xsf", "nowhere.xsf"]
+    hits, unmatched = match_names(entries, candidates, base=tmp_path / "lists")
+    assert hits == {0, 1, 2}
+    assert unmatched == ["../data/xsf/missing.xsf", "nowhere.xsf"]
+    # the same list read from elsewhere: its own folder still decides
+    monkeypatch.chdir(tmp_path)
+    assert match_names(entries, candidates, base=tmp_path / "lists")[0] == {0, 1, 2}

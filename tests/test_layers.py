@@ -15,7 +15,7 @@ import pyita
 PACKAGE = Path(pyita.__file__).resolve().parent
 #: Layers from the bottom up; a module's layer is its first name below ``pyita``.
 LAYERS = [
-    {"errors", "structure", "reference", "progress", "parallel", "sample", "data"},
+    {"errors", "paths", "structure", "reference", "progress", "parallel", "sample", "data"},
     {"io"},
     {"augment"},
     {"descriptors"},

@@ -19,7 +19,7 @@ from pyita.augment import AugmentSettings, describe, iter_moves, moves_for, shor
 from pyita.augment.strategies import SequentialPlan, copies_for, copies_total
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError, PyitaError
-from pyita.io import DataSource, archive_members, open_source, read_name_list
+from pyita.io import DataSource, archive_members, match_names, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.outputs import data_inputs, guard_output
@@ -41,28 +41,10 @@ def read_exclude_list(path: str | Path) -> set[str]:
 
 def _excluded_indices(names: list[str], exclude: set[str], listed: list[str] | None = None,
                       base: Path | None = None) -> set[int]:
-    """Match exclude entries to parents: as written in generate.in's FILES (``listed``), as paths (relative
-    ones taken from the exclude file's folder ``base`` or the working directory), or by bare file name."""
-    keys_of = {}
-    for entry in exclude:
-        keys = {entry}
-        if "/" in entry:
-            path = Path(entry)
-            keys.add(str(path.resolve()))
-            if base is not None and not path.is_absolute():
-                keys.add(str((base / path).resolve()))
-        keys_of[entry] = keys
-    wanted = set().union(*keys_of.values()) if keys_of else set()
-    plain = {e for e in exclude if "/" not in e}
-    hits, used = set(), set()
-    for k, name in enumerate(names):
-        keys = {name, str(Path(name).resolve())}
-        if listed is not None:
-            keys.add(listed[k])
-        if keys & wanted or Path(name).name in plain:
-            hits.add(k)
-            used |= keys | {Path(name).name}
-    unmatched = [e for e, keys in keys_of.items() if not keys & used]
+    """Parents named by the exclude list: by their path, as generate.in's FILES lists them (``listed``), or
+    by bare file name (``pyita.io.match_names``)."""
+    candidates = [[name] + ([listed[k]] if listed is not None else []) for k, name in enumerate(names)]
+    hits, unmatched = match_names(sorted(exclude), candidates, base)
     if unmatched:
         warnings.warn(f"{len(unmatched)} exclude entries match no parent, e.g. {unmatched[0]!r}", stacklevel=3)
     return hits

@@ -11,13 +11,14 @@ import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from pyita.errors import InputError
 from pyita.io.generate_in import GenerateIn, read_generate_in
 from pyita.io.xsf import parse_xsf, read_xsf, write_xsf
+from pyita.paths import file_keys
 from pyita.structure import Structure
 
 __all__ = ["DataSource", "open_source", "read_structures", "read_xsf", "write_xsf", "read_generate_in",
@@ -175,6 +176,30 @@ def read_name_list(path: str | Path, what: str = "name list") -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what}: {exc}", path) from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def match_names(entries: Sequence[str], candidates: Sequence[Sequence[str]],
+                base: str | Path | None = None) -> tuple[set[int], list[str]]:
+    """Which candidates a list of names (``read_name_list``) picks, and the entries that pick none.
+
+    Each candidate is known by one or more names (a structure's file, the text generate.in lists it by, a
+    frame's recorded source…). An entry picks a candidate when it is one of those names, names the same file
+    (a relative entry taken from ``base``, the list's own folder, or from the current folder), or, for an
+    entry without '/', is the bare file name of one of them.
+    """
+    wanted = {entry: file_keys(entry, base) if "/" in entry else {entry} for entry in entries}
+    keys_of_entry = {key: entry for entry, keys in wanted.items() for key in keys}
+    bare = {entry for entry in entries if "/" not in entry}
+    hits, used = set(), set()
+    for k, names in enumerate(candidates):
+        names = [n for n in names if n]
+        keys = set(names) | {str(Path(n).resolve()) for n in names}
+        found = {keys_of_entry[key] for key in keys & keys_of_entry.keys()} | \
+            {Path(n).name for n in names} & bare
+        if found:
+            hits.add(k)
+            used |= found
+    return hits, [entry for entry in entries if entry not in used]
 
 
 def read_structures(spec: str | Path, require_labels: bool = True) -> list[Structure]:

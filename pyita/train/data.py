@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, total_energy
-from pyita.structure import Structure, close_atoms, first_report, warn_close_atoms
+from pyita.structure import Structure, close_atoms, first_report, link_parents, warn_close_atoms
 
 
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
@@ -51,36 +50,15 @@ def species_of(structures: Sequence[Structure], preferred: Sequence[str] = ()) -
 
 
 def parent_groups(structures: Sequence[Structure]) -> np.ndarray:
-    """For each structure, the index of the original it belongs to (itself for originals).
-
-    A derived structure is matched by ``info["parent_source"]`` (files written by ``pyita augment``)
-    or by ``info["parent"]``, the index among the originals in order (``pyita.augment.augment``).
-    Derived structures whose parent is absent form groups of their own.
-    """
-    originals = [k for k, s in enumerate(structures) if not s.is_derived]
-    by_source: dict[str, int] = {}
-    for k in originals:
-        for source in (structures[k].source, structures[k].info.get("original_source")):
-            if source:
-                by_source.setdefault(source, k)
-                by_source.setdefault(str(Path(source).resolve()), k)
-    groups = np.arange(len(structures))
-    orphans = 0
-    for k, s in enumerate(structures):
-        if not s.is_derived:
-            continue
-        parent_source = s.info.get("parent_source")
-        parent = s.info.get("parent")
-        if parent_source and (parent_source in by_source or str(Path(parent_source).resolve()) in by_source):
-            groups[k] = by_source.get(parent_source, by_source.get(str(Path(parent_source).resolve())))
-        elif isinstance(parent, (int, np.integer)) and 0 <= parent < len(originals):
-            groups[k] = originals[int(parent)]
-        else:
-            orphans += 1
-    if orphans:
-        warnings.warn(f"{orphans} derived structures name no parent found in the data: each is split on its "
+    """For each structure, the index of the original it belongs to (itself for originals; see
+    ``pyita.structure.link_parents``). Derived structures whose parent is absent form groups of their own."""
+    groups = link_parents(structures)
+    orphans = np.flatnonzero(groups < 0)
+    if len(orphans):
+        warnings.warn(f"{len(orphans)} derived structures name no parent found in the data: each is split on its "
                       "own, so copies of held-out structures may train (keep parents and children together)",
                       stacklevel=2)
+        groups[orphans] = orphans
     return groups
 
 

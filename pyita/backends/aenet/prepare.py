@@ -14,57 +14,23 @@ import numpy as np
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
 from pyita.backends.aenet.settings import RECORD, TEST_PARENTS, AenetSettings
 from pyita.errors import InputError, PyitaError
-from pyita.io import read_name_list
+from pyita.io import match_names, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.progress import progress_bar
 from pyita.reference import cohesive_per_atom, fit_references
-from pyita.structure import Structure
-
-
-def _keys(name: str, folder: Path | None = None) -> set[str]:
-    if not name:
-        return set()
-    keys = {name, Path(name).name}
-    try:
-        keys.add(str(Path(name).resolve()))
-        if folder is not None and not Path(name).is_absolute():
-            keys.add(str((folder / name).resolve()))
-    except OSError:
-        pass
-    return keys
+from pyita.structure import Structure, link_parents
 
 
 def _link_parents(structures: list[Structure], folder: Path | None,
                   aliases: list[str | None] | None = None) -> tuple[list[int], dict[int, str]]:
-    """Original indices, and for every structure the key of the parent group it belongs to.
-
-    ``aliases`` are other names of the structures (the ``source`` recorded in an extended-XYZ frame), which
-    is what a derived frame's ``parent_source`` names when PyITA wrote the file."""
+    """Original indices, and for every structure the key of the parent group it belongs to: ``#k`` for the
+    original k (``pyita.structure.link_parents``), ``?name`` for derived structures of an absent parent."""
+    groups = link_parents(structures, folder, aliases)
     originals = [k for k, s in enumerate(structures) if not s.is_derived]
-    by_key: dict[str, int] = {}
-    basenames: dict[str, list[int]] = {}
-    for k in originals:
-        names = [structures[k].source or "", structures[k].info.get("original_source") or ""] + \
-            ([aliases[k] or ""] if aliases and k < len(aliases) else [])
-        for src in filter(None, names):
-            for key in _keys(src) - {Path(src).name}:
-                by_key.setdefault(key, k)
-            basenames.setdefault(Path(src).name, []).append(k)
-    group: dict[int, str] = {k: f"#{k}" for k in originals}
-    unmatched = 0
-    for k, s in enumerate(structures):
-        if k in group:
-            continue
-        ps = str(s.info.get("parent_source") or "")
-        hit = next((by_key[key] for key in _keys(ps, folder) if key in by_key), None)
-        if hit is None and len(basenames.get(Path(ps).name, [])) == 1:
-            hit = basenames[Path(ps).name][0]
-        if hit is None:
-            unmatched += 1
-            group[k] = f"?{ps}"
-        else:
-            group[k] = f"#{hit}"
+    group = {k: f"#{g}" if g >= 0 else f"?{structures[k].info.get('parent_source') or ''}"
+             for k, g in enumerate(groups)}
+    unmatched = int((groups < 0).sum())
     if unmatched:
         warnings.warn(f"{unmatched} derived structures name a parent that is not in the data; they can only "
                       "be held out if the test-parents list names that parent", stacklevel=3)
@@ -88,33 +54,23 @@ def _read_names(path: str | Path) -> list[str]:
 
 def _match_test_parents(entries: list[str], structures: list[Structure], originals: list[int],
                         group: dict[int, str], path, aliases: list[str | None] | None = None) -> set[str]:
-    """Parent-group keys named by a test-parents list (exact name, resolved path or bare file name)."""
-    wanted = set(entries)
-    resolved = {str(Path(e).resolve()) for e in wanted}
-    plain = {e for e in wanted if "/" not in e}
-    chosen, used = set(), set()
+    """Parent-group keys named by a test-parents list (``pyita.io.match_names``: exact name, the same file
+    from the list's folder or the current one, or bare file name)."""
     candidates: dict[str, list[str]] = {}
     for k in originals:
         alias = aliases[k] if aliases and k < len(aliases) else None
         candidates[group[k]] = [n for n in (structures[k].source, alias) if n]
-    for k, g in group.items():
+    for g in group.values():
         if g.startswith("?"):
             candidates.setdefault(g, [g[1:]])
-    for key, names_of in candidates.items():
-        names = set()
-        for name in names_of:
-            names |= {name, str(Path(name).resolve()), Path(name).name}
-        bare = {Path(n).name for n in names_of}
-        if (names & wanted) or (names & resolved) or (bare & plain):
-            chosen.add(key)
-            used |= names
-    unmatched = [e for e in wanted if e not in used and str(Path(e).resolve()) not in used]
+    keys = list(candidates)
+    hits, unmatched = match_names(entries, [candidates[key] for key in keys], Path(path).parent)
     if unmatched:
-        warnings.warn(f"{len(unmatched)} of {len(wanted)} test-parent entries match no structure, "
+        warnings.warn(f"{len(unmatched)} of {len(set(entries))} test-parent entries match no structure, "
                       f"e.g. {unmatched[0]!r}", stacklevel=3)
-    if not chosen:
+    if not hits:
         raise InputError("no entry of the test-parents list matches a structure of the data", path)
-    return chosen
+    return {keys[k] for k in hits}
 
 
 def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | dict | None = None,
