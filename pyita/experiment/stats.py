@@ -29,21 +29,22 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from pyita.train.metrics import summarize as error_summary
+
 #: Verdict codes of :func:`decide`.
 BETTER, NO_DIFFERENCE, WORSE, INSUFFICIENT = -1, 0, 1, 2
 #: Power at which "trials needed" is computed.
 POWER = 0.8
 
 
+#: The columns of the report's error tables, in their order.
+TABLE_STATISTICS = ("mae", "rmse", "median", "q1", "q3", "iqr", "min", "max", "n")
+
+
 def summarize(errors) -> dict:
-    """MAE, RMSE, median, IQR and range of absolute errors (any unit)."""
-    x = np.abs(np.asarray(errors, dtype=float).ravel())
-    if x.size == 0:
-        return {k: float("nan") for k in ("mae", "rmse", "median", "q1", "q3", "iqr", "min", "max", "n")}
-    q1, median, q3 = np.percentile(x, [25, 50, 75])
-    return {"mae": float(x.mean()), "rmse": float(np.sqrt(np.mean(x * x))), "median": float(median),
-            "q1": float(q1), "q3": float(q3), "iqr": float(q3 - q1), "min": float(x.min()),
-            "max": float(x.max()), "n": int(x.size)}
+    """The report's columns of ``pyita.train.metrics.summarize`` (the one error summary)."""
+    summary = error_summary(errors)
+    return {k: summary[k] for k in TABLE_STATISTICS}
 
 
 @dataclass
