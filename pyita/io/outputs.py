@@ -28,7 +28,7 @@ def data_inputs(data, source=None) -> list[Path]:
     if source is not None:
         if source.generate_in is not None and source.generate_in.path is not None:
             paths.append(Path(source.generate_in.path))
-        paths += [Path(p) for p in source.xsf_paths or ()]
+        paths += list(source.xsf_paths or ())
         paths += [Path(p) for p in (source.archive, source.ase_path) if p is not None]
     return paths
 
@@ -54,15 +54,13 @@ def refuse_overlap(out: str | Path, inputs: Iterable[str | Path], option: str = 
     if _inside(cwd, real):
         what = "is the current folder" if cwd == real else "contains the current folder"
         raise PyitaError(f"{option} {out} {what}; choose a new folder for the output")
-    resolved_dirs: dict[str, str] = {}
+    resolved_dirs: dict[str, str] = {}   # thousands of input files share a few folders: resolve those once
     for item in inputs:
-        item = str(item)
-        folder, name = os.path.split(os.path.abspath(item))
+        item = os.fspath(item)
+        folder, name = os.path.split(item)
         if folder not in resolved_dirs:
-            resolved_dirs[folder] = os.path.realpath(folder)
+            resolved_dirs[folder] = os.path.realpath(folder or ".")
         path = os.path.join(resolved_dirs[folder], name)
-        if os.path.islink(path):
-            path = os.path.realpath(path)
         if _inside(path, real):
             what = "is" if path == real else "contains"
             kind = "folder" if os.path.isdir(path) else "file"
