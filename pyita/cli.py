@@ -286,7 +286,7 @@ def predict(
 @app.command()
 def experiment(
     config_file: Optional[Path] = typer.Argument(None, metavar="[CONFIG]", help="Experiment TOML file."),
-    preset: Optional[str] = typer.Option(None, help="quick | seed-500 | seed-full | powered | crossover."),
+    preset: Optional[str] = typer.Option(None, help="quick | aa | seed-500 | seed-full | powered | crossover."),
     out: Path = typer.Option(Path("experiment"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted experiment in --out."),
     data: Optional[str] = typer.Option(None, help="Override the config's data."),
@@ -321,9 +321,8 @@ def experiment(
             run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
                            progress_enabled=not quiet)
             summary = write_report(config, out)
-    for row in summary["comparisons"]:
-        console.print(f"{row['condition']:>24} {row['metric']:<22} Δ = {row['mean_difference']:+.4g} "
-                      f"[{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]  {row['verdict']}")
+    for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
+        console.print(line, highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
 
 
