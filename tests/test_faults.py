@@ -290,3 +290,29 @@ def test_a_damaged_result_is_redone_on_resume(tmp_path):
         {k: good[k] for k in ("trial", "condition", "seed", "n_test")}
     assert {p: p.stat().st_mtime_ns for p in others} == others   # the intact results were kept, not redone
     assert (out / "report.md").exists()
+
+
+# ------------------------------------------------------------------------------ lists of names
+
+def test_test_parents_written_by_aenet_prepare_exclude_them_from_any_folder(case, tmp_path):
+    prepared = run_cli("aenet", "prepare", "generate.in", "--out", "../run", "--test-fraction", 0.34, "-q",
+                       cwd=case)
+    assert prepared.returncode == 0, prepared.stderr
+    listed = [ln for ln in (tmp_path / "run" / "test-parents.txt").read_text().splitlines()
+              if ln and not ln.startswith("#")]
+    assert len(listed) == 2 and all(ln.startswith("../case/xsf/") for ln in listed)   # from the list's folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli("augment", case / "generate.in", *AUGMENT, "--exclude", "../run/test-parents.txt",
+                     "--out", "aug", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    run = json.loads((elsewhere / "aug" / "run.json").read_text())
+    assert run["counts"]["excluded"] == 2 and run["counts"]["augmented_parents"] == 4
+
+
+def test_an_exclude_entry_that_matches_no_parent_is_an_error(case):
+    (case / "test.txt").write_text("xsf/s00.xsf\nxsf/s99.xsf\n")
+    before = tree_hashes(case)
+    error_line(run_cli("augment", "generate.in", *AUGMENT, "--exclude", "test.txt", "--out", "../aug", cwd=case),
+               "test.txt", "1 of 2 exclude entries match no parent", "xsf/s99.xsf")
+    assert tree_hashes(case) == before and not (case.parent / "aug").exists()

@@ -40,13 +40,14 @@ def read_exclude_list(path: str | Path) -> set[str]:
 
 
 def _excluded_indices(names: list[str], exclude: set[str], listed: list[str] | None = None,
-                      base: Path | None = None) -> set[int]:
+                      base: Path | None = None, source=None) -> set[int]:
     """Parents named by the exclude list: by their path, as generate.in's FILES lists them (``listed``), or
     by bare file name (``pyita.io.match_names``)."""
     candidates = [[name] + ([listed[k]] if listed is not None else []) for k, name in enumerate(names)]
     hits, unmatched = match_names(sorted(exclude), candidates, base)
-    if unmatched:
-        warnings.warn(f"{len(unmatched)} exclude entries match no parent, e.g. {unmatched[0]!r}", stacklevel=3)
+    if unmatched:   # a test parent that slips through would be augmented into training: refuse, do not guess
+        raise InputError(f"{len(unmatched)} of {len(exclude)} exclude entries match no parent, e.g. "
+                         f"{unmatched[0]!r} (relative entries are taken from the list's own folder)", source)
     return hits
 
 
@@ -125,7 +126,7 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
     stems = _derived_stems(names)
     excluded = _excluded_indices(names, read_exclude_list(exclude_file),
                                  source.generate_in.files if source.generate_in is not None else None,
-                                 Path(exclude_file).parent) if exclude_file else set()
+                                 Path(exclude_file).parent, exclude_file) if exclude_file else set()
     out = Path(out)
     final_abs = out.resolve()
     start = time.perf_counter()

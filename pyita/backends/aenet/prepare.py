@@ -73,6 +73,12 @@ def _match_test_parents(entries: list[str], structures: list[Structure], origina
     return {keys[k] for k in hits}
 
 
+def _relative_to(name: str, folder: str) -> str:
+    """A structure's name as seen from ``folder``: a file path relative to it, other names (``sample[3]``,
+    ``archive:member``) as they are."""
+    return os.path.relpath(os.path.abspath(name), folder) if os.path.isfile(name) else name
+
+
 def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | dict | None = None,
                   test_parents: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
                   types: dict[str, float] | None = None, overwrite: bool = False,
@@ -184,7 +190,8 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
     }
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         if test_groups:
-            names = [os.path.normpath(structures[k].source) if structures[k].source else f"structure {k}"
+            final = os.path.abspath(out)   # names relative to the list's own folder, as they are read back
+            names = [_relative_to(structures[k].source, final) if structures[k].source else f"structure {k}"
                      for k in originals if group[k] in test_groups]
             names += [g[1:] for g in sorted(test_groups) if g.startswith("?")]
             (tmp / TEST_PARENTS).write_text(
