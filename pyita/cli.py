@@ -294,6 +294,10 @@ def experiment(
     subset_size: Optional[int] = typer.Option(None, help="Override the subset size."),
     max_energy: Optional[float] = typer.Option(None, help="Override MAXENERGY (eV/atom above the atomic "
                                                             "reference energies)."),
+    backend: Optional[str] = typer.Option(None, help="Override the trainer: embedded | aenet (aenet leaves out "
+                                                       "the conditions it cannot train, and says which)."),
+    aenet_bin: Optional[Path] = typer.Option(None, help="Folder of aenet's generate.x, train.x, predict.x "
+                                                          "(default: AENET_BIN, then PATH)."),
     workers: Optional[int] = typer.Option(None, help="Parallel training processes (local pool)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (e.g. tcp://host:8786)."),
     report_only: bool = typer.Option(False, help="Rebuild the report from finished results only."),
@@ -308,11 +312,13 @@ def experiment(
 
     text, path = read_config_text(config_file, preset)
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
-                 "workers": workers,
+                 "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
                  "scheduler": scheduler}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     raw = parse_toml(text, path)
     config = parse_config(raw, path, overrides)
+    for name, why in config.left_out.items():
+        warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}")
     if report_only:
         summary = write_report(config, out)
     else:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pyita.io.aenet_inputs import ChebyshevSetup, format_stp
 from pyita.io.xsf import format_xsf
 from pyita.structure import Structure
 
@@ -31,8 +32,11 @@ def rutile(k: int) -> Structure:
 
 
 def make_case(root: Path, n: int = 6) -> Path:
-    """``root/generate.in`` listing ``root/xsf/sNN.xsf`` (relative paths), as an aenet user keeps a data set."""
+    """``root/generate.in`` listing ``root/xsf/sNN.xsf`` (relative paths) with its setup files beside it, as an
+    aenet user keeps a data set."""
     (root / "xsf").mkdir(parents=True)
+    for sym in ("Ti", "O"):
+        (root / f"{sym}.stp").write_text(format_stp(sym, ["Ti", "O"], ChebyshevSetup()))
     names = []
     for k in range(n):
         name = f"xsf/s{k:02d}.xsf"

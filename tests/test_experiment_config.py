@@ -1,5 +1,7 @@
 """Experiment configs and presets: parsing, sweeps, validation, and the paired split."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -101,12 +103,66 @@ def test_aa_preset_is_an_aa_check():
     ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": -1}]}, "init_seed_offset"),
     ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": 1.5}]}, "init_seed_offset"),
     ({"experiment": {"data": "x"}, "condition": [{"name": "a", "init_seed_offset": True}]}, "init_seed_offset"),
-    ({"experiment": {"data": "x", "backend": "aenet"}, "condition": [{"name": "a", "init_seed_offset": 1}]},
-     "needs the embedded backend"),
     ({"experiment": {"data": "x"}, "trainer": {"seed": 3}}, r"\[trainer\]: seed cannot be set"),
     ({"experiment": {"data": "x"}, "condition": [{"name": "a", "trainer": {"init_seed": 3}}]},
      "condition 'a': init_seed cannot be set"),
 ])
 def test_bad_seed_settings(raw, message):
+    with pytest.raises(InputError, match=message):
+        parse_config(raw, "cfg.toml")
+
+
+def test_data_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    """A config file's data is read from the file's own folder, --data and the presets from the current one;
+    either way the config (and so experiment.json) names the data absolutely, so a resume started from
+    another folder, or spelling the same path differently, still recognises the experiment."""
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "run").mkdir()
+    config_file = tmp_path / "cfg" / "exp.toml"
+    config_file.write_text('[experiment]\ndata = "../data/train.xsf"\n')
+    monkeypatch.chdir(tmp_path / "run")
+    from_file = parse_config(parse_toml(config_file.read_text(), config_file), config_file)
+    assert from_file.data == str(tmp_path / "data" / "train.xsf")
+    overridden = parse_config(parse_toml(config_file.read_text(), config_file), config_file,
+                              {"data": "../data/./train.xsf"})
+    assert overridden.data == str(tmp_path / "data" / "train.xsf")
+    text, path = read_config_text(preset="powered")
+    assert parse_config(parse_toml(text, path), path).data == str(tmp_path / "shared/data/tio2/tio2-xsf-full.tar.gz")
+    assert parse_config({"experiment": {"data": "sample:tio2-md"}}).data == "sample:tio2-md"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_runs_on_aenet_less_what_aenet_cannot_train(name):
+    """``--backend aenet`` on a preset: lbfgs becomes aenet's bfgs, and the conditions aenet cannot train
+    (force training, on the fly, parent–child, weights) are left out with their reason; the rest stay."""
+    from pyita.backends.aenet.settings import AenetSettings
+
+    text, path = read_config_text(preset=name)
+    embedded = parse_config(parse_toml(text, path), path)
+    on_aenet = parse_config(parse_toml(text, path), path, {"backend": "aenet"})
+    assert [c.name for c in on_aenet.conditions] == [c.name for c in embedded.conditions
+                                                    if c.name not in on_aenet.left_out]
+    for c in embedded.conditions:
+        trainer = {**embedded.trainer, **c.trainer}
+        cannot = bool(trainer.get("force_weight") or (c.augment or {}).get("on_the_fly")
+                      or (c.augment or {}).get("parent_child_weight") or (c.augment or {}).get("weight") == 0)
+        assert (c.name in on_aenet.left_out) == cannot, c.name
+    for c in on_aenet.conditions:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert AenetSettings.from_dict({**on_aenet.trainer, **c.trainer}).method == "bfgs"
+        assert [str(w.message) for w in caught] == (
+            ["aenet backend ignores trainer settings it has no equivalent for: ['early_stopping']"]
+            if "early_stopping" in on_aenet.trainer else [])
+    assert on_aenet.as_dict().get("left_out") == (on_aenet.left_out or None)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"experiment": {"data": "x", "backend": "aenet"}, "trainer": {"force_weight": 0.1}},
+     "cannot train the baseline.*force_weight"),
+    ({"experiment": {"data": "x", "backend": "aenet"},
+      "condition": [{"name": "f", "trainer": {"force_weight": 0.1}}]}, "none of the conditions.*f: "),
+])
+def test_aenet_backend_refuses_an_experiment_it_cannot_run(raw, message):
     with pytest.raises(InputError, match=message):
         parse_config(raw, "cfg.toml")

@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -140,7 +141,7 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
         if fmt == "xsf":
-            writer = _XsfWriter(tmp, final_abs, source.xsf_paths is not None)
+            writer = _XsfWriter(tmp, final_abs, source.xsf_paths is not None, source.generate_in)
         else:
             writer = _ExtxyzWriter(tmp, only_derived)
         with warnings.catch_warnings(record=True) as caught:
@@ -187,7 +188,7 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
         if counts["derived"] < requested:
             shortfall = shortfall_message(settings, requested, counts["derived"], n_used, empty)
             warnings.warn(shortfall, stacklevel=2)
-        writer.close(source.generate_in, list(species))
+        writer.close(list(species))
         summary = {
             "pyita_version": __version__,
             "command": "augment",
@@ -411,8 +412,11 @@ class _XsfWriter:
     The FILES list is streamed to a scratch file, so memory does not grow with the number of parents.
     """
 
-    def __init__(self, tmp: Path, final_abs: Path, parents_on_disk: bool):
+    def __init__(self, tmp: Path, final_abs: Path, parents_on_disk: bool, template: GenerateIn | None):
         self.tmp, self.final_abs = tmp, str(final_abs)
+        self.template = template
+        self.missing_setups: list[str] = []
+        self.setups = self._copy_setups(template)   # first: a missing setup file stops the run before work
         (tmp / "derived").mkdir()
         self.derived_dir = str(tmp / "derived")
         self._list = open(tmp / ".files.tmp", "w+")
@@ -446,14 +450,38 @@ class _XsfWriter:
             self._list.write("\n".join(files) + "\n")
             self.count += len(files)
 
-    def close(self, template: GenerateIn | None, species: list[str]) -> None:
+    def _copy_setups(self, template: GenerateIn | None) -> dict[str, str]:
+        """Copy each SETUPS file beside the output generate.in and name it by its plain file name.
+
+        A copy, not a rebased path: aenet reads a SETUPS name list-directed, so a ``/`` would end it, and the
+        output folder then runs as it stands (``cd OUT && generate.x generate.in``) wherever it is moved.
+        """
+        setups, taken = {}, {}
+        for species, name in (template.setups if template is not None else {}).items():
+            source = Path(name) if os.path.isabs(name) else Path(template.folder) / name
+            if not source.is_file():   # generate.x needs it, the augmentation does not: warned at the end
+                self.missing_setups.append(f"{template.path}: SETUPS file {name!r} for {species} does not "
+                                           f"exist (looked for {source}); the output generate.in names it as "
+                                           "written, so put it beside the output before running generate.x")
+                setups[species] = name
+                continue
+            copy = source.name if taken.get(source.name, source) == source else f"{species}.stp"
+            taken[copy] = source
+            shutil.copyfile(source, self.tmp / copy)
+            setups[species] = copy
+        return setups
+
+    def close(self, species: list[str]) -> None:
+        template = self.template
         if template is not None:
             missing = [s for s in species if s not in template.types]
             if missing:  # generate.x would stop on these structures
                 raise InputError(f"species {', '.join(missing)} occur in the structures but not in TYPES",
                                  template.path)
-            gen = GenerateIn(output=template.output, types=dict(template.types), setups=dict(template.setups),
-                             options=list(template.options))
+            for message in self.missing_setups:
+                warnings.warn(message, stacklevel=3)
+            gen = GenerateIn(output=template.output, types=dict(template.types),
+                             setups=self.setups, options=list(template.options))
         else:
             gen = GenerateIn(output="augmented.train", types={s: 0.0 for s in species},
                              setups={s: f"{s}.stp" for s in species},
@@ -499,5 +527,5 @@ class _ExtxyzWriter:
                 manifest.writerow(_manifest_row(f"augmented.extxyz#{name}", names[index], energy, info))
             yield index, parent, parent.symbols, len(moves), [], buffer.getvalue()
 
-    def close(self, template, species) -> None:
+    def close(self, species) -> None:
         self.handle.close()

@@ -12,18 +12,20 @@ condition that differs from the baseline only in ``init_seed_offset`` is an A/A 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from pyita.backends import BACKENDS
 from pyita.errors import InputError
 
 PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover")
-from pyita.backends import BACKENDS
 _EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
-                    "reference_energies", "backend", "workers", "scheduler", "description"}
+                    "reference_energies", "backend", "aenet_bin", "workers", "scheduler", "description"}
+_PATH_KEYS = ("data", "aenet_bin")
 _AUGMENT_KEYS = {"strategy", "a", "delta", "on_the_fly", "weight", "max_force", "parent_child_weight"}
 
 
@@ -53,26 +55,37 @@ class ExperimentConfig:
     max_energy: float | None = None
     reference_energies: dict[str, float] | None = None
     backend: str = "embedded"
+    #: Folder of aenet's executables for ``backend = "aenet"`` (None: AENET_BIN, then PATH).
+    aenet_bin: str | None = None
     workers: int = 2
     scheduler: str | None = None
     description: str = ""
     trainer: dict = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
+    #: Conditions the backend cannot train, left out, with the reason (aenet: force training, on the fly, …).
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset`` only when set, so the record (experiment.json)
-        of an experiment without it reads as before and ``--resume`` still recognises it."""
+        """All settings; a condition's ``init_seed_offset``, ``aenet_bin`` and ``left_out`` only when set, so
+        the record (experiment.json) of an experiment without them reads as before and ``--resume`` still
+        recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             if not condition["init_seed_offset"]:
                 del condition["init_seed_offset"]
+        for key in ("aenet_bin", "left_out"):
+            if not d[key]:
+                del d[key]
         return d
+
+
+_PRESETS_DIR = Path(str(resources.files("pyita.experiment") / "presets"))
 
 
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
         raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return Path(str(resources.files("pyita.experiment") / "presets" / f"{name}.toml"))
+    return _PRESETS_DIR / f"{name}.toml"
 
 
 def read_config_text(path: str | Path | None = None, preset: str | None = None) -> tuple[str, Path]:
@@ -99,7 +112,12 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     unknown = set(exp) - _EXPERIMENT_KEYS
     if unknown:
         raise InputError(f"unknown [experiment] keys: {sorted(unknown)}", path)
+    # Paths are recorded absolute: a config file's own from its folder, --data/--aenet-bin and the presets'
+    # from the current one.
+    if Path(str(path)).parent != _PRESETS_DIR:
+        exp = _absolute_paths(exp, Path(str(path)).parent)
     exp.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    exp = _absolute_paths(exp, Path.cwd())
     if "data" not in exp:
         raise InputError("[experiment] needs data = …", path)
     exp.setdefault("name", Path(str(path)).stem)
@@ -109,7 +127,41 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     if not any(c.is_baseline for c in config.conditions):
         config.conditions.insert(0, Condition("baseline"))
     _validate(config, path)
+    if config.backend == "aenet":
+        _leave_out_what_aenet_cannot(config, path)
     return config
+
+
+def _leave_out_what_aenet_cannot(config: ExperimentConfig, path) -> None:
+    """Drop the conditions aenet cannot train (so that every preset runs on either backend); the caller says
+    which, and why (``config.left_out``). A baseline aenet cannot train, or nothing left to compare, is an
+    error."""
+    from pyita.backends.aenet.experiment import unsupported
+
+    kept = []
+    for condition in config.conditions:
+        why = unsupported(condition.augment, {**config.trainer, **condition.trainer})
+        if why is None:
+            kept.append(condition)
+        elif condition.is_baseline:
+            raise InputError(f"backend aenet cannot train the baseline: {why}", path)
+        else:
+            config.left_out[condition.name] = why
+    if len(kept) < 2:
+        raise InputError("backend aenet can train none of the conditions besides the baseline ("
+                         + "; ".join(f"{name}: {why}" for name, why in config.left_out.items()) + ")", path)
+    config.conditions = kept
+
+
+def _absolute_paths(table: dict, base: Path) -> dict:
+    """The table with its paths made absolute from ``base`` (a bundled ``sample:`` name stays as it is), so
+    that experiment.json names the same data whichever folder the experiment is started or resumed from."""
+    def absolute(text: str) -> str:
+        if text == "sample" or text.startswith("sample:") or os.path.isabs(text):
+            return text
+        return os.path.normpath(base.absolute() / text)
+
+    return {k: absolute(str(v)) if k in _PATH_KEYS and v is not None else v for k, v in table.items()}
 
 
 def _as_list(value) -> list:
@@ -175,8 +227,3 @@ def _validate(config: ExperimentConfig, path) -> None:
             raise InputError(f"{where}: {', '.join(fixed)} cannot be set here: each trial draws its own seed "
                              "from [experiment] seed; a condition's init_seed_offset gives it other initial "
                              "weights", path)
-    seeded = [c.name for c in config.conditions if c.init_seed_offset]
-    if seeded and config.backend == "aenet":
-        raise InputError(f"init_seed_offset (conditions {', '.join(map(repr, seeded))}) needs the embedded "
-                         "backend: the aenet backend starts every condition of a trial from the same initial "
-                         "networks and cannot change only those", path)

@@ -159,6 +159,8 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
               "Trainer: " + (", ".join(f"`{k} = {v}`" for k, v in config.trainer.items()) or "defaults") + ".",
               "", "## Conditions", ""]
     lines += [f"- **{_md(c.name)}**: {_md(_describe(c))}" for c in config.conditions]
+    lines += [f"- *{_md(name)}*: left out — {_md(why)} (backend {config.backend})"
+              for name, why in config.left_out.items()]
     lines += ["", "## Errors (pooled over trials)", ""]
     lines += _md_table(conditions, [("condition", "condition"), ("trials", "trials"),
                                     ("energy_mae", "E MAE"), ("energy_rmse", "E RMSE"),

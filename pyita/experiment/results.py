@@ -18,6 +18,8 @@ import numpy as np
 from pyita.errors import PyitaError
 
 RESULTS = "results"
+#: The aenet run folders kept with ``keep_runs = true``, one per task, beside ``results/``.
+KEPT_RUNS = "aenet-runs"
 SUMMARY_KEYS = ("trial", "condition", "seed", "n_test", "seconds", "history")
 ARRAYS = ("energy_ref", "energy_pred", "n_atoms", "force_errors")
 
@@ -36,6 +38,11 @@ def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
     folder = Path(out) / RESULTS / f"trial-{trial:03d}"
     name = slug(condition)
     return folder / f"{name}.json", folder / f"{name}.npz"
+
+
+def kept_run_folder(out: Path, trial: int, condition: str) -> Path:
+    """Where the aenet backend keeps a task's run folder when the trainer says ``keep_runs = true``."""
+    return Path(out) / KEPT_RUNS / f"trial-{trial:03d}" / slug(condition)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import time
 import warnings
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import ExperimentConfig, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
-from pyita.experiment.results import DamagedResult, TaskResult, result_paths
+from pyita.experiment.results import DamagedResult, TaskResult, kept_run_folder, result_paths
 from pyita.io.atomic import atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io.outputs import refuse_overlap
@@ -53,6 +54,13 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     trainer = {**config.trainer, **condition.trainer}
     # other initial weights only (an A/A check); the backend gets the option only when it is set
     extra = {"init_seed_offset": condition.init_seed_offset} if condition.init_seed_offset else {}
+    json_path, npz_path = result_paths(Path(out), trial, condition.name)
+    if config.backend == "aenet":
+        if config.aenet_bin:
+            trainer["aenet_bin"] = config.aenet_bin
+        if trainer.pop("keep_runs", False):
+            extra["workdir"] = kept_run_folder(Path(out), trial, condition.name)
+            shutil.rmtree(extra["workdir"], ignore_errors=True)   # an interrupted attempt's folder, ours
     start = time.perf_counter()
     result = get_backend(config.backend)(parents=parents, derived=derived, test=test, trainer=trainer,
                                          augment=condition.augment, seed=split.model_seed,
@@ -64,9 +72,9 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
         "n_train_parents": len(parents), "n_derived": len(derived), "n_test": len(test),
         "test_sources": [s.source for s in test], "seconds": seconds, "history": result.history,
         "taylor_signal_meV_atom": signal,
+        **({"aenet_run": os.path.relpath(result.rundir, json_path.parent)} if result.rundir else {}),
         "pyita_version": __version__,
     }
-    json_path, npz_path = result_paths(Path(out), trial, condition.name)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(npz_path, lambda tmp: np.savez_compressed(
         tmp, energy_ref=result.energy_ref, energy_pred=result.energy_pred, n_atoms=result.n_atoms,

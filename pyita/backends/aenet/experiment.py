@@ -118,44 +118,57 @@ def _initial_networks(parents: Sequence[Structure], test: Sequence[Structure], s
     return target
 
 
+def unsupported(augment: dict | None, trainer: dict | None) -> str | None:
+    """Why aenet cannot train a condition with these settings (None: it can)."""
+    augment, trainer = augment or {}, trainer or {}
+    if augment.get("on_the_fly"):
+        return "aenet cannot draw fresh displacements every epoch (on_the_fly)"
+    if augment.get("parent_child_weight"):
+        return "aenet has no parent–child loss (parent_child_weight)"
+    if augment.get("weight") not in (None, 1, 1.0):
+        return "aenet's train.x has no per-structure weights (augment.weight)"
+    if trainer.get("force_weight"):
+        return "aenet's Fortran train.x fits energies only (force_weight)"
+    return None
+
+
 def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
                        trainer: dict | None = None, augment: dict | None = None, seed: int = 0,
-                       reference_energies: dict | None = None, workdir: str | Path | None = None) -> dict:
+                       reference_energies: dict | None = None, workdir: str | Path | None = None,
+                       init_seed_offset: int = 0) -> ConditionResult:
     """The experiment runner's backend call for ``backend = "aenet"``.
 
     Trains on parents + derived, predicts ``test``; returns a ``ConditionResult`` (energies as compared,
     signed force errors). Every condition of a trial starts from the same untrained networks (made once
-    per seed, cached under $PYITA_AENET_CACHE or ~/.cache/pyita/aenet). ``trainer`` may name ``aenet_bin``
-    and ``keep_runs`` (keep the run folders; else they are removed after success). What aenet cannot do
-    (per-structure weights, on-the-fly augmentation, force or parent–child losses) raises PyitaError.
+    per seed, cached under $PYITA_AENET_CACHE or ~/.cache/pyita/aenet); ``init_seed_offset`` ≠ 0 takes those
+    of seed + offset instead (aenet draws them from the clock, so each seed's set is an independent draw).
+    ``trainer`` may name ``aenet_bin`` and ``keep_runs``; the run folder is kept under ``workdir`` when that
+    is given, else in a temporary folder removed after success. What aenet cannot do (``unsupported``)
+    raises PyitaError.
     """
     import tempfile
 
-    augment = dict(augment or {})
-    if augment.get("on_the_fly"):
-        raise PyitaError("aenet cannot draw fresh displacements every epoch (on_the_fly): use the embedded backend")
-    if augment.get("parent_child_weight"):
-        raise PyitaError("aenet has no parent–child loss (parent_child_weight): use the embedded backend")
-    if augment.get("weight") not in (None, 1, 1.0):
-        raise PyitaError("aenet's train.x has no per-structure weights (augment.weight): use the embedded backend")
+    why = unsupported(augment, trainer)
+    if why:
+        raise PyitaError(f"{why}: use the embedded backend")
     trainer = dict(trainer or {})
     aenet_bin = trainer.pop("aenet_bin", None)
-    keep = bool(trainer.pop("keep_runs", False))
+    trainer.pop("keep_runs", None)   # the runner's business: it passes ``workdir`` to keep the run folder
     settings = AenetSettings.from_dict(trainer)
     if reference_energies and not settings.reference_energies:
         settings.reference_energies = dict(reference_energies)
     start = time.perf_counter()
     if settings.initial_networks is None:
         cache = Path(os.environ.get("PYITA_AENET_CACHE", Path.home() / ".cache" / "pyita" / "aenet"))
-        settings.initial_networks = str(_initial_networks(parents, test, settings, seed, aenet_bin, cache))
-    base = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="pyita-aenet-"))
-    run = base / f"run-seed{seed}" if workdir is not None else base / "run"
+        settings.initial_networks = str(_initial_networks(parents, test, settings, seed + init_seed_offset,
+                                                          aenet_bin, cache))
+    kept = workdir is not None
+    run = Path(workdir) if kept else Path(tempfile.mkdtemp(prefix="pyita-aenet-")) / "run"
     result = train_and_evaluate_aenet(list(parents) + list(derived), list(test), settings, run,
                                       aenet_bin=aenet_bin)
     rows = result["energy_errors"]
-    kept = keep or workdir is not None
     if not kept:
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(run.parent, ignore_errors=True)
     return ConditionResult(
         energy_ref=np.array([r["E_ref"] for r in rows]), energy_pred=np.array([r["E_pred"] for r in rows]),
         n_atoms=np.array([r["n_atoms"] for r in rows]),

@@ -163,6 +163,8 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         test_label = "training originals (no test set held out; these are NOT test errors)"
         test_idx = [k for k in train_idx if not structures[k].is_derived]
 
+    final = os.path.abspath(out)   # file names in the folder's files are relative to the folder itself
+
     def entry(k: int, role: str) -> Entry:
         s = structures[k]
         src = s.source or ""
@@ -172,8 +174,8 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         parent = group[k]
         parent_name = structures[int(parent[1:])].source if parent.startswith("#") else parent[1:]
         placeholder = structures[int(parent[1:])].forces if parent.startswith("#") else None
-        return Entry(s, copy_from=copy, placeholder=placeholder, role=role, source=src,
-                      parent=parent_name if s.is_derived else "")
+        return Entry(s, copy_from=copy, placeholder=placeholder, role=role, source=_relative_to(src, final),
+                      parent=_relative_to(parent_name, final) if s.is_derived else "")
 
     train = [entry(k, "train") for k in train_idx]
     test = [entry(k, "test" if test_groups else "predicted-training-original") for k in test_idx]
@@ -189,8 +191,7 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
                    "above_max_energy_train": removed["train"], "above_max_energy_test": removed["test"]},
     }
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        if test_groups:
-            final = os.path.abspath(out)   # names relative to the list's own folder, as they are read back
+        if test_groups:   # names relative to the list's own folder, as they are read back
             names = [_relative_to(structures[k].source, final) if structures[k].source else f"structure {k}"
                      for k in originals if group[k] in test_groups]
             names += [g[1:] for g in sorted(test_groups) if g.startswith("?")]

@@ -90,6 +90,8 @@ class AenetSettings:
         kwargs, ignored = {}, []
         for key, value in settings.items():
             key = cls._ALIASES.get(key, key)
+            if key == "method" and str(value).lower() == "lbfgs":
+                value = "bfgs"   # aenet's bfgs is limited-memory BFGS (L-BFGS-B): the embedded trainer's lbfgs
             if key in known:
                 kwargs[key] = value
             elif key in ("force_weight", "parent_child_weight"):
