@@ -188,6 +188,11 @@ _ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cu
 _ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
 
 
+def _train_option(default, text: str):
+    """A model setting of `pyita train`: its default applies unless --initial-networks gives it."""
+    return typer.Option(None, help=f"{text} With --initial-networks: theirs.", show_default=str(default))
+
+
 @app.command()
 def train(
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
@@ -197,8 +202,8 @@ def train(
     validation_fraction: float = typer.Option(0.0, help="Held out for early stopping and best-epoch choice."),
     method: str = typer.Option("lbfgs", help="lbfgs (full batch, aenet's bfgs) | adam (mini-batch)."),
     iterations: int = typer.Option(500, help="Epochs (one L-BFGS iteration, or one pass of Adam)."),
-    hidden: str = typer.Option("15:tanh,15:tanh", help="Hidden layers, nodes:activation (tanh, sigmoid, "
-                                                         "mtanh, linear)."),
+    hidden: Optional[str] = _train_option("15:tanh,15:tanh", "Hidden layers, nodes:activation (tanh, sigmoid, "
+                                                             "mtanh, linear)."),
     force_weight: float = typer.Option(0.0, help="Weight of the force term (direct force training; 0: energy "
                                                  "only). Errors are scaled by the data's spread."),
     augment_a: float = typer.Option(0.0, help="Taylor-derived structures per training parent (0: none)."),
@@ -212,10 +217,16 @@ def train(
                                                           "eV/atom above the atomic reference energies."),
     types: Optional[str] = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); "
                                                    "else generate.in's TYPES, else a least-squares fit."),
-    radial_rc: float = _RADIAL_RC,
-    radial_n: int = _RADIAL_N,
-    angular_rc: float = _ANGULAR_RC,
-    angular_n: int = _ANGULAR_N,
+    radial_rc: Optional[float] = _train_option(ChebyshevSetup.radial_rc, "Chebyshev radial cutoff, Å."),
+    radial_n: Optional[int] = _train_option(ChebyshevSetup.radial_n, "Chebyshev radial order."),
+    angular_rc: Optional[float] = _train_option(ChebyshevSetup.angular_rc, "Chebyshev angular cutoff, Å."),
+    angular_n: Optional[int] = _train_option(ChebyshevSetup.angular_n, "Chebyshev angular order."),
+    initial_networks: Optional[Path] = typer.Option(None, "--initial-networks",
+                                                    help="Start from these networks: a PyITA model (.pt) or a "
+                                                         "folder of aenet .nn files (train.x's, or `pyita aenet "
+                                                         "export`'s). Their descriptor, hidden layers, "
+                                                         "normalisation and reference energies are kept; options "
+                                                         "that contradict them are refused."),
     batch_size: int = typer.Option(32, help="Adam: structures per mini-batch."),
     learning_rate: float = typer.Option(1e-3, help="Adam: learning rate."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without validation "
@@ -236,13 +247,15 @@ def train(
 
     if patience is not None and validation_fraction <= 0:
         raise PyitaError("--patience needs a validation set (--validation-fraction > 0)")
+    descriptor = {k: v for k, v in dict(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc,
+                                        angular_n=angular_n).items() if v is not None}
     settings = TrainSettings(method=method, iterations=iterations, hidden=hidden, force_weight=force_weight,
                              derived_weight=derived_weight, parent_child_weight=parent_child_weight,
                              batch_size=batch_size, learning_rate=learning_rate,
                              patience=patience, seed=seed, augment_a=augment_a, augment_delta=augment_delta,
                              augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
-                             checkpoint_every=checkpoint_every,
-                             descriptor=_chebyshev(radial_rc, radial_n, angular_rc, angular_n).descriptor_settings())
+                             checkpoint_every=checkpoint_every, descriptor=descriptor,
+                             initial_networks=None if initial_networks is None else str(initial_networks))
     summary = train_from_data(data, out, settings, test_fraction=test_fraction,
                               validation_fraction=validation_fraction, max_energy=max_energy,
                               references=parse_types(types) or None, resume=resume, overwrite=overwrite,
@@ -261,7 +274,7 @@ def train(
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="Model file written by `pyita train`."),
+    model: Path = typer.Argument(..., help="Model file written by `pyita train`, or a folder of aenet .nn files."),
     data: list[str] = typer.Argument(..., help="Structures: generate.in, XSF folder or glob, ASE file, sample."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder (must be new or empty)."),
     forces: bool = typer.Option(True, "--forces/--no-forces", help="Also predict forces."),
@@ -286,7 +299,8 @@ def predict(
 @app.command()
 def experiment(
     config_file: Optional[Path] = typer.Argument(None, metavar="[CONFIG]", help="Experiment TOML file."),
-    preset: Optional[str] = typer.Option(None, help="quick | aa | seed-500 | seed-full | powered | crossover."),
+    preset: Optional[str] = typer.Option(None, help="quick | aa | seed-500 | seed-full | powered | crossover | "
+                                                    "versus-aenet."),
     out: Path = typer.Option(Path("experiment"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted experiment in --out."),
     data: Optional[str] = typer.Option(None, help="Override the config's data."),
@@ -306,7 +320,7 @@ def experiment(
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
     from pyita.experiment.config import parse_config, parse_toml, read_config_text
     from pyita.experiment.report import write_report
-    from pyita.experiment.runner import experiment_output, run_experiment
+    from pyita.experiment.runner import check_backends, experiment_output, run_experiment
     from pyita.io import open_source
     from pyita.io.outputs import data_inputs
 
@@ -323,6 +337,7 @@ def experiment(
         summary = write_report(config, out)
     else:
         inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+        check_backends(config)
         with experiment_output(out, config, text, resume, inputs):
             run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
                            progress_enabled=not quiet)
@@ -428,6 +443,22 @@ def aenet_run(
                   f"({f['n']} components)")
     console.print(f"tables: {rundir / 'errors-energy.csv'}, {rundir / 'errors-force.csv'}, "
                   f"{rundir / 'results.json'}")
+
+
+@aenet_app.command("export")
+def aenet_export(
+    model: Path = typer.Argument(..., help="Model file written by `pyita train` (or a folder of .nn files)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must be new or empty)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier `pyita aenet export` folder (after success "
+                                               "only)."),
+) -> None:
+    """Write the model as aenet networks, one <Sym>.<arch>.nn per species (e.g. Ti.15t-15t.nn, <Sym>.nn
+    without hidden layers), for aenet's predict.x, LAMMPS or ASE interfaces: they reproduce PyITA's
+    energies and forces. List them under NETWORKS in predict.in."""
+    from pyita.backends.aenet import export_aenet
+
+    record = export_aenet(model, out, overwrite=overwrite)
+    console.print(f"{', '.join(record['networks'].values())} → {out}")
 
 def _error(message: str) -> None:
     from rich.markup import escape

@@ -116,8 +116,8 @@ def test_prepared_folder_names_sources_from_its_own_folder_and_runs(tmp_path):
     listed = [line for line in (run / "test-parents.txt").read_text().splitlines() if not line.startswith("#")]
     held_out = {(run / name).resolve() for name in listed}
     assert held_out == {p for p, role in originals.items() if role == "test"} and len(held_out) == 2
-    done = run_cli("augment", generate_in, "--a", 1, "--delta", 0.03, "--exclude", tmp_path / "run" / "test-parents.txt",
-                   "--out", tmp_path / "aug2", "-q", cwd=tmp_path / "b")
+    done = run_cli("augment", generate_in, "--a", 1, "--delta", 0.03, "--exclude",
+                   tmp_path / "run" / "test-parents.txt", "--out", tmp_path / "aug2", "-q", cwd=tmp_path / "b")
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "aug2" / "manifest.csv", newline="") as handle:
         augmented = {(tmp_path / "b" / row["parent"]).resolve() for row in csv.DictReader(handle)}

@@ -166,3 +166,41 @@ def test_every_preset_runs_on_aenet_less_what_aenet_cannot_train(name):
 def test_aenet_backend_refuses_an_experiment_it_cannot_run(raw, message):
     with pytest.raises(InputError, match=message):
         parse_config(raw, "cfg.toml")
+
+
+def test_a_condition_may_choose_its_backend():
+    """versus-aenet: each aenet condition is compared with the embedded baseline of its length; the record
+    names the backend only where a condition sets one."""
+    from pyita.experiment.analysis import baseline_for
+
+    text, path = read_config_text(preset="versus-aenet")
+    c = parse_config(parse_toml(text, path), path)
+    assert [(x.name, x.backend, x.is_baseline) for x in c.conditions] == (
+        [(f"baseline it={n}", None, True) for n in (15, 450, 2000)]
+        + [(f"aenet it={n}", "aenet", False) for n in (15, 450, 2000)])
+    assert [baseline_for(c, x) for x in c.conditions[3:]] == [f"baseline it={n}" for n in (15, 450, 2000)]
+    recorded = c.as_dict()["conditions"]
+    assert "backend" not in recorded[0] and recorded[3]["backend"] == "aenet"
+    assert (c.subset_size, c.trials, c.max_energy) == (500, 5, 1.0)
+
+
+@pytest.mark.parametrize("condition, message", [
+    ({"name": "x", "backend": "lammps"}, "backend must be one of"),
+    ({"name": "x", "backend": "aenet", "trainer": {"force_weight": 0.1}}, "asks for backend aenet, but.*force"),
+])
+def test_bad_condition_backend(condition, message):
+    with pytest.raises(InputError, match=message):
+        parse_config({"experiment": {"data": "x"}, "condition": [condition]}, "cfg.toml")
+
+
+def test_an_aenet_condition_without_aenet_fails_before_anything_is_written(tmp_path):
+    """One clear error, exit 2, no output folder: checked before the experiment claims its folder."""
+    from faults import error_line, run_cli
+
+    config = tmp_path / "exp.toml"
+    config.write_text('[experiment]\ndata = "sample:tio2-md"\ntrials = 2\n\n[[condition]]\nname = "aenet"\n'
+                      'backend = "aenet"\n')
+    done = run_cli("experiment", config, "--aenet-bin", tmp_path / "nowhere", "--out", tmp_path / "out",
+                   cwd=tmp_path, PATH="/usr/bin:/bin")
+    error_line(done, "'aenet' need aenet")
+    assert not (tmp_path / "out").exists()

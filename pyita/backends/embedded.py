@@ -74,4 +74,12 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
         n_atoms=np.array([len(s) for s in test]),
         force_errors=np.concatenate([(p.forces - s.forces).ravel() for s, p in zip(test, predictions)
                                      if s.forces is not None] or [np.zeros(0)]),
-        history=result.history, seconds=result.seconds, potential=result.potential)
+        history=result.history, seconds=result.seconds, potential=result.potential,
+        **_training_errors(result.history, result.potential.metadata["best_epoch"]))
+
+
+def _training_errors(history: list[dict], best_epoch: int) -> dict:
+    """The training-set energy errors of the epoch whose weights were kept (the best one under early
+    stopping, else the last)."""
+    rows = [row for row in history if row["epoch"] == best_epoch] or history[-1:]
+    return {"train_energy_mae": rows[0]["train_mae"], "train_energy_rmse": rows[0]["train_rmse"]} if rows else {}

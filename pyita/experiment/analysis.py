@@ -17,7 +17,10 @@ def per_trial_table(config: ExperimentConfig, results) -> list[dict]:
     rows = []
     for (trial, name), r in sorted(results.items()):
         e, f = summarize(r.energy_errors), summarize(r.force_errors)
-        rows.append({"trial": trial, "condition": name, "energy_mae": e["mae"], "energy_rmse": e["rmse"],
+        rows.append({"trial": trial, "condition": name,
+                     "train_energy_mae": r.summary.get("train_energy_mae", float("nan")),
+                     "train_energy_rmse": r.summary.get("train_energy_rmse", float("nan")),
+                     "energy_mae": e["mae"], "energy_rmse": e["rmse"],
                      "energy_median": e["median"], "force_mae": f["mae"], "force_rmse": f["rmse"],
                      "force_median": f["median"], "seconds": r.summary["seconds"],
                      "n_train_parents": r.summary["n_train_parents"], "n_derived": r.summary["n_derived"],
@@ -38,11 +41,19 @@ def condition_table(config: ExperimentConfig, results) -> list[dict]:
     for condition in config.conditions:
         e = summarize(pooled(config, results, trials, condition.name, "energy"))
         f = summarize(pooled(config, results, trials, condition.name, "force"))
-        secs = [r.summary["seconds"] for (t, n), r in results.items() if n == condition.name]
-        rows.append({"condition": condition.name, "trials": len(secs),
+        mine = [r.summary for (t, n), r in results.items() if n == condition.name]
+        rows.append({"condition": condition.name, "trials": len(mine),
                      **{f"energy_{k}": v for k, v in e.items()}, **{f"force_{k}": v for k, v in f.items()},
-                     "seconds_mean": float(np.mean(secs)) if secs else float("nan")})
+                     # beside the test errors, so that over- and under-fitting show (results older than
+                     # this column have no training error: NaN)
+                     **{key: _mean([r.get(key, float("nan")) for r in mine])
+                        for key in ("train_energy_mae", "train_energy_rmse")},
+                     "seconds_mean": _mean([r["seconds"] for r in mine])})
     return rows
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def baseline_for(config: ExperimentConfig, condition) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from pyita.backends import BACKENDS
 from pyita.errors import InputError
 
-PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover")
+PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet")
 _EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
                     "reference_energies", "backend", "aenet_bin", "workers", "scheduler", "description"}
 _PATH_KEYS = ("data", "aenet_bin")
@@ -36,12 +36,15 @@ class Condition:
     trainer: dict = field(default_factory=dict)
     #: Added to the trial's model seed for the initial weights only (0: the trial's own weights).
     init_seed_offset: int = 0
+    #: The trainer of this condition when it is not the experiment's (None: the experiment's backend).
+    backend: str | None = None
 
     @property
     def is_baseline(self) -> bool:
-        """No augmentation, the trial's own initial weights and no trainer change beyond the training
-        length (the reference of its length)."""
-        return self.augment is None and set(self.trainer) <= {"iterations"} and not self.init_seed_offset
+        """No augmentation, the trial's own initial weights, the experiment's trainer and no trainer change
+        beyond the training length (the reference of its length)."""
+        return (self.augment is None and set(self.trainer) <= {"iterations"} and not self.init_seed_offset
+                and self.backend is None)
 
 
 @dataclass
@@ -66,13 +69,15 @@ class ExperimentConfig:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset``, ``aenet_bin`` and ``left_out`` only when set, so
+        """All settings; a condition's ``init_seed_offset`` and ``backend``, ``aenet_bin`` and ``left_out`` only
+        when set, so
         the record (experiment.json) of an experiment without them reads as before and ``--resume`` still
         recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
-            if not condition["init_seed_offset"]:
-                del condition["init_seed_offset"]
+            for key in ("init_seed_offset", "backend"):
+                if not condition[key]:
+                    del condition[key]
         for key in ("aenet_bin", "left_out"):
             if not d[key]:
                 del d[key]
@@ -126,27 +131,38 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
         config.conditions += _expand_condition(entry, path)
     if not any(c.is_baseline for c in config.conditions):
         config.conditions.insert(0, Condition("baseline"))
+    for condition in config.conditions:
+        if condition.backend == config.backend:   # the experiment's own trainer, named again
+            condition.backend = None
     _validate(config, path)
-    if config.backend == "aenet":
-        _leave_out_what_aenet_cannot(config, path)
+    _leave_out_what_aenet_cannot(config, path)
     return config
 
 
+def backend_of(config: ExperimentConfig, condition: Condition) -> str:
+    return condition.backend or config.backend
+
+
 def _leave_out_what_aenet_cannot(config: ExperimentConfig, path) -> None:
-    """Drop the conditions aenet cannot train (so that every preset runs on either backend); the caller says
-    which, and why (``config.left_out``). A baseline aenet cannot train, or nothing left to compare, is an
-    error."""
+    """Drop the conditions an experiment-wide ``backend = "aenet"`` cannot train (so that every preset runs
+    on either backend), recording which and why in ``config.left_out``. A condition that asks for aenet
+    itself, a baseline aenet cannot train, or nothing left to compare, is an error."""
     from pyita.backends.aenet.experiment import unsupported
 
     kept = []
     for condition in config.conditions:
-        why = unsupported(condition.augment, {**config.trainer, **condition.trainer})
+        why = unsupported(condition.augment, {**config.trainer, **condition.trainer}) \
+            if backend_of(config, condition) == "aenet" else None
         if why is None:
             kept.append(condition)
         elif condition.is_baseline:
             raise InputError(f"backend aenet cannot train the baseline: {why}", path)
+        elif condition.backend == "aenet":
+            raise InputError(f"condition {condition.name!r} asks for backend aenet, but {why}", path)
         else:
             config.left_out[condition.name] = why
+    if not config.left_out:
+        return
     if len(kept) < 2:
         raise InputError("backend aenet can train none of the conditions besides the baseline ("
                          + "; ".join(f"{name}: {why}" for name, why in config.left_out.items()) + ")", path)
@@ -173,7 +189,7 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
     ``trainer.iterations`` may be lists (a sweep); each variant is named after its values."""
     if "name" not in entry:
         raise InputError("every [[condition]] needs a name", path)
-    unknown = set(entry) - {"name", "augment", "trainer", "init_seed_offset"}
+    unknown = set(entry) - {"name", "augment", "trainer", "init_seed_offset", "backend"}
     if unknown:
         raise InputError(f"condition {entry['name']!r}: unknown keys {sorted(unknown)}", path)
     augment = entry.get("augment")
@@ -189,6 +205,9 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
     if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**31:
         raise InputError(f"condition {entry['name']!r}: init_seed_offset must be an integer in [0, 2**31), "
                          f"got {offset!r}", path)
+    backend = entry.get("backend")
+    if backend is not None and backend not in BACKENDS:
+        raise InputError(f"condition {entry['name']!r}: backend must be one of {BACKENDS}, got {backend!r}", path)
     it_list = _as_list(trainer.get("iterations", None))
     out = []
     for a, delta, iterations in itertools.product(a_list, d_list, it_list):
@@ -202,7 +221,7 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
         aug = None if augment is None else {**augment, "a": a, "delta": delta,
                                             "strategy": augment.get("strategy", "balanced")}
         overrides = dict(trainer) if iterations is None else {**trainer, "iterations": iterations}
-        out.append(Condition(name, aug, overrides, offset))
+        out.append(Condition(name, aug, overrides, offset, backend))
     return out
 
 

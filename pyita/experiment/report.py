@@ -119,7 +119,7 @@ FIGURES = {
 
 def _describe(condition) -> str:
     """A condition in words: what it changes relative to the shared settings."""
-    parts = []
+    parts = [f"trained by {condition.backend}"] if condition.backend else []
     if condition.augment:
         aug = condition.augment
         how = "on-the-fly " if aug.get("on_the_fly") else ""
@@ -161,8 +161,12 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
     lines += [f"- **{_md(c.name)}**: {_md(_describe(c))}" for c in config.conditions]
     lines += [f"- *{_md(name)}*: left out — {_md(why)} (backend {config.backend})"
               for name, why in config.left_out.items()]
-    lines += ["", "## Errors (pooled over trials)", ""]
+    lines += ["", "## Errors (pooled over trials)", "",
+              "Test errors on the held-out parents; *train E MAE* is the trainer's own energy MAE over what it "
+              "fitted (parents and fixed derived structures), mean over trials, beside them so that over- and "
+              "under-fitting show.", ""]
     lines += _md_table(conditions, [("condition", "condition"), ("trials", "trials"),
+                                    ("train_energy_mae", "train E MAE"),
                                     ("energy_mae", "E MAE"), ("energy_rmse", "E RMSE"),
                                     ("energy_median", "E median"), ("energy_iqr", "E IQR"),
                                     ("energy_max", "E max"), ("force_mae", "F MAE"), ("force_rmse", "F RMSE"),

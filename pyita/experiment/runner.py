@@ -19,7 +19,7 @@ import numpy as np
 
 from pyita import __version__
 from pyita.errors import PyitaError
-from pyita.experiment.config import ExperimentConfig, parse_config
+from pyita.experiment.config import ExperimentConfig, backend_of, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
 from pyita.experiment.results import DamagedResult, TaskResult, kept_run_folder, result_paths
 from pyita.io.atomic import atomic_write, atomic_write_text
@@ -55,23 +55,26 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     # other initial weights only (an A/A check); the backend gets the option only when it is set
     extra = {"init_seed_offset": condition.init_seed_offset} if condition.init_seed_offset else {}
     json_path, npz_path = result_paths(Path(out), trial, condition.name)
-    if config.backend == "aenet":
+    backend = backend_of(config, condition)
+    keep_runs = trainer.pop("keep_runs", False)
+    if backend == "aenet":
         if config.aenet_bin:
             trainer["aenet_bin"] = config.aenet_bin
-        if trainer.pop("keep_runs", False):
+        if keep_runs:
             extra["workdir"] = kept_run_folder(Path(out), trial, condition.name)
             shutil.rmtree(extra["workdir"], ignore_errors=True)   # an interrupted attempt's folder, ours
     start = time.perf_counter()
-    result = get_backend(config.backend)(parents=parents, derived=derived, test=test, trainer=trainer,
+    result = get_backend(backend)(parents=parents, derived=derived, test=test, trainer=trainer,
                                          augment=condition.augment, seed=split.model_seed,
                                          reference_energies=reference, **extra)
     seconds = time.perf_counter() - start
     summary = {
-        "trial": trial, "condition": condition.name, "seed": split.model_seed,
+        "trial": trial, "condition": condition.name, "backend": backend, "seed": split.model_seed,
         **({"init_seed": split.model_seed + condition.init_seed_offset} if extra else {}),
         "n_train_parents": len(parents), "n_derived": len(derived), "n_test": len(test),
         "test_sources": [s.source for s in test], "seconds": seconds, "history": result.history,
         "taylor_signal_meV_atom": signal,
+        "train_energy_mae": result.train_energy_mae, "train_energy_rmse": result.train_energy_rmse,
         **({"aenet_run": os.path.relpath(result.rundir, json_path.parent)} if result.rundir else {}),
         "pyita_version": __version__,
     }
@@ -81,6 +84,18 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
         force_errors=result.force_errors))
     atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")   # written last: marks completion
     return summary
+
+
+def check_backends(config: ExperimentConfig) -> None:
+    """Fail before anything is written or trained when a condition needs aenet and none is usable."""
+    needing = [c.name for c in config.conditions if backend_of(config, c) == "aenet"]
+    if needing:
+        from pyita.backends.aenet import find_executables
+
+        try:
+            find_executables(config.aenet_bin)
+        except PyitaError as exc:
+            raise PyitaError(f"conditions {', '.join(map(repr, needing))} need aenet: {exc}") from None
 
 
 def pending_tasks(config: ExperimentConfig, out: Path) -> list[tuple[int, int]]:

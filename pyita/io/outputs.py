@@ -17,7 +17,7 @@ from pyita.errors import PyitaError
 
 #: The record file each folder-writing command leaves in its output, holding ``"command": <name>``.
 RECORDS = {"augment": "run.json", "predict": "summary.json", "check": "check.json",
-           "aenet prepare": "pyita-aenet.json"}
+           "aenet prepare": "pyita-aenet.json", "aenet export": "pyita-export.json"}
 
 
 def data_inputs(data, source=None) -> list[Path]:

@@ -196,8 +196,15 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_potential(model: "str | Path | Potential", device=None) -> Potential:
-    """Accept a Potential or a path to one (the form every user-facing entry point takes)."""
+def load_potential(model: "str | Path | Potential | list", device=None) -> Potential:
+    """Accept a Potential, a path to a model file, or aenet networks — a folder of .nn files, one .nn file or
+    a list of them (``pyita.model.aenet.read_aenet_potential``) — the form every user-facing entry point
+    takes."""
+    if not isinstance(model, Potential) and (isinstance(model, (list, tuple)) or Path(model).is_dir()
+                                             or Path(model).suffix == ".nn"):
+        from pyita.model.aenet import read_aenet_potential   # it builds Potentials: imported here, not above
+
+        model = read_aenet_potential(model)
     if isinstance(model, Potential):
         return model.to(device) if device is not None else model
     return Potential.load(model, device=device)

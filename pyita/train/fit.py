@@ -18,8 +18,8 @@ import numpy as np
 
 from pyita import __version__
 from pyita.descriptors import ChebyshevDescriptor, featurize
-from pyita.errors import PyitaError
-from pyita.model.potential import Potential, resolve_device
+from pyita.errors import InputError, PyitaError
+from pyita.model.potential import Potential, load_potential, resolve_device
 from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
@@ -28,7 +28,7 @@ from pyita.train.jacobian import DescriptorJacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer, TrainSettings
 
-__all__ = ["TrainResult", "TrainSettings", "train"]
+__all__ = ["TrainResult", "TrainSettings", "train", "initial_potential"]
 
 
 @dataclass
@@ -77,6 +77,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     ``reference_energies`` are the atomic energies subtracted before fitting (e.g. generate.in TYPES);
     without them they are fitted by least squares on composition. ``species`` fixes the species order
     (it decides the descriptor's typespin weights); by default TYPES order, then first appearance.
+    With ``settings.initial_networks`` training starts from those networks and keeps their species,
+    reference energies and normalisation (see ``initial_potential``).
     Features of original structures are cached on disk (``cache_dir``, default ``~/.cache/pyita``),
     keyed by geometry and descriptor settings; ``use_cache=False`` skips the cache.
     """
@@ -94,20 +96,28 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     if len(originals) < 2:
         raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
                          "(energy normalisation and any fit need more than one label)")
-    species = species_of(train + validation + test, preferred=species or list(reference_energies or ()))
-    untrained = [s for s in species if s not in species_of(train)]
+    start = None
+    if settings.initial_networks is not None:
+        start = initial_potential(settings.initial_networks, train + validation + test, species, reference_energies)
+        species, reference_energies = start.species, start.reference_energies()
+    else:
+        species = species_of(train + validation + test, preferred=species or list(reference_energies or ()))
+    untrained = [s for s in species_of(train + validation + test) if s not in species_of(train)]
     if untrained:
         warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
-                      "stay untrained", stacklevel=2)
+                      "are not trained (they keep their initial weights)", stacklevel=2)
     if reference_energies is None:
         reference_energies = fit_reference_energies(originals, species)
     missing = [s for s in species if s not in reference_energies]
     if missing:
         raise PyitaError(f"no atomic reference energy for {', '.join(missing)} (give all or none)")
     device = resolve_device(settings.device)
-    descriptor = ChebyshevDescriptor(species, **settings.descriptor)
-    init_seed = settings.seed if settings.init_seed is None else settings.init_seed
-    potential = Potential(descriptor, settings.hidden, reference_energies, seed=init_seed).to(device)
+    if start is None:
+        init_seed = settings.seed if settings.init_seed is None else settings.init_seed
+        start = Potential(ChebyshevDescriptor(species, **settings.descriptor), settings.hidden, reference_energies,
+                          seed=init_seed)
+    potential = start.to(device)
+    descriptor = potential.descriptor
 
     if settings.augment_a > 0 and not settings.on_the_fly:
         train = train + _derive(originals, settings, settings.seed)
@@ -118,7 +128,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     train_features = features[:len(train)]
     val_features = features[len(train):len(train) + len(validation)]
     test_features = features[len(train) + len(validation):]
-    fit_normalization(potential, train, train_features)
+    if settings.initial_networks is None:   # initial networks keep the normalisation they were trained with
+        fit_normalization(potential, train, train_features)
 
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}
@@ -150,6 +161,30 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
         "history": history,
     }
     return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
+
+
+def initial_potential(path: str | Path, structures: Sequence[Structure] = (), species: Sequence[str] | None = None,
+                      reference_energies: dict[str, float] | None = None) -> Potential:
+    """The potential at ``path`` (``load_potential``: a model file or aenet networks) to start training from,
+    refusing data with species it has no network for, and a species order or reference energies that
+    contradict its own (they decide the descriptor and what its networks learnt)."""
+    potential = load_potential(path)
+    known = set(potential.species)
+    for s in structures:
+        unknown = sorted(set(s.symbols) - known)
+        if unknown:
+            raise InputError(f"the data has species {', '.join(unknown)} (e.g. in {s.source or 'a structure'}) "
+                             f"but these initial networks cover only {', '.join(potential.species)}", path)
+    if species is not None and tuple(species) != potential.species:
+        raise PyitaError(f"species order {', '.join(species)} differs from that of the initial networks {path} "
+                         f"({', '.join(potential.species)}), which decides their descriptor")
+    theirs = potential.reference_energies()
+    differ = [f"{s} {e} (theirs {theirs[s]})" for s, e in (reference_energies or {}).items()
+              if s in theirs and abs(e - theirs[s]) > 1e-9]
+    if differ:
+        raise PyitaError(f"reference energies {', '.join(differ)} differ from those of the initial networks {path}; "
+                         "leave them out (the networks' own are used) or make them match")
+    return potential
 
 
 def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChildLoss:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from pyita import __version__
-from pyita.train.fit import train
+from pyita.train.fit import initial_potential, train
 from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.atomic import atomic_write_text, existing_ancestor
@@ -59,7 +59,8 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     """Train on ``data`` (anything ``open_source`` reads) and write ``out`` (the model) next to
     ``out.history.csv``; returns a summary with the final test errors.
 
-    Reference energies come from ``references``, else generate.in's TYPES, else a least-squares fit.
+    Reference energies come from ``references``, else generate.in's TYPES, else a least-squares fit; with
+    ``settings.initial_networks``, from those networks (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
     out = Path(out)
@@ -71,7 +72,7 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
         raise PyitaError(f"--resume: no checkpoint {checkpoint} to continue from")
     started = time.perf_counter()
     source = open_source(data)
-    inputs = data_inputs(data, source)
+    inputs = data_inputs(data, source) + ([Path(settings.initial_networks)] if settings.initial_networks else [])
     guard_output(out, inputs, "train", overwrite or resume, folder=False, is_previous=is_model_file)
     for path in (checkpoint, history):
         refuse_overlap(path, inputs, option="--out (its companion file)")
@@ -86,7 +87,10 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     structures = list(source)
     if not structures:
         raise PyitaError(f"{data}: no structures")
-    if references is None and source.generate_in is not None:
+    if settings.initial_networks is not None:
+        references = initial_potential(settings.initial_networks, structures,
+                                       reference_energies=references).reference_energies()
+    elif references is None and source.generate_in is not None:
         references = dict(source.generate_in.types)
     order = list(references or ())
     if references is None:
@@ -105,7 +109,8 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
 
     with graceful_stop() as stop:
         result = train(pick(train_idx), pick(val_idx), settings, test=pick(test_idx),
-                       reference_energies=references, species=species_of(structures, order),
+                       reference_energies=references,
+                       species=None if settings.initial_networks else species_of(structures, order),
                        checkpoint=checkpoint, resume=resume, cache_dir=cache_dir, use_cache=use_cache,
                        progress=progress, stop=stop)
     potential = result.potential

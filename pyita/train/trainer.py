@@ -12,15 +12,16 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from pyita import __version__
-from pyita.errors import PyitaError
-from pyita.model.potential import atomic_torch_save
+from pyita.errors import PyitaError, SettingError
+from pyita.model.network import hidden_layers
+from pyita.model.potential import atomic_torch_save, load_potential
 from pyita.progress import progress_bar
 from pyita.train.data import FeatureSet, Outputs, evaluate
 from pyita.train.metrics import per_atom_energy_errors, summarize
@@ -31,6 +32,10 @@ CHECKPOINT_KIND = "pyita-checkpoint"
 CHECKPOINT_FORMAT = 1
 #: Settings that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device")
+
+
+#: Hidden layers when neither the settings nor initial networks give them.
+DEFAULT_HIDDEN = "15:tanh,15:tanh"
 
 
 def default_descriptor() -> dict:
@@ -44,7 +49,8 @@ class TrainSettings:
 
     method: str = "lbfgs"
     iterations: int = 500
-    hidden: str = "15:tanh,15:tanh"
+    #: None: DEFAULT_HIDDEN, or the initial networks' layers.
+    hidden: str | None = None
     force_weight: float = 0.0
     derived_weight: float = 1.0
     parent_child_weight: float = 0.0
@@ -60,13 +66,16 @@ class TrainSettings:
     augment_strategy: str = "balanced"
     augment_max_force: float | None = None
     on_the_fly: bool = False
-    descriptor: dict = field(default_factory=default_descriptor)
+    #: Chebyshev settings (``ChebyshevDescriptor`` keywords); those left out are ``default_descriptor()``'s, or
+    #: the initial networks'.
+    descriptor: dict | None = None
     device: str = "auto"
     checkpoint_every: float = 30.0
+    #: Start from these networks (a PyITA model file, or aenet .nn files: see ``load_potential``), keeping their
+    #: descriptor, hidden layers, normalisation and reference energies; settings that contradict them are refused.
+    initial_networks: str | None = None
 
     def __post_init__(self) -> None:
-        from pyita.model.network import hidden_layers
-
         if self.method not in METHODS:
             raise PyitaError(f"unknown training method {self.method!r}; choose {' or '.join(METHODS)}")
         if int(self.iterations) != self.iterations or self.iterations < 1:
@@ -79,7 +88,31 @@ class TrainSettings:
             raise PyitaError(f"patience must be ≥ 1 epoch, got {self.patience}")
         if self.on_the_fly and not self.augment_a > 0:
             raise PyitaError("on-the-fly augmentation needs augment_a > 0 (new structures per parent)")
+        if self.initial_networks is None:
+            self.hidden = DEFAULT_HIDDEN if self.hidden is None else self.hidden
+            self.descriptor = {**default_descriptor(), **(self.descriptor or {})}
+        else:
+            self._adopt_initial_networks()
         hidden_layers(self.hidden)
+        try:
+            ChebyshevSetup.from_dict(self.descriptor)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(f"descriptor settings {self.descriptor}: {exc}") from None
+
+    def _adopt_initial_networks(self) -> None:
+        """Hidden layers and descriptor settings from the initial networks; given ones must agree with them."""
+        self.initial_networks = str(self.initial_networks)
+        start = load_potential(self.initial_networks)
+        theirs = {k: v for k, v in start.descriptor.settings().items() if k != "species"}
+        conflicts = [f"{k} {v!r}" for k, v in (self.descriptor or {}).items() if theirs.get(k, object()) != v]
+        if self.hidden is not None and hidden_layers(self.hidden) != start.networks.layers:
+            conflicts.append(f"hidden layers {self.hidden!r}")
+        if conflicts:
+            have = ", ".join(f"{k} {v!r}" for k, v in theirs.items())
+            raise SettingError(f"the initial networks {self.initial_networks} have hidden layers {start.hidden!r}, "
+                               f"{have}; the settings ask for {', '.join(conflicts)}. Leave those out (they come "
+                               "from the initial networks) or make them match")
+        self.hidden, self.descriptor = start.hidden, theirs
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -14,10 +14,14 @@ predict.x instead.
 programs exit with status 0 after most errors. It then turns predict.x's output into the same error tables the
 embedded trainer produces (per-structure per-atom energy errors in meV/atom, per-component force errors in
 eV/Å). ``train_and_evaluate_aenet`` does all of it for the experiment runner.
+
+``export_aenet`` (``pyita aenet export``) writes a PyITA potential as aenet .nn files; ``read_aenet_potential``
+(``pyita.model.aenet``, also behind ``load_potential``) reads aenet's .nn files into a PyITA potential.
 """
 
 from pyita.backends.aenet.experiment import experiment_backend, train_and_evaluate_aenet
 from pyita.backends.aenet.folder import write_run_folder
+from pyita.backends.aenet.nn import export_aenet
 from pyita.backends.aenet.prepare import prepare_aenet
 from pyita.backends.aenet.run import collect_results, error_rows, find_executables, run_aenet
 from pyita.backends.aenet.settings import ENV_VARS, PROGRAMS, AenetSettings
@@ -25,4 +29,4 @@ from pyita.backends.aenet.settings import ENV_VARS, PROGRAMS, AenetSettings
 
 __all__ = ["AenetSettings", "prepare_aenet", "write_run_folder", "run_aenet", "collect_results",
            "find_executables", "error_rows", "train_and_evaluate_aenet", "experiment_backend",
-           "PROGRAMS", "ENV_VARS"]
+           "PROGRAMS", "ENV_VARS", "export_aenet"]

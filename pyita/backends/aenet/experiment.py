@@ -174,4 +174,6 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
         n_atoms=np.array([r["n_atoms"] for r in rows]),
         force_errors=np.array([r["F_pred"] - r["F_ref"] for r in result["force_errors"]]),
         history=jsonable(result["history"]), seconds=time.perf_counter() - start,
+        train_energy_mae=result["history"][-1]["train_energy_mae"] if result["history"] else float("nan"),
+        train_energy_rmse=result["history"][-1]["train_energy_rmse"] if result["history"] else float("nan"),
         rundir=str(run) if kept else None)
