@@ -229,6 +229,9 @@ def train(
                                                          "that contradict them are refused."),
     batch_size: int = typer.Option(32, help="Adam: structures per mini-batch."),
     learning_rate: float = typer.Option(1e-3, help="Adam: learning rate."),
+    weight_init: str = typer.Option("aenet", help="Initial weight range: aenet (its train.x's) | pytorch."),
+    energy_normalization: str = typer.Option("range", help="Network output scaling: range (aenet's midpoint and "
+                                                           "half-range of the cohesive energies) | std."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without validation "
                                                       "improvement (needs --validation-fraction)."),
     seed: int = typer.Option(0, help="Seed for the split, initial weights, batches and augmentation."),
@@ -251,7 +254,8 @@ def train(
                                         angular_n=angular_n).items() if v is not None}
     settings = TrainSettings(method=method, iterations=iterations, hidden=hidden, force_weight=force_weight,
                              derived_weight=derived_weight, parent_child_weight=parent_child_weight,
-                             batch_size=batch_size, learning_rate=learning_rate,
+                             batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
+                             energy_normalization=energy_normalization,
                              patience=patience, seed=seed, augment_a=augment_a, augment_delta=augment_delta,
                              augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
                              checkpoint_every=checkpoint_every, descriptor=descriptor,

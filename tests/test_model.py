@@ -53,6 +53,21 @@ def test_initial_weights_depend_only_on_the_seed():
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.networks.parameters(), c.networks.parameters()))
 
 
+@pytest.mark.parametrize("weight_init, std", [("aenet", lambda fan_in: (fan_in + 1) ** -0.5),
+                                              ("pytorch", lambda fan_in: (3 * fan_in) ** -0.5)])
+def test_initial_weight_ranges(weight_init, std):
+    """aenet's range (ff_random_init_weights: uniform, std 1/√(fan_in + 1), biases alike) or PyTorch's
+    (std 1/√(3·fan_in)): every value inside the bound, and the sample spread of a wide layer matches."""
+    potential = Potential(ChebyshevDescriptor(("Cu",), **SMALL_DESCRIPTOR), "400:tanh,300:tanh", seed=0,
+                          weight_init=weight_init)
+    for layer in [m for m in potential.networks.nets[0] if isinstance(m, torch.nn.Linear)]:
+        values = torch.cat([layer.weight.reshape(-1), layer.bias])
+        expected = std(layer.in_features)
+        assert values.abs().max() <= expected * 3 ** 0.5
+        if values.numel() > 10000:
+            assert abs(float(values.std()) / expected - 1) < 0.02
+
+
 def test_energy_is_a_sum_over_atoms_with_reference_energies():
     """Batched energies equal one-by-one energies, and each equals Σ E_ref + N·shift + scale·Σ NN."""
     potential = small_potential()

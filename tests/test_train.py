@@ -168,6 +168,26 @@ def test_only_original_structures_enter_the_feature_cache(tmp_path):
     assert sorted(keys) == sorted(structure_key(p) for p in parents)
 
 
+@pytest.mark.parametrize("how", ["range", "std"])
+def test_energy_normalization_by_hand(how):
+    """"range" (aenet's ts_energy_norm_simple): the network's 0 sits at the midpoint of the training set's
+    per-atom cohesive energies and ±1 at their ends; "std": at their mean, ±1 one standard deviation away."""
+    structures = emt_structures(6)
+    refs = fit_reference_energies(structures, ["Cu", "Au"])
+    cohesive = np.array([(s.energy - sum(refs[x] for x in s.symbols)) / len(s) for s in structures])
+    result = train(structures, settings=TrainSettings(iterations=1, energy_normalization=how, **FAST),
+                   reference_energies=refs)
+    shift, scale = float(result.potential.energy_shift), float(result.potential.energy_scale)
+    if how == "range":
+        assert shift == pytest.approx((cohesive.max() + cohesive.min()) / 2, abs=1e-12)
+        assert scale == pytest.approx((cohesive.max() - cohesive.min()) / 2, abs=1e-12)
+    else:
+        assert shift == pytest.approx(cohesive.mean(), abs=1e-12)
+        assert scale == pytest.approx(cohesive.std(), abs=1e-12)
+    with pytest.raises(PyitaError, match="energy_normalization must be one of range, std"):
+        TrainSettings(energy_normalization="minmax")
+
+
 def test_lbfgs_keeps_improving_and_is_seeded():
     structures = emt_structures(30)
     settings = TrainSettings(iterations=25, seed=2, **FAST)

@@ -33,16 +33,27 @@ def format_hidden(layers: list[tuple[int, str]]) -> str:
     return ",".join(f"{width}:{activation}" for width, activation in layers)
 
 
-def atomic_network(n_inputs: int, layers: list[tuple[int, str]], generator: torch.Generator) -> nn.Sequential:
+#: Initial weight ranges: uniform in ±bound(fan_in), for weights and biases alike.
+WEIGHT_INITS = {
+    # aenet's (feedforward.f90, ff_random_init_weights): standard deviation 1/√(fan_in + 1), the bias
+    # counted as one more input. About √3 × PyTorch's, so tanh layers start in their non-linear range.
+    "aenet": lambda fan_in: (3.0 / (fan_in + 1)) ** 0.5,
+    # PyTorch's nn.Linear default: standard deviation 1/√(3·fan_in).
+    "pytorch": lambda fan_in: fan_in ** -0.5,
+}
+
+
+def atomic_network(n_inputs: int, layers: list[tuple[int, str]], generator: torch.Generator,
+                   weight_init: str = "aenet") -> nn.Sequential:
     """One species' network, float64, initialised from ``generator`` so weights depend only on the seed.
 
-    Weights are uniform in ±1/√fan_in (PyTorch's default range, drawn here from an explicit generator).
+    Weights and biases are uniform in ±bound (``WEIGHT_INITS[weight_init]``), drawn from an explicit generator.
     """
     modules: list[nn.Module] = []
     width_in = n_inputs
     for width, activation in layers + [(1, "linear")]:
         linear = nn.Linear(width_in, width, dtype=torch.float64)
-        bound = width_in ** -0.5
+        bound = WEIGHT_INITS[weight_init](width_in)
         with torch.no_grad():
             linear.weight.copy_(torch.rand(linear.weight.shape, generator=generator, dtype=torch.float64)
                                 * 2 * bound - bound)
@@ -56,11 +67,13 @@ def atomic_network(n_inputs: int, layers: list[tuple[int, str]], generator: torc
 class SpeciesNetworks(nn.Module):
     """One network per species; maps normalised features of atoms, grouped by species, to atomic outputs."""
 
-    def __init__(self, n_species: int, n_inputs: int, hidden: str = "15:tanh,15:tanh", seed: int = 0):
+    def __init__(self, n_species: int, n_inputs: int, hidden: str = "15:tanh,15:tanh", seed: int = 0,
+                 weight_init: str = "aenet"):
         super().__init__()
         self.layers = hidden_layers(hidden)
         generator = torch.Generator().manual_seed(seed)
-        self.nets = nn.ModuleList(atomic_network(n_inputs, self.layers, generator) for _ in range(n_species))
+        self.nets = nn.ModuleList(atomic_network(n_inputs, self.layers, generator, weight_init)
+                                  for _ in range(n_species))
 
     @property
     def hidden(self) -> str:

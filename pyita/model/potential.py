@@ -35,13 +35,13 @@ class Potential(nn.Module):
     """AtomsBatch in, per-structure total energies (eV) out; float64 throughout."""
 
     def __init__(self, descriptor: ChebyshevDescriptor, hidden: str = "15:tanh,15:tanh",
-                 reference_energies: dict[str, float] | None = None, seed: int = 0):
+                 reference_energies: dict[str, float] | None = None, seed: int = 0, weight_init: str = "aenet"):
         super().__init__()
         self.descriptor = descriptor
         self.species = tuple(descriptor.species)
         self.seed = seed
         n_species, n_features = len(self.species), descriptor.n_features
-        self.networks = SpeciesNetworks(n_species, n_features, hidden, seed)
+        self.networks = SpeciesNetworks(n_species, n_features, hidden, seed, weight_init)
         refs = reference_energies or {}
         self.register_buffer("reference", torch.tensor([float(refs.get(s, 0.0)) for s in self.species],
                                                        dtype=torch.float64))

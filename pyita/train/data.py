@@ -285,9 +285,16 @@ def _evaluate(potential, data: FeatureSet, forces: bool, create_graph: bool) -> 
     return result
 
 
-def fit_normalization(potential, structures: Sequence[Structure], features: Sequence[torch.Tensor]) -> None:
-    """Set the potential's feature (per species mean/std) and energy (per-atom mean/std) normalisation
-    from training data, as aenet scales its inputs and targets before training."""
+#: How the network output is scaled to per-atom cohesive energies (``fit_normalization``).
+ENERGY_NORMALIZATIONS = ("range", "std")
+
+
+def fit_normalization(potential, structures: Sequence[Structure], features: Sequence[torch.Tensor],
+                      energy: str = "range") -> None:
+    """Set the potential's feature (per species mean/std) and energy normalisation from training data, as
+    aenet scales its inputs and targets before training. ``energy = "range"`` is aenet's (trainset.f90,
+    ts_energy_norm_simple): shift = midpoint, scale = half the range of the per-atom cohesive energies, so
+    the targets lie in [−1, 1]; ``"std"``: their mean and standard deviation."""
     lookup = {s: k for k, s in enumerate(potential.species)}
     raw = torch.cat(list(features)).to(potential.device)
     species_index = torch.tensor([lookup[sym] for s in structures for sym in s.symbols], device=raw.device)
@@ -302,5 +309,10 @@ def fit_normalization(potential, structures: Sequence[Structure], features: Sequ
                                                      torch.ones_like(std))
         references = potential.reference_energies()
         per_atom = torch.tensor([cohesive_per_atom(s, references) for s in structures], dtype=torch.float64)
-        potential.energy_shift.fill_(float(per_atom.mean()))
-        potential.energy_scale.fill_(max(float(per_atom.std(unbiased=False)) if len(per_atom) > 1 else 0.0, 1e-4))
+        if energy == "range":
+            low, high = float(per_atom.min()), float(per_atom.max())
+            shift, scale = (high + low) / 2, (high - low) / 2
+        else:
+            shift, scale = float(per_atom.mean()), float(per_atom.std(unbiased=False)) if len(per_atom) > 1 else 0.0
+        potential.energy_shift.fill_(shift)
+        potential.energy_scale.fill_(max(scale, 1e-4))

@@ -115,7 +115,7 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     if start is None:
         init_seed = settings.seed if settings.init_seed is None else settings.init_seed
         start = Potential(ChebyshevDescriptor(species, **settings.descriptor), settings.hidden, reference_energies,
-                          seed=init_seed)
+                          seed=init_seed, weight_init=settings.weight_init)
     potential = start.to(device)
     descriptor = potential.descriptor
 
@@ -129,7 +129,7 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     val_features = features[len(train):len(train) + len(validation)]
     test_features = features[len(train) + len(validation):]
     if settings.initial_networks is None:   # initial networks keep the normalisation they were trained with
-        fit_normalization(potential, train, train_features)
+        fit_normalization(potential, train, train_features, settings.energy_normalization)
 
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}

@@ -20,10 +20,10 @@ import torch
 
 from pyita import __version__
 from pyita.errors import PyitaError, SettingError
-from pyita.model.network import hidden_layers
+from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.potential import atomic_torch_save, load_potential
 from pyita.progress import progress_bar
-from pyita.train.data import FeatureSet, Outputs, evaluate
+from pyita.train.data import ENERGY_NORMALIZATIONS, FeatureSet, Outputs, evaluate
 from pyita.train.metrics import per_atom_energy_errors, summarize
 from pyita.io.aenet_inputs import ChebyshevSetup
 
@@ -57,6 +57,11 @@ class TrainSettings:
     batch_size: int = 32
     learning_rate: float = 1e-3
     lbfgs_history: int = 100
+    #: Initial weight range: "aenet" (its train.x's) or "pytorch" (nn.Linear's default); see WEIGHT_INITS.
+    weight_init: str = "aenet"
+    #: Energy normalisation of the network output: "range" (aenet's: midpoint and half-range of the training
+    #: set's per-atom cohesive energies) or "std" (their mean and standard deviation).
+    energy_normalization: str = "range"
     patience: int | None = None
     seed: int = 0
     #: Seed of the initial weights alone (None: ``seed``); batches, splits and augmentation keep ``seed``.
@@ -84,6 +89,11 @@ class TrainSettings:
             raise PyitaError("force, derived-structure and parent–child weights must be ≥ 0")
         if self.batch_size < 1 or not self.learning_rate > 0:
             raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
+        if self.weight_init not in WEIGHT_INITS:
+            raise SettingError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {self.weight_init!r}")
+        if self.energy_normalization not in ENERGY_NORMALIZATIONS:
+            raise SettingError(f"energy_normalization must be one of {', '.join(ENERGY_NORMALIZATIONS)}, got "
+                               f"{self.energy_normalization!r}")
         if self.patience is not None and self.patience < 1:
             raise PyitaError(f"patience must be ≥ 1 epoch, got {self.patience}")
         if self.on_the_fly and not self.augment_a > 0:
