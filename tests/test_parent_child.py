@@ -97,3 +97,34 @@ def test_parent_child_training_lowers_the_force_error():
     base_force = np.abs(base.force_errors).mean()
     pc_force = np.abs(pc.force_errors).mean()
     assert pc_force < 0.97 * base_force, (pc_force, base_force)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 7])
+def test_mini_batches_keep_every_parent_with_its_children(family, batch_size):
+    """Adam's batches hold whole parent groups, so the parent–child loss over the batches, each weighted by
+    its share of the pairs, is the full-batch loss; every structure is in exactly one batch."""
+    _, data, potential = family
+    loss = ParentChildLoss.for_data(data, weight=1.0)
+    full = float(loss(evaluate(potential, data), data))
+    n_pairs = len(ParentChildLoss.pairs(data)[0])
+    for seed in range(5):
+        batches = data.batches(batch_size, torch.Generator().manual_seed(seed))
+        assert sorted(torch.cat(batches).tolist()) == list(range(len(data)))
+        total, pairs = 0.0, 0
+        for indices in batches:
+            batch = data.subset(indices)
+            n = len(ParentChildLoss.pairs(batch)[0])
+            pairs += n
+            total += n * float(loss(evaluate(potential, batch), batch))
+            assert len(indices) <= max(batch_size, 3)   # a group of 3 (parent + 2 children) may stand alone
+        assert pairs == n_pairs
+        assert total / n_pairs == pytest.approx(full, rel=1e-12)
+
+
+def test_without_derived_structures_batches_are_a_plain_shuffle(family):
+    structures, _, potential = family
+    originals = structures[:3]
+    data = FeatureSet.build(originals, featurize(potential.descriptor, originals), potential)
+    batches = data.batches(2, torch.Generator().manual_seed(11))
+    assert [b.tolist() for b in batches] == [t.tolist() for t in torch.randperm(3, generator=torch.Generator()
+                                                                                 .manual_seed(11)).split(2)]

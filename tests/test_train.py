@@ -210,6 +210,31 @@ def test_direct_force_training_lowers_force_errors():
     assert "train_force_rmse" in with_forces.history[-1]
 
 
+def test_force_fraction_uses_a_seeded_share_of_the_structures():
+    """Only the chosen share has Jacobians (and so enters the force term), the same share for the same seed,
+    another for another seed; the term's scale is the RMS force of exactly that share."""
+    from pyita.train.fit import _force_training
+
+    structures = emt_structures(20)
+    descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
+    chosen = {}
+    for seed in (0, 0, 1):
+        loss, jac = _force_training(descriptor, structures, [], 1.0, "cpu", fraction=0.25, seed=seed)
+        members = sorted(int(k) for idx, _ in jac["train"].groups.values() for k in idx)
+        chosen.setdefault(seed, []).append(members)
+        reference = np.concatenate([structures[k].forces.ravel() for k in members])
+        assert len(members) == 5 and loss.scale == pytest.approx(np.sqrt(np.mean(reference ** 2)), rel=1e-12)
+    assert chosen[0][0] == chosen[0][1] != chosen[1][0]
+    _, everything = _force_training(descriptor, structures, [], 1.0, "cpu")
+    assert sum(len(idx) for idx, _ in everything["train"].groups.values()) == 20
+    result = train(structures, settings=TrainSettings(iterations=2, force_weight=1.0, force_fraction=0.25, **FAST),
+                   use_cache=False)
+    assert "train_force_rmse" in result.history[-1]
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(PyitaError, match=r"force fraction must be in \(0, 1\]"):
+            TrainSettings(force_weight=1.0, force_fraction=bad)
+
+
 @pytest.mark.parametrize("method", ["lbfgs", "adam"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     structures = emt_structures(12)

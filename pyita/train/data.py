@@ -228,6 +228,32 @@ class FeatureSet:
                 sub.jacobians[n] = (local, sub._atoms_of(local, n), jac[keep])
         return sub
 
+    def batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """Mini-batches of structure indices in a random order, a parent always in the same batch as its
+        derived structures (so the parent–child term sees every pair): whole parent groups, shuffled, are
+        taken until the next would overfill the batch (a group larger than ``batch_size`` is a batch of its
+        own). Without derived structures this is a plain shuffle into ``batch_size`` pieces."""
+        n = len(self)
+        group = torch.where(self.parent >= 0, self.parent, torch.arange(n, device=self.parent.device))
+        order = torch.randperm(n, generator=generator).to(group.device)   # the groups' order: their roots'
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n, device=order.device)
+        members = torch.argsort(rank[group] * n + rank, stable=True)    # group by group, members in order
+        sizes = torch.bincount(group, minlength=n)[group[members]]
+        starts = torch.ones(n, dtype=torch.bool, device=group.device)
+        starts[1:] = group[members][1:] != group[members][:-1]
+        batches, current, filled = [], [], 0
+        for k in torch.nonzero(starts).squeeze(1).tolist():
+            size = int(sizes[k])
+            if current and filled + size > batch_size:
+                batches.append(torch.cat(current))
+                current, filled = [], 0
+            current.append(members[k:k + size])
+            filled += size
+        if current:
+            batches.append(torch.cat(current))
+        return batches
+
     def concat(self, other: "FeatureSet") -> "FeatureSet":
         """This set followed by ``other``, whose parent links point into this set (freshly derived
         structures of this set's originals, built with ``parents=``)."""

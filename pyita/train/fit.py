@@ -134,7 +134,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}
     if settings.force_weight > 0:
-        force_loss, jac = _force_training(descriptor, train, validation, settings.force_weight, device)
+        force_loss, jac = _force_training(descriptor, train, validation, settings.force_weight, device,
+                                          settings.force_fraction, settings.seed)
         losses.append(force_loss)
     train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.derived_weight),
                                  jac.get("train"))
@@ -197,13 +198,20 @@ def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChi
                          "(augment, or give the augmented data with its parents)") from None
 
 
-def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device):
+def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device,
+                    fraction: float = 1.0, seed: int = 0):
     """The force loss term, and descriptor Jacobians of the structures with force labels (after checking
-    that they fit in memory: N²·F·3 float64 numbers per structure)."""
+    that they fit in memory: N²·F·3 float64 numbers per structure). With ``fraction`` < 1 the term uses a
+    seeded random share of the training structures with forces (at least one), and only those need
+    Jacobians; the validation set keeps all of its own."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
         raise PyitaError("force training needs training structures with force labels")
+    if fraction < 1:
+        chosen = np.random.default_rng([seed, 7]).permutation(len(with_forces["train"]))
+        keep = max(1, int(round(fraction * len(chosen))))
+        with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
     need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor.n_features)
                for name, data in (("train", train), ("val", validation)))
     free = _available_memory()

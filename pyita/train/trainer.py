@@ -52,6 +52,8 @@ class TrainSettings:
     #: None: DEFAULT_HIDDEN, or the initial networks' layers.
     hidden: str | None = None
     force_weight: float = 0.0
+    #: Share of the training structures with forces that the force term uses (seeded choice; 1: all).
+    force_fraction: float = 1.0
     derived_weight: float = 1.0
     parent_child_weight: float = 0.0
     batch_size: int = 32
@@ -87,6 +89,8 @@ class TrainSettings:
             raise PyitaError(f"iterations must be a positive integer, got {self.iterations}")
         if not self.force_weight >= 0 or not self.derived_weight >= 0 or not self.parent_child_weight >= 0:
             raise PyitaError("force, derived-structure and parent–child weights must be ≥ 0")
+        if not 0 < self.force_fraction <= 1:
+            raise SettingError(f"force fraction must be in (0, 1], got {self.force_fraction}")
         if self.batch_size < 1 or not self.learning_rate > 0:
             raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
         if self.weight_init not in WEIGHT_INITS:
@@ -234,9 +238,8 @@ class Trainer:
             self.optimizer.step(self._lbfgs_closure(data))
             return
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(data), generator=generator).to(data.n_atoms.device)
-        for start in range(0, len(data), self.settings.batch_size):
-            batch = data.subset(order[start:start + self.settings.batch_size])
+        for indices in data.batches(self.settings.batch_size, generator):
+            batch = data.subset(indices)
             self.optimizer.zero_grad()
             self.loss(batch)[0].backward()
             self.optimizer.step()
