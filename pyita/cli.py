@@ -307,7 +307,7 @@ def predict(
 def experiment(
     config_file: Optional[Path] = typer.Argument(None, metavar="[CONFIG]", help="Experiment TOML file."),
     preset: Optional[str] = typer.Option(None, help="quick | aa | seed-500 | seed-full | powered | crossover | "
-                                                    "versus-aenet."),
+                                                    "versus-aenet | force-budget."),
     out: Path = typer.Option(Path("experiment"), "--out", "-o", help="Output folder."),
     resume: bool = typer.Option(False, help="Continue an interrupted experiment in --out."),
     data: Optional[str] = typer.Option(None, help="Override the config's data."),

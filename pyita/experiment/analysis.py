@@ -132,5 +132,5 @@ def plain_groups(tests: list[dict]) -> list[tuple[str, str, int, list[str]]]:
 
 def plain_summary(tests: list[dict]) -> list[str]:
     """One plain-language line per condition, its metrics separated by " | " (see :func:`plain_groups`)."""
-    return [f"{name} (vs {base}, {n} trials): " + " | ".join(clauses)
+    return [f"{name} (vs {base}, {n} trial{'s' if n != 1 else ''}): " + " | ".join(clauses)
             for name, base, n, clauses in plain_groups(tests)]

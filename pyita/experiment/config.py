@@ -22,7 +22,8 @@ from pathlib import Path
 from pyita.backends import BACKENDS
 from pyita.errors import InputError
 
-PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet")
+PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
+           "force-budget")
 _EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
                     "reference_energies", "backend", "aenet_bin", "workers", "scheduler", "description"}
 _PATH_KEYS = ("data", "aenet_bin")

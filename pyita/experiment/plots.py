@@ -63,6 +63,14 @@ def per_trial(config, table: list[dict], out: Path) -> list[Path]:
     return _save(fig, out, "per_trial")
 
 
+#: Per-epoch history keys of the backends (embedded, aenet) for the same quantity.
+_HISTORY_KEYS = {"train_mae": ("train_mae", "train_energy_mae"), "test_mae": ("test_mae", "test_energy_mae")}
+
+
+def _history_value(row: dict, key: str):
+    return next((row[k] for k in _HISTORY_KEYS[key] if k in row), None)
+
+
 def learning_curves(config, results, out: Path) -> list[Path]:
     """Median over trials of the per-epoch train and test energy MAE, per condition."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -74,8 +82,9 @@ def learning_curves(config, results, out: Path) -> list[Path]:
         length = min(len(h) for h in histories)
         epochs = [h["epoch"] for h in histories[0][:length]]
         for key, style in (("train_mae", "--"), ("test_mae", "-")):
-            if key in histories[0][0]:
-                values = np.median([[h[i][key] for i in range(length)] for h in histories], axis=0)
+            if _history_value(histories[0][0], key) is not None:
+                values = np.median([[_history_value(h[i], key) for i in range(length)] for h in histories],
+                                   axis=0)
                 ax.plot(epochs, values, style, color=f"C{k}",
                         label=f"{condition.name} ({key.split('_')[0]})")
     ax.set_xlabel("epoch")
@@ -118,11 +127,7 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
     """Test errors against the model's own training error, one line per condition family over training
     lengths, with the Taylor signal δ·|F|/N as vertical lines: augmentation can only pay to the left of
     its line, where the model's error is smaller than what a derived label adds."""
-    import re
-
-    families: dict[str, list[str]] = {}
-    for condition in config.conditions:
-        families.setdefault(re.sub(r" it=\d+$", "", condition.name), []).append(condition.name)
+    families = _length_families(config)
     if not any(len(names) > 1 for names in families.values()):
         return []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -133,7 +138,7 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
             runs = [r for (t, n), r in results.items() if n == name and r.summary["history"]]
             if not runs:
                 continue
-            xs.append(np.mean([r.summary["history"][-1]["train_mae"] for r in runs]))
+            xs.append(np.mean([_history_value(r.summary["history"][-1], "train_mae") for r in runs]))
             ye.append(np.mean([row["energy_mae"] for row in table if row["condition"] == name]))
             yf.append(np.mean([row["force_mae"] for row in table if row["condition"] == name]))
             for r in runs:
@@ -154,6 +159,39 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
         ax.invert_xaxis()
     axes[0].legend(fontsize=7)
     return _save(fig, out, "crossover")
+
+
+def _length_families(config) -> dict[str, list[str]]:
+    """Conditions grouped by what they are apart from their training length (the " it=N" of a sweep)."""
+    import re
+
+    families: dict[str, list[str]] = {}
+    for condition in config.conditions:
+        families.setdefault(re.sub(r" it=\d+$", "", condition.name), []).append(condition.name)
+    return families
+
+
+def budget(config, table: list[dict], out: Path) -> list[Path]:
+    """Test errors against the mean training wall time, one line per condition family over training
+    lengths: which approach is best for a given compute budget (e.g. force fractions against the parent–child
+    loss and absolute augmentation)."""
+    families = _length_families(config)
+    if not any(len(names) > 1 for names in families.values()):
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for k, (family, names) in enumerate(families.items()):
+        rows = [row for name in names for row in table if row["condition"] == name and row["trials"]]
+        rows.sort(key=lambda row: row["seconds_mean"])
+        for ax, key in ((axes[0], "energy_mae"), (axes[1], "force_mae")):
+            ax.plot([row["seconds_mean"] for row in rows], [row[key] for row in rows], "o-", color=f"C{k}",
+                    label=family)
+    for ax, label in ((axes[0], "test energy MAE (meV/atom)"), (axes[1], "test force MAE (eV/Å)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training wall time per run (s, mean over trials)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    return _save(fig, out, "budget")
 
 
 def effects(tests: list[dict], out: Path) -> list[Path]:

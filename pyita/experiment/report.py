@@ -85,6 +85,7 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
         figure_files += plots.learning_curves(config, results, figures)
         figure_files += plots.sweep(config, trials_table, figures)
         figure_files += plots.crossover(config, results, trials_table, figures)
+        figure_files += plots.budget(config, conditions, figures)
     _write_csv(out / "per_trial.csv", trials_table)
     _write_csv(out / "conditions.csv", conditions)
     _write_csv(out / "comparisons.csv", tests)
@@ -114,6 +115,8 @@ FIGURES = {
     "sweep": ("Sweep over a and δ", "Energy MAE against a and against δ (mean ± SD over trials)."),
     "crossover": ("Crossover", "Test errors against the model's own training error, with the Taylor signal "
                   "δ·|F|/N as vertical lines."),
+    "budget": ("Compute budget", "Test errors against the mean training wall time per run, one line per "
+               "condition over its training lengths."),
 }
 
 
@@ -143,7 +146,7 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
                   "the 95 % paired t interval over the trials to exclude zero. Δ is condition − baseline as a "
                   "percentage of the baseline MAE (negative = lower error = better).", ""]
         for name, base, trials, clauses in plain_groups(tests):
-            lines += [f"- **{_md(name)}** (vs {_md(base)}, {trials} trials)"]
+            lines += [f"- **{_md(name)}** (vs {_md(base)}, {trials} trial{'s' if trials != 1 else ''})"]
             lines += [f"  - {_md(clause)}" for clause in clauses]
     else:
         lines += ["No comparison yet: no trial has finished for every condition."]
