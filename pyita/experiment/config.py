@@ -70,10 +70,9 @@ class ExperimentConfig:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset`` and ``backend``, ``aenet_bin`` and ``left_out`` only
-        when set, so
-        the record (experiment.json) of an experiment without them reads as before and ``--resume`` still
-        recognises it."""
+        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin`` and ``left_out``,
+        only when set, so the record (experiment.json) of an experiment without them reads as before and
+        ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):

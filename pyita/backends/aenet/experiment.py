@@ -167,6 +167,7 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
     result = train_and_evaluate_aenet(list(parents) + list(derived), list(test), settings, run,
                                       aenet_bin=aenet_bin)
     rows = result["energy_errors"]
+    last = result["history"][-1] if result["history"] else {}
     if not kept:
         shutil.rmtree(run.parent, ignore_errors=True)
     return ConditionResult(
@@ -174,6 +175,6 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
         n_atoms=np.array([r["n_atoms"] for r in rows]),
         force_errors=np.array([r["F_pred"] - r["F_ref"] for r in result["force_errors"]]),
         history=jsonable(result["history"]), seconds=time.perf_counter() - start,
-        train_energy_mae=result["history"][-1]["train_energy_mae"] if result["history"] else float("nan"),
-        train_energy_rmse=result["history"][-1]["train_energy_rmse"] if result["history"] else float("nan"),
+        train_energy_mae=last.get("train_energy_mae", float("nan")),
+        train_energy_rmse=last.get("train_energy_rmse", float("nan")),
         rundir=str(run) if kept else None)
