@@ -54,8 +54,10 @@ def supercells(count: int, reps: tuple[int, int, int]):
 def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, threads: int) -> dict:
     import torch
 
+    from pyita.descriptors import ChebyshevDescriptor
     from pyita.errors import PyitaError
     from pyita.train.fit import train
+    from pyita.train.jacobian import jacobian_bytes
     from pyita.train.trainer import TrainSettings
 
     torch.set_num_threads(threads)
@@ -67,6 +69,9 @@ def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, thr
     row = {"part": part, "reps": "x".join(map(str, reps)), "atoms_per_cell": len(structures[0]),
            "structures": len(structures), "atoms": sum(len(s) for s in structures), "epochs": epochs}
     settings = TrainSettings(iterations=epochs, device="cpu", seed=0, **PARTS[part])
+    if settings.force_weight > 0:   # what the stored Jacobians of the force-trained share take
+        per_structure = jacobian_bytes(structures, ChebyshevDescriptor(tuple(TYPES))) / len(structures)
+        row["jacobian_gib"] = per_structure * max(1, round(settings.force_fraction * len(structures))) / 2**30
     start = time.perf_counter()
     try:
         result = train(structures, settings=settings, reference_energies=TYPES, use_cache=False)
@@ -134,7 +139,8 @@ def main() -> None:
             timing = (f"{row['seconds_per_epoch']:.3f} s/epoch, setup {row['setup_seconds']:.1f} s"
                       if "seconds_per_epoch" in row else f"refused: {row['refused'][:90]}")
             print(f"{reps:>6} {row.get('atoms_per_cell', '?'):>4} atoms/cell {part:>13}: {timing}, peak RSS "
-                  f"{row.get('peak_rss_gib', float('nan')):.2f} GiB", flush=True)
+                  f"{row.get('peak_rss_gib', float('nan')):.2f} GiB"
+                  + (f", Jacobians {row['jacobian_gib']:.2f} GiB" if "jacobian_gib" in row else ""), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"pyita_version": __version__, "structures": args.structures,
                                         "epochs": args.epochs, "threads": args.threads, "rows": rows}, indent=1) + "\n")

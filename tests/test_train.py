@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from ase.build import bulk
 import pytest
 import torch
 
@@ -18,7 +19,8 @@ from pyita.train.cache import cached_features, structure_key
 from pyita.reference import fit_reference_energies
 from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_groups,
                               split_by_parent, take)
-from pyita.train.jacobian import DescriptorJacobians
+from pyita.structure import Structure
+from pyita.train.jacobian import descriptor_jacobians
 from pyita.train.losses import ForceLoss
 from pyita.train.trainer import TrainSettings
 from test_model import small_potential
@@ -45,6 +47,20 @@ def autograd_jacobian(descriptor, structure) -> torch.Tensor:
     return jac.reshape(n * descriptor.n_features, n * 3)
 
 
+def dense_jacobians(jacobians, structures, n_features) -> list[torch.Tensor]:
+    """The stored blocks laid out as one dense (N·F, N·3) Jacobian per structure (zeros where none stored)."""
+    sizes = [len(s) for s in structures]
+    start = np.cumsum([0] + sizes)
+    owner = np.repeat(np.arange(len(structures)), sizes)
+    dense = [torch.zeros(n, n_features, n, 3, dtype=torch.float64) for n in sizes]
+    for rows, cols, blocks in jacobians.parts:
+        for a, k, block in zip(rows.tolist(), cols.tolist(), blocks):
+            m = owner[a]
+            assert owner[k] == m, "a block links atoms of two structures"
+            dense[m][a - start[m], :, k - start[m]] += block
+    return [d.reshape(n * n_features, n * 3) for d, n in zip(dense, sizes)]
+
+
 @pytest.mark.parametrize("species", [("Cu", "Au"), ("Cu",), ("C", "H", "O")])
 def test_stored_jacobians_equal_autograd_through_the_descriptor(species):
     if species == ("Cu",):
@@ -56,11 +72,56 @@ def test_stored_jacobians_equal_autograd_through_the_descriptor(species):
     # Small cells (each atom sees many images of every other atom), also with TiO2-sized cutoffs.
     for settings, some in ((SMALL_DESCRIPTOR, structures), ({}, structures[-1:])):
         descriptor = ChebyshevDescriptor(species, **settings)
-        jacobians = DescriptorJacobians(descriptor, some)
-        for idx, jac in jacobians.groups.values():
-            for row, k in enumerate(idx.tolist()):
-                expected = autograd_jacobian(descriptor, some[k])
-                torch.testing.assert_close(jac[row], expected, rtol=0, atol=1e-10 * (1 + expected.abs().max()))
+        jacobians = descriptor_jacobians(descriptor, some)
+        assert jacobians.atoms.tolist() == list(range(sum(len(s) for s in some)))
+        for got, structure in zip(dense_jacobians(jacobians, some, descriptor.n_features), some):
+            expected = autograd_jacobian(descriptor, structure)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-10 * (1 + expected.abs().max()))
+
+
+def large_triclinic_cell(repeat=(5, 5, 3), seed=3) -> Structure:
+    """A rattled, sheared fcc cell of 4·Π(repeat) atoms (Cu with some Au), some atoms moved whole lattice
+    vectors outside the cell."""
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
+    atoms.set_cell(atoms.cell.array @ np.array([[1, 0.08, 0.03], [0, 1, -0.05], [0, 0, 1]]), scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    symbols = atoms.get_chemical_symbols()
+    for k in rng.choice(len(atoms), len(atoms) // 7, replace=False):
+        symbols[k] = "Au"
+    outside = rng.choice(len(atoms), len(atoms) // 5, replace=False)
+    positions = atoms.positions.copy()
+    positions[outside] += rng.integers(-2, 3, (len(outside), 3)) @ atoms.cell.array
+    return Structure(symbols, positions, atoms.cell.array, energy=0.0)
+
+
+def test_jacobian_products_equal_autograd_on_cells_of_2_to_300_atoms():
+    """Forces Jᵀv and the force loss's backward product J g through the stored blocks equal reverse- and
+    forward-mode autograd through the descriptor, for a 2-atom cell and a triclinic 300-atom cell with atoms
+    outside it; blocks grow linearly with the atoms (fixed density), not as N²."""
+    two = Structure(["Cu", "Au"], [[0.1, 0.2, 0.0], [1.9, 1.7, 0.2]], 3.7 * np.eye(3), energy=0.0)
+    big = large_triclinic_cell()
+    assert len(big) == 300
+    descriptor = ChebyshevDescriptor(("Cu", "Au"), radial_rc=6.0, radial_n=8, angular_rc=4.5, angular_n=3)
+    structures = [two, big]
+    jacobians = descriptor_jacobians(descriptor, structures)
+    batch = make_batch(structures, descriptor.species, descriptor.cutoff)
+    generator = torch.Generator().manual_seed(0)
+    v = torch.randn(len(batch.positions), descriptor.n_features, generator=generator, dtype=torch.float64)
+    g = torch.randn(len(batch.positions), 3, generator=generator, dtype=torch.float64)
+    positions = batch.positions.clone().requires_grad_(True)
+    expected_forces, = torch.autograd.grad(-(descriptor(replace(batch, positions=positions)) * v).sum(), positions)
+    _, expected_jg = torch.func.jvp(lambda p: descriptor(replace(batch, positions=p)), (batch.positions,), (g,))
+    v_ = v.clone().requires_grad_(True)
+    forces = jacobians.forces(v_)
+    got_jg, = torch.autograd.grad(forces, v_, grad_outputs=-g)
+    torch.testing.assert_close(forces, expected_forces, rtol=0, atol=1e-10 * float(expected_forces.abs().max()))
+    torch.testing.assert_close(got_jg, expected_jg, rtol=0, atol=1e-10 * float(expected_jg.abs().max()))
+    # Linear memory: the big cell stores N × (its neighbours + 1) blocks, far fewer than N².
+    from pyita.train.jacobian import block_count
+    neighbours = torch.bincount(torch.cat([batch.pair_i, batch.pair_j]), minlength=len(batch.positions))
+    assert block_count(big, descriptor) <= int(neighbours[2:].sum()) + len(big) < 0.5 * len(big) ** 2
+    assert sum(len(rows) for rows, _, _ in jacobians.parts) == block_count(two, descriptor) + block_count(big, descriptor)
 
 
 def test_forces_through_jacobians_equal_potential_forces_and_force_loss_gradient_is_right():
@@ -68,14 +129,12 @@ def test_forces_through_jacobians_equal_potential_forces_and_force_loss_gradient
     structures = emt_structures(3) + emt_structures(2, seed=5, atoms_per_cell=8)
     descriptor = potential.descriptor
     features = [descriptor(make_batch([s], potential.species, descriptor.cutoff)).detach() for s in structures]
-    data = FeatureSet.build(structures, features, potential, jacobians=DescriptorJacobians(descriptor, structures))
+    data = FeatureSet.build(structures, features, potential, jacobians=descriptor_jacobians(descriptor, structures))
     outputs = evaluate(potential, data, forces=True)
     batch = make_batch(structures, potential.species, descriptor.cutoff)
     energies, forces, _ = potential.energy_and_derivatives(batch)
     torch.testing.assert_close(outputs.energies, energies, rtol=0, atol=1e-10)
-    for n, predicted in outputs.forces.items():
-        idx, atoms, _ = data.jacobians[n]
-        torch.testing.assert_close(predicted, forces[atoms], rtol=0, atol=1e-10)
+    torch.testing.assert_close(outputs.forces, forces[data.jacobians.atoms], rtol=0, atol=1e-10)
     # The force loss must be differentiable in the weights through the stored Jacobians.
     loss_term = ForceLoss(scale=0.7, weight=2.0)
     weight = potential.networks.nets[0][0].weight
@@ -220,13 +279,13 @@ def test_force_fraction_uses_a_seeded_share_of_the_structures():
     chosen = {}
     for seed in (0, 0, 1):
         loss, jac = _force_training(descriptor, structures, [], 1.0, "cpu", fraction=0.25, seed=seed)
-        members = sorted(int(k) for idx, _ in jac["train"].groups.values() for k in idx)
+        members = jac["train"].structures.tolist()
         chosen.setdefault(seed, []).append(members)
         reference = np.concatenate([structures[k].forces.ravel() for k in members])
         assert len(members) == 5 and loss.scale == pytest.approx(np.sqrt(np.mean(reference ** 2)), rel=1e-12)
     assert chosen[0][0] == chosen[0][1] != chosen[1][0]
     _, everything = _force_training(descriptor, structures, [], 1.0, "cpu")
-    assert sum(len(idx) for idx, _ in everything["train"].groups.values()) == 20
+    assert everything["train"].structures.tolist() == list(range(20))
     result = train(structures, settings=TrainSettings(iterations=2, force_weight=1.0, force_fraction=0.25, **FAST),
                    use_cache=False)
     assert "train_force_rmse" in result.history[-1]

@@ -17,6 +17,7 @@ import torch
 from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, total_energy
 from pyita.structure import Structure, close_atoms, first_report, link_parents, warn_close_atoms
+from pyita.train.jacobian import ForceJacobians
 
 
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
@@ -129,8 +130,7 @@ class FeatureSet:
     """Structures as tensors on one device, with features already normalised for a given potential.
 
     ``energy`` holds total energies (eV); ``forces`` NaN rows where a structure has no force labels;
-    ``jacobians`` maps an atom count N to (structure indices, atom indices (B_N, N), dG/dR (B_N, N·F, N·3))
-    for structures trained on forces. ``parent`` is the index (in this set) of a derived structure's
+    ``jacobians`` the stored dG/dR of the structures trained on forces (or None). ``parent`` is the index (in this set) of a derived structure's
     parent, or −1: the link a parent–child loss needs.
     """
 
@@ -144,7 +144,7 @@ class FeatureSet:
     forces: torch.Tensor
     derived: torch.Tensor
     parent: torch.Tensor
-    jacobians: dict = field(default_factory=dict)
+    jacobians: ForceJacobians | None = None
 
     def __post_init__(self) -> None:
         counts = self.n_atoms
@@ -196,12 +196,8 @@ class FeatureSet:
             derived=torch.tensor([s.is_derived for s in structures], device=device),
             parent=torch.tensor(list(parents), dtype=torch.long, device=device),
         )
-        if jacobians is not None:
-            data.jacobians = {n: (idx, data._atoms_of(idx, n), j) for n, (idx, j) in jacobians.groups.items()}
+        data.jacobians = jacobians
         return data
-
-    def _atoms_of(self, structure_indices: torch.Tensor, n: int) -> torch.Tensor:
-        return self.atom_start[structure_indices].unsqueeze(1) + torch.arange(n, device=self.n_atoms.device)
 
     def subset(self, indices: torch.Tensor) -> "FeatureSet":
         """The structures ``indices`` (a mini-batch); parents outside the subset become −1."""
@@ -221,11 +217,10 @@ class FeatureSet:
             energy=self.energy[indices], weight=self.weight[indices], forces=self.forces[atoms],
             derived=self.derived[indices],
             parent=torch.where(parent >= 0, new_position[parent.clamp(min=0)], parent))
-        for n, (idx, _, jac) in self.jacobians.items():
-            keep = torch.nonzero(new_position[idx] >= 0).squeeze(1)
-            if len(keep):
-                local = new_position[idx[keep]]
-                sub.jacobians[n] = (local, sub._atoms_of(local, n), jac[keep])
+        if self.jacobians is not None:
+            new_atom = torch.full((len(self.inputs),), -1, dtype=torch.long, device=indices.device)
+            new_atom[atoms] = torch.arange(len(atoms), device=indices.device)
+            sub.jacobians = self.jacobians.renumber(new_position, new_atom)
         return sub
 
     def batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -262,20 +257,20 @@ class FeatureSet:
                                for name in ("inputs", "species_index", "n_atoms", "reference_sum", "energy",
                                             "weight", "forces", "derived", "parent")},
                             structure_index=torch.cat([self.structure_index, other.structure_index + shift]))
-        joined.jacobians = dict(self.jacobians)
-        for n, (idx, _, jac) in other.jacobians.items():
-            if n in joined.jacobians:
-                raise ValueError("concat supports force Jacobians from one side only")
-            joined.jacobians[n] = (idx + shift, joined._atoms_of(idx + shift, n), jac)
+        shifted = other.jacobians and other.jacobians.renumber(
+            torch.arange(len(other), device=other.n_atoms.device) + shift,
+            torch.arange(len(other.inputs), device=other.n_atoms.device) + len(self.inputs))
+        joined.jacobians = (shifted if self.jacobians is None else self.jacobians if shifted is None
+                            else self.jacobians.joined(shifted))
         return joined
 
 
 @dataclass
 class Outputs:
-    """Predicted total energies (B,), and forces per Jacobian group (N → (B_N, N, 3)) when asked."""
+    """Predicted total energies (B,), and the forces on the atoms of ``data.jacobians`` when asked."""
 
     energies: torch.Tensor
-    forces: dict = field(default_factory=dict)
+    forces: torch.Tensor | None = None
 
 
 def evaluate(potential, data: FeatureSet, forces: bool = False, create_graph: bool = False) -> Outputs:
@@ -299,15 +294,13 @@ def _evaluate(potential, data: FeatureSet, forces: bool, create_graph: bool) -> 
             summed = summed.index_add(0, owner, potential.networks.nets[k](x).squeeze(1))
     energies = data.reference_sum + potential.energy_shift * data.n_atoms + potential.energy_scale * summed
     result = Outputs(energies)
-    if forces and data.jacobians:
+    if forces and data.jacobians is not None:
         grads = torch.autograd.grad(summed.sum(), inputs, create_graph=create_graph, allow_unused=True)
         v = data.inputs.new_zeros(data.inputs.shape)
         for k, ((rows, _, _), g) in enumerate(zip(data.by_species, grads)):
             if g is not None:
                 v = v.index_copy(0, rows, potential.energy_scale * g / potential.feature_scale[k])
-        for n, (idx, atoms, jac) in data.jacobians.items():
-            per_structure = v[atoms].reshape(len(idx), 1, -1)
-            result.forces[n] = -torch.bmm(per_structure, jac).view(len(idx), n, 3)
+        result.forces = data.jacobians.forces(v)
     return result
 
 

@@ -24,7 +24,7 @@ from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
-from pyita.train.jacobian import DescriptorJacobians, jacobian_bytes
+from pyita.train.jacobian import descriptor_jacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer, TrainSettings
 
@@ -201,7 +201,7 @@ def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChi
 def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device,
                     fraction: float = 1.0, seed: int = 0):
     """The force loss term, and descriptor Jacobians of the structures with force labels (after checking
-    that they fit in memory: N²·F·3 float64 numbers per structure). With ``fraction`` < 1 the term uses a
+    that they fit in memory: F·3 float64 numbers per linked atom pair). With ``fraction`` < 1 the term uses a
     seeded random share of the training structures with forces (at least one), and only those need
     Jacobians; the validation set keeps all of its own."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
@@ -212,14 +212,15 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
         chosen = np.random.default_rng([seed, 7]).permutation(len(with_forces["train"]))
         keep = max(1, int(round(fraction * len(chosen))))
         with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
-    need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor.n_features)
+    need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor)
                for name, data in (("train", train), ("val", validation)))
     free = _available_memory()
     if free is not None and need > 0.8 * free:
         raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but "
-                         f"only {free / 2**30:.1f} GiB is free; train on fewer or smaller structures")
+                         f"only {free / 2**30:.1f} GiB is free; use a force fraction below 1 "
+                         f"(--force-fraction {max(0.01, 0.5 * free / need):.2g} fits), or fewer structures")
     reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
-    jacobians = {name: DescriptorJacobians(descriptor, data, only=with_forces[name], device=device)
+    jacobians = {name: descriptor_jacobians(descriptor, data, only=with_forces[name], device=device)
                  for name, data in (("train", train), ("val", validation)) if with_forces[name]}
     return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, weight), jacobians
 

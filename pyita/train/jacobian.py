@@ -1,12 +1,14 @@
 r"""Exact descriptor Jacobians dG/dR, computed once, so that direct force training needs no descriptor calls.
 
 For a fixed structure, predicted forces are linear in the network's feature gradients v = ∂E/∂G:
-F = −(dG/dR)ᵀ v. Storing dG/dR turns every force evaluation (and, through autograd on that linear map,
-every force-loss gradient) into one small dense product per structure, instead of a double backward
-through the descriptor (measured ≈ 100 s per epoch on 1000 TiO2 structures; ≈ 0.3 s this way).
+F_k = −Σ_a (∂G_a/∂R_k)ᵀ v_a. Storing the blocks ∂G_a/∂R_k turns every force evaluation (and, through
+autograd on that linear map, every force-loss gradient) into one pass over the stored blocks, instead of a
+double backward through the descriptor (measured ≈ 100 s per epoch on 1000 TiO2 structures; ≈ 0.3 s this way).
 
-Per structure the Jacobian is dense, N·F × N·3 (periodic images of a pair add into one block), which for
-cells of tens of atoms is smaller than any per-pair storage: 1000 TiO2 structures need ~0.65 GB.
+Only the blocks of atom pairs (a, k) that interact are stored — k within the cutoff of a, in any periodic
+image (images add into one block), and a itself — so memory grows with N × neighbours, linearly in the
+number of atoms for a fixed density. In a cell smaller than the cutoff every pair interacts and this is the
+dense N × N Jacobian. Each block is F × 3 float64 numbers.
 
 The blocks are assembled from per-pair derivatives of the descriptor's pair terms (see
 :mod:`pyita.descriptors.chebyshev`): radial features are sums of φ_n(r_ij); angular features are
@@ -17,49 +19,129 @@ and the moments M. ``tests/test_train.py`` checks the result against autograd th
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from pyita.descriptors import ChebyshevDescriptor, make_batch, typespin
 from pyita.descriptors.chebyshev import AENET_PI, _cutoff, chebyshev_in_legendre, chebyshev_t, real_harmonics
 from pyita.structure import Structure
 
-_BYTES = 8  # float64
-#: Blocks (atom pairs) assembled per chunk; bounds the temporary memory to a few hundred MB.
-CHUNK_BLOCKS = 40_000
+#: Atoms whose blocks are assembled together; bounds the temporary memory (≈ 0.3 GB for dense oxides).
+CHUNK_ATOMS = 1000
 
 
-def jacobian_bytes(structures: Sequence[Structure], n_features: int) -> int:
-    """Memory the stored Jacobians of ``structures`` take (N² · F · 3 float64 each)."""
-    return sum(len(s) ** 2 for s in structures) * n_features * 3 * _BYTES
+def _linked_pairs(i: torch.Tensor, j: torch.Tensor, atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct ordered atom pairs (a, k) of a pair list, both ways round, and every (a, a): as keys
+    a · atoms + k, sorted, and each list entry's place among them (i→j, then j→i, then the diagonal).
+    An atom and its own image keep their distance and link nothing."""
+    moving = torch.nonzero(i != j).squeeze(1)
+    diagonal = torch.arange(atoms, device=i.device) * (atoms + 1)
+    keys = torch.cat([i[moving] * atoms + j[moving], j[moving] * atoms + i[moving], diagonal])
+    return torch.unique(keys, return_inverse=True)
 
 
-class DescriptorJacobians:
-    """dG/dR of many structures (or of those listed in ``only``), stored per atom count N as one tensor.
+def block_count(structure: Structure, descriptor: ChebyshevDescriptor) -> int:
+    """Number of blocks ``structure`` stores: ordered pairs of distinct atoms within the descriptor's
+    cutoff (in any image), plus one per atom."""
+    batch = make_batch([structure], descriptor.species, descriptor.cutoff, close=[])
+    return len(_linked_pairs(batch.pair_i, batch.pair_j, len(structure))[0])
 
-    ``groups`` maps N to (structure indices into the list given, Jacobians (B_N, N·F, N·3)).
+
+def jacobian_bytes(structures: Sequence[Structure], descriptor: ChebyshevDescriptor) -> int:
+    """Memory the stored Jacobians of ``structures`` take: per block F × 3 float64 numbers and two indices."""
+    per_block = descriptor.n_features * 3 * 8 + 2 * 8
+    return sum(block_count(s, descriptor) for s in structures) * per_block
+
+
+@dataclass
+class ForceJacobians:
+    """Stored blocks ∂G_a/∂R_k of the structures trained on forces, indexed like the data set they belong to.
+
+    ``structures`` are the indices of those structures and ``atoms`` their atoms (the atoms whose forces
+    are predicted); ``parts`` holds (rows a, columns k, blocks (P, F, 3)) in pieces of bounded size.
     """
 
-    def __init__(self, descriptor: ChebyshevDescriptor, structures: Sequence[Structure],
-                 only: Sequence[int] | None = None, device=None):
-        self.n_features = descriptor.n_features
-        by_size: dict[int, list[int]] = defaultdict(list)
-        for k in range(len(structures)) if only is None else only:
-            by_size[len(structures[k])].append(k)
-        self.groups: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for n, members in sorted(by_size.items()):
-            out = torch.empty((len(members), n * self.n_features, n * 3), dtype=torch.float64, device=device)
-            per_chunk = max(1, CHUNK_BLOCKS // (n * n))
-            for start in range(0, len(members), per_chunk):
-                part = members[start:start + per_chunk]
-                out[start:start + len(part)] = _jacobian_chunk(descriptor, [structures[k] for k in part], device)
-            self.groups[n] = (torch.tensor(members, dtype=torch.long, device=device), out)
+    structures: torch.Tensor
+    atoms: torch.Tensor
+    parts: list
 
     def nbytes(self) -> int:
-        return sum(j.numel() * j.element_size() for _, j in self.groups.values())
+        return sum(t.numel() * t.element_size() for part in self.parts for t in part)
+
+    def forces(self, v: torch.Tensor) -> torch.Tensor:
+        """Forces (len(atoms), 3) from feature gradients ``v`` (atoms of the set, F), differentiable in v."""
+        return -_BlockProduct.apply(v, self.parts)[self.atoms]
+
+    def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> "ForceJacobians | None":
+        """The same Jacobians in another numbering (old index → new, −1 where dropped), or None if none is
+        left."""
+        keep = torch.nonzero(structure_map[self.structures] >= 0).squeeze(1)
+        if not len(keep):
+            return None
+        atoms = atom_map[self.atoms]
+        parts = []
+        for rows, cols, blocks in self.parts:
+            new_rows, new_cols = atom_map[rows], atom_map[cols]
+            if len(keep) < len(self.structures):
+                inside = torch.nonzero(new_rows >= 0).squeeze(1)
+                new_rows, new_cols, blocks = new_rows[inside], new_cols[inside], blocks[inside]
+            if len(blocks):
+                parts.append((new_rows, new_cols, blocks))
+        return ForceJacobians(structure_map[self.structures[keep]], atoms[atoms >= 0], parts)
+
+    def joined(self, other: "ForceJacobians") -> "ForceJacobians":
+        """Both sets of Jacobians (already numbered in one set)."""
+        return ForceJacobians(torch.cat([self.structures, other.structures]), torch.cat([self.atoms, other.atoms]),
+                              self.parts + other.parts)
+
+
+class _BlockProduct(torch.autograd.Function):
+    """out_k = Σ_a blocks(a, k)ᵀ v_a over the stored blocks, part by part, so no (P, F) temporary of all pairs
+    is ever held; the backward pass is the transposed product over the same blocks."""
+
+    @staticmethod
+    def forward(ctx, v, parts):
+        ctx.parts, ctx.rows = parts, v.shape[0]
+        out = v.new_zeros((v.shape[0], 3))
+        for rows, cols, blocks in parts:
+            out.index_add_(0, cols, torch.einsum("pf,pfx->px", v[rows], blocks))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        grad_v = None
+        for rows, cols, blocks in ctx.parts:
+            piece = torch.einsum("px,pfx->pf", grad[cols], blocks)
+            grad_v = grad.new_zeros((ctx.rows, piece.shape[1])) if grad_v is None else grad_v
+            grad_v.index_add_(0, rows, piece)
+        return grad_v, None
+
+
+def descriptor_jacobians(descriptor: ChebyshevDescriptor, structures: Sequence[Structure],
+                         only: Sequence[int] | None = None, device=None) -> ForceJacobians:
+    """The Jacobians of ``structures`` (or of those listed in ``only``), numbered like the list given: a
+    structure's index in it, an atom's place in all its structures concatenated."""
+    chosen = list(range(len(structures))) if only is None else list(only)
+    sizes = torch.tensor([len(s) for s in structures], dtype=torch.long)
+    start = torch.cumsum(sizes, 0) - sizes
+    parts, chunk, filled = [], [], 0
+    for position, k in enumerate(chosen):
+        chunk.append(k)
+        filled += len(structures[k])
+        if filled >= CHUNK_ATOMS or position == len(chosen) - 1:
+            where = torch.cat([torch.arange(int(start[m]), int(start[m] + sizes[m])) for m in chunk]).to(device)
+            rows, cols, blocks = _pair_blocks(descriptor, [structures[m] for m in chunk], device)
+            parts.append((where[rows], where[cols], blocks))
+            chunk, filled = [], 0
+    index = torch.tensor(chosen, dtype=torch.long)
+    atoms = torch.cat([torch.arange(int(start[m]), int(start[m] + sizes[m])) for m in chosen]) if chosen else \
+        torch.zeros(0, dtype=torch.long)
+    return ForceJacobians(index.to(device), atoms.to(device), parts)
 
 
 def _angular_constants(lmax: int, device):
@@ -94,38 +176,41 @@ def _with_jacobian(function, vectors: torch.Tensor):
     return tuple(reversed(torch.func.vmap(torch.func.jacfwd(single, has_aux=True))(vectors)))
 
 
-def _jacobian_chunk(descriptor: ChebyshevDescriptor, structures: Sequence[Structure], device) -> torch.Tensor:
-    """Jacobians (B, N·F, N·3) of structures that all have N atoms.
+def _pair_blocks(descriptor: ChebyshevDescriptor, structures: Sequence[Structure], device):
+    """(rows a, columns k, blocks ∂G_a/∂R_k (P, F, 3)) of ``structures``, atoms numbered as in one batch.
 
-    Only blocks dX_a/dR_k with k ≠ a are scattered from pairs: atom i's pair term depends on
-    r_ij = R_j − R_i, so it adds +d to block (i, j), atom j's term adds −d to block (j, i). The diagonal
-    follows from translation invariance, (a, a) = −Σ_{k≠a} (a, k), and the spin-weighted channel of an
-    off-diagonal block is the plain one times the spin of atom k (the "other" atom of those pairs).
+    Atom i's pair term depends on r_ij = R_j − R_i, so it adds +d to block (i, j), atom j's term adds −d to
+    block (j, i). The diagonal follows from translation invariance, (a, a) = −Σ_{k≠a} (a, k), and the
+    spin-weighted channel of a block is the plain one times the spin of atom k (the "other" atom of its pairs).
     """
-    n, b = len(structures[0]), len(structures)
     batch = make_batch(structures, descriptor.species, descriptor.cutoff, device=device)
     positions, i, j = batch.positions, batch.pair_i, batch.pair_j
     vectors = positions[j] - positions[i] + batch.pair_shift
     distances = torch.linalg.vector_norm(vectors, dim=1)
     atoms = positions.shape[0]
-    multi = descriptor.multi
+    keys, place = _linked_pairs(i, j, atoms)
+    rows, cols = keys // atoms, keys % atoms
+    moving = torch.nonzero(i != j).squeeze(1)
+    forward = torch.full_like(i, -1)
+    backward = torch.full_like(i, -1)
+    forward[moving], backward[moving] = place[:len(moving)], place[len(moving):2 * len(moving)]
     spins = torch.tensor(typespin(len(descriptor.species)), dtype=torch.float64, device=positions.device)[
         batch.species_index]
-    spin_k = spins.view(b, 1, n).expand(b, n, n).reshape(atoms, n)  # spin of atom k in block (a, k)
+    spin_k = spins[cols]
 
-    def off_diagonal(d_i: torch.Tensor, d_j: torch.Tensor, i, j) -> torch.Tensor:
-        moving = torch.nonzero(i != j).squeeze(1)  # an atom and its own image keep their distance
-        i, j = i[moving], j[moving]
-        out = d_i.new_zeros((atoms * n,) + d_i.shape[1:])
-        out.index_add_(0, i * n + j % n, d_i[moving]).index_add_(0, j * n + i % n, -d_j[moving])
-        return out.view(atoms, n, *d_i.shape[1:])
+    def scattered(d_i: torch.Tensor, d_j: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Per-pair derivatives (of atom i's term, of atom j's term) added into their blocks."""
+        linking = torch.nonzero(forward[pairs] >= 0).squeeze(1)
+        pairs = pairs[linking]
+        out = d_i.new_zeros((len(keys),) + d_i.shape[1:])
+        return out.index_add_(0, forward[pairs], d_i[linking]).index_add_(0, backward[pairs], -d_j[linking])
 
     # Radial: X_a = Σ φ(|r_a·|), the same function on both sides of a pair; dφ/dr_ij = φ'(r) r̂.
     inside = torch.nonzero(distances < descriptor.radial_rc).squeeze(1)
     r = distances[inside]
     d_radial = _radial_derivative(r, descriptor.radial_rc, descriptor.radial_n).unsqueeze(-1) * \
         (vectors[inside] / r.unsqueeze(1)).unsqueeze(1)
-    radial_blocks = off_diagonal(d_radial, d_radial, i[inside], j[inside])  # (a, k, radial_n + 1, 3)
+    radial_blocks = scattered(d_radial, d_radial, inside)  # (P, radial_n + 1, 3)
 
     # Angular: moments M_a = Σ f_c Y(r̂) and self terms Q_a = Σ f_c² (last column). Atom j sees −r̂ and
     # Y(−u) = (−1)^l Y(u); f_c² is even. So atom j's term and its derivative are parity × atom i's.
@@ -141,10 +226,10 @@ def _jacobian_chunk(descriptor: ChebyshevDescriptor, structures: Sequence[Struct
     values, derivatives = _with_jacobian(moment_and_self, vectors[inside])
     degree, square_to_feature = _angular_constants(lmax, positions.device)
     parity = torch.cat([(-1.0) ** degree, degree.new_ones(1)])
-    moment_blocks = off_diagonal(derivatives, derivatives * parity.view(1, -1, 1), ai, aj)
+    moment_blocks = scattered(derivatives, derivatives * parity.view(1, -1, 1), inside)
 
     # Channel weights: per atom (for the moment sums) and per block (a, k) — plain, then typespin.
-    channels = [(torch.ones_like(spins), torch.ones_like(spin_k))] + ([(spins, spin_k)] if multi else [])
+    channels = [(torch.ones_like(spins), torch.ones_like(spin_k))] + ([(spins, spin_k)] if descriptor.multi else [])
     pieces = []
     for weight, w_k in channels:
         # Moments of every atom (self-image pairs included), each term weighted by the other atom's spin.
@@ -152,10 +237,9 @@ def _jacobian_chunk(descriptor: ChebyshevDescriptor, structures: Sequence[Struct
         sums.index_add_(0, ai, weight[aj].unsqueeze(1) * values)
         sums.index_add_(0, aj, weight[ai].unsqueeze(1) * parity * values)
         coefficient = 2.0 * sums[:, :-1].unsqueeze(-1) * square_to_feature  # (a, c, n)
-        angular = torch.einsum("akcx,acn->aknx", moment_blocks[:, :, :-1], coefficient)
-        angular = w_k[..., None, None] * angular - 0.5 * (w_k * w_k)[..., None, None] * moment_blocks[:, :, -1:]
-        pieces += [w_k[..., None, None] * radial_blocks, angular]
-    blocks = torch.cat(pieces, dim=2)  # (a, k, F, 3)
-    diagonal = torch.arange(atoms, device=blocks.device)
-    blocks[diagonal, diagonal % n] = -blocks.sum(dim=1)
-    return blocks.view(b, n, n, -1, 3).permute(0, 1, 3, 2, 4).reshape(b, n * descriptor.n_features, n * 3)
+        angular = torch.einsum("pcx,pcn->pnx", moment_blocks[:, :-1], coefficient[rows])
+        angular = w_k[:, None, None] * angular - 0.5 * (w_k * w_k)[:, None, None] * moment_blocks[:, -1:]
+        pieces += [w_k[:, None, None] * radial_blocks, angular]
+    blocks = torch.cat(pieces, dim=1)  # (P, F, 3)
+    blocks[place[2 * len(moving):]] = -blocks.new_zeros((atoms,) + blocks.shape[1:]).index_add_(0, rows, blocks)
+    return rows, cols, blocks

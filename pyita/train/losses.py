@@ -37,15 +37,13 @@ class ForceLoss:
         self.scale, self.weight = scale, weight
 
     def __call__(self, outputs: Outputs, data: FeatureSet) -> torch.Tensor:
-        total = data.energy.new_zeros(())
-        count = data.energy.new_zeros(())
-        for n, predicted in outputs.forces.items():
-            idx, atoms, _ = data.jacobians[n]
-            error = (predicted - data.forces[atoms]) / self.scale
-            w = data.weight[idx]
-            total = total + (w * (error * error).sum(dim=(1, 2))).sum()
-            count = count + 3 * n * w.sum()
-        return self.weight * total / count if count > 0 else total
+        if outputs.forces is None:
+            return data.energy.new_zeros(())
+        atoms = data.jacobians.atoms
+        error = (outputs.forces - data.forces[atoms]) / self.scale
+        w = data.weight[data.structure_index[atoms]]
+        count = 3 * w.sum()
+        return self.weight * (w * (error * error).sum(dim=1)).sum() / count if count > 0 else count
 
 
 class ParentChildLoss:

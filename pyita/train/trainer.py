@@ -166,9 +166,8 @@ def _measures(outputs, data: FeatureSet, prefix: str) -> dict:
     stats = summarize(per_atom_energy_errors(outputs.energies[originals], data.energy[originals],
                                              data.n_atoms[originals]))
     row = {f"{prefix}_mae": stats["mae"], f"{prefix}_rmse": stats["rmse"]}
-    if outputs.forces:
-        errors = torch.cat([(f - data.forces[data.jacobians[n][1]]).reshape(-1)
-                            for n, f in outputs.forces.items()]).detach()
+    if outputs.forces is not None:
+        errors = (outputs.forces - data.forces[data.jacobians.atoms]).detach()
         row[f"{prefix}_force_rmse"] = float(torch.sqrt(torch.mean(errors * errors)))
     return row
 
@@ -228,7 +227,7 @@ class Trainer:
             self._memo = {"data": data, "parameters": flat, "loss": value.detach(),
                           "grads": [p.grad.clone() for p in parameters],
                           "outputs": Outputs(outputs.energies.detach(),
-                                             {n: f.detach() for n, f in outputs.forces.items()})}
+                                             None if outputs.forces is None else outputs.forces.detach())}
             return value
 
         return closure
