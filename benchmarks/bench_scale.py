@@ -69,9 +69,11 @@ def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, thr
     row = {"part": part, "reps": "x".join(map(str, reps)), "atoms_per_cell": len(structures[0]),
            "structures": len(structures), "atoms": sum(len(s) for s in structures), "epochs": epochs}
     settings = TrainSettings(iterations=epochs, device="cpu", seed=0, **PARTS[part])
-    if settings.force_weight > 0:   # what the stored Jacobians of the force-trained share take
-        per_structure = jacobian_bytes(structures, ChebyshevDescriptor(tuple(TYPES))) / len(structures)
-        row["jacobian_gib"] = per_structure * max(1, round(settings.force_fraction * len(structures))) / 2**30
+    if settings.force_weight > 0:   # what the stored Jacobians of the force-trained share take, and dense ones would
+        descriptor = ChebyshevDescriptor(tuple(TYPES))
+        trained = max(1, round(settings.force_fraction * len(structures)))
+        row["jacobian_gib"] = jacobian_bytes(structures, descriptor) / len(structures) * trained / 2**30
+        row["dense_jacobian_gib"] = len(structures[0]) ** 2 * descriptor.n_features * 3 * 8 * trained / 2**30
     start = time.perf_counter()
     try:
         result = train(structures, settings=settings, reference_energies=TYPES, use_cache=False)
@@ -89,7 +91,7 @@ def plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for k, part in enumerate(PARTS):
         mine = sorted((r for r in rows if r["part"] == part and "refused" not in r), key=lambda r: r["atoms"])
         axes[0].plot([r["atoms"] for r in mine], [r["peak_rss_gib"] for r in mine], "o-", color=f"C{k}", label=part)
@@ -101,6 +103,19 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.set_xlabel("atoms in the training set")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
+    stored = sorted((r for r in rows if "jacobian_gib" in r and "force_fraction" not in PARTS[r["part"]]),
+                    key=lambda r: r["atoms_per_cell"])
+    cells = [r["atoms_per_cell"] for r in stored]
+    for key, label, style in (("jacobian_gib", "stored blocks (linked pairs)", "o-"),
+                              ("dense_jacobian_gib", "dense N × N (before)", "s--")):
+        axes[2].plot(cells, [r[key] * 2**30 / 1e3 / r["atoms"] for r in stored], style, label=label)
+    axes[2].set_xscale("log")
+    axes[2].set_yscale("log")
+    axes[2].set_xticks(cells, [str(c) for c in cells])
+    axes[2].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[2].set_xlabel("atoms per cell")
+    axes[2].set_ylabel("Jacobian memory per atom (kB)")
+    axes[2].legend(fontsize=8)
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(out.with_suffix(suffix), dpi=120)
