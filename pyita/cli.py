@@ -236,6 +236,8 @@ def train(
                                                            "half-range of the cohesive energies) | std."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without validation "
                                                       "improvement (needs --validation-fraction)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Training-time budget: stop after the epoch that "
+                                                           "reaches it and write the model (default: none)."),
     seed: int = typer.Option(0, help="Seed for the split, initial weights, batches and augmentation."),
     resume: bool = typer.Option(False, help="Continue from OUT.ckpt (same data and settings)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model file."),
@@ -259,7 +261,8 @@ def train(
                              derived_weight=derived_weight, parent_child_weight=parent_child_weight,
                              batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
                              energy_normalization=energy_normalization,
-                             patience=patience, seed=seed, augment_a=augment_a, augment_delta=augment_delta,
+                             patience=patience, max_minutes=max_minutes, seed=seed, augment_a=augment_a,
+                             augment_delta=augment_delta,
                              augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
                              checkpoint_every=checkpoint_every, descriptor=descriptor,
                              initial_networks=None if initial_networks is None else str(initial_networks))

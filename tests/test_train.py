@@ -396,3 +396,15 @@ def test_bad_training_data_is_refused_clearly():
     for bad in (dict(method="sgd"), dict(iterations=0), dict(hidden="3:relu"), dict(on_the_fly=True)):
         with pytest.raises(PyitaError):
             TrainSettings(**bad)
+
+
+def test_time_budget_stops_after_the_epoch_that_reaches_it():
+    structures = emt_structures(10)
+    settings = TrainSettings(iterations=50, max_minutes=1e-9, **FAST)
+    result = train(structures, settings=settings, use_cache=False)
+    assert len(result.history) == 1 and result.potential.metadata["settings"]["max_minutes"] == 1e-9
+    assert len(train(structures, settings=replace(settings, max_minutes=None, iterations=3),
+                     use_cache=False).history) == 3
+    for bad in (0.0, -1.0):
+        with pytest.raises(PyitaError, match="time budget must be > 0 minutes"):
+            TrainSettings(max_minutes=bad)

@@ -65,6 +65,8 @@ class TrainSettings:
     #: set's per-atom cohesive energies) or "std" (their mean and standard deviation).
     energy_normalization: str = "range"
     patience: int | None = None
+    #: Training-time budget: stop after the epoch that reaches it, as if it were the last (None: no limit).
+    max_minutes: float | None = None
     seed: int = 0
     #: Seed of the initial weights alone (None: ``seed``); batches, splits and augmentation keep ``seed``.
     init_seed: int | None = None
@@ -100,6 +102,8 @@ class TrainSettings:
                                f"{self.energy_normalization!r}")
         if self.patience is not None and self.patience < 1:
             raise PyitaError(f"patience must be ≥ 1 epoch, got {self.patience}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise SettingError(f"the time budget must be > 0 minutes, got {self.max_minutes}")
         if self.on_the_fly and not self.augment_a > 0:
             raise PyitaError("on-the-fly augmentation needs augment_a > 0 (new structures per parent)")
         if self.initial_networks is None:
@@ -244,7 +248,8 @@ class Trainer:
             self.optimizer.step()
 
     def run(self, progress: bool = False, resume: bool = False, stop: StopFlag | None = None) -> list[dict]:
-        """Train until ``iterations`` epochs, early stopping or a stop request; returns the history."""
+        """Train until ``iterations`` epochs, early stopping, the time budget or a stop request; returns the
+        history."""
         if resume:
             self._load_checkpoint()
         settings = self.settings
@@ -259,7 +264,8 @@ class Trainer:
                 row = self._record(time.perf_counter() - started)
                 advance(1, **self._status(row))
                 self.epoch += 1
-                finished = self._early_stop()
+                budget = settings.max_minutes
+                finished = self._early_stop() or (budget is not None and row["seconds"] >= 60 * budget)
                 if self.checkpoint is not None and (finished or self.epoch == settings.iterations or
                                                     time.monotonic() - last_save >= settings.checkpoint_every):
                     self.save_checkpoint()
