@@ -278,13 +278,14 @@ def test_force_fraction_uses_a_seeded_share_of_the_structures():
     descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
     chosen = {}
     for seed in (0, 0, 1):
-        loss, jac = _force_training(descriptor, structures, [], 1.0, "cpu", fraction=0.25, seed=seed)
+        settings = TrainSettings(force_weight=1.0, force_fraction=0.25, seed=seed, **FAST)
+        loss, jac = _force_training(descriptor, structures, [], settings, "cpu")
         members = jac["train"].structures.tolist()
         chosen.setdefault(seed, []).append(members)
         reference = np.concatenate([structures[k].forces.ravel() for k in members])
         assert len(members) == 5 and loss.scale == pytest.approx(np.sqrt(np.mean(reference ** 2)), rel=1e-12)
     assert chosen[0][0] == chosen[0][1] != chosen[1][0]
-    _, everything = _force_training(descriptor, structures, [], 1.0, "cpu")
+    _, everything = _force_training(descriptor, structures, [], TrainSettings(force_weight=1.0, **FAST), "cpu")
     assert everything["train"].structures.tolist() == list(range(20))
     result = train(structures, settings=TrainSettings(iterations=2, force_weight=1.0, force_fraction=0.25, **FAST),
                    use_cache=False)
@@ -408,3 +409,28 @@ def test_time_budget_stops_after_the_epoch_that_reaches_it():
     for bad in (0.0, -1.0):
         with pytest.raises(PyitaError, match="time budget must be > 0 minutes"):
             TrainSettings(max_minutes=bad)
+
+
+def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
+    """When the stored Jacobians would not fit, Adam computes them per mini-batch: the same training, number for
+    number; full-batch L-BFGS, and a mini-batch that alone would not fit, are refused before training with the
+    memory needed."""
+    from pyita.train import fit
+    from pyita.train.jacobian import StreamedJacobians
+
+    structures = emt_structures(16)
+    settings = TrainSettings(method="adam", iterations=3, batch_size=4, force_weight=1.0, seed=2, **FAST)
+    stored = train(structures[:12], structures[12:], settings, use_cache=False)
+    need = fit.jacobian_bytes(structures, ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR))
+    monkeypatch.setattr(fit, "_available_memory", lambda: need // 2)
+    with pytest.warns(UserWarning, match="computed per mini-batch instead"):
+        streamed = train(structures[:12], structures[12:], settings, use_cache=False)
+    assert [row["train_force_rmse"] for row in streamed.history] == [row["train_force_rmse"] for row in stored.history]
+    assert [row["val_loss"] for row in streamed.history] == [row["val_loss"] for row in stored.history]
+    descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
+    _, jac = fit._force_training(descriptor, structures, [], settings, "cpu")
+    assert isinstance(jac["train"], StreamedJacobians)
+    with pytest.raises(PyitaError, match=r"needs \d+\.\d GiB for descriptor Jacobians .*--method adam"):
+        fit._force_training(descriptor, structures, [], replace(settings, method="lbfgs"), "cpu")
+    with pytest.raises(PyitaError, match=r"one mini-batch of 16 structures needs up to"):
+        fit._force_training(descriptor, structures, [], replace(settings, batch_size=16), "cpu")

@@ -11,6 +11,7 @@ import hashlib
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +25,7 @@ from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
-from pyita.train.jacobian import descriptor_jacobians, jacobian_bytes
+from pyita.train.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer, TrainSettings
 
@@ -134,8 +135,7 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}
     if settings.force_weight > 0:
-        force_loss, jac = _force_training(descriptor, train, validation, settings.force_weight, device,
-                                          settings.force_fraction, settings.seed)
+        force_loss, jac = _force_training(descriptor, train, validation, settings, device)
         losses.append(force_loss)
     train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.derived_weight),
                                  jac.get("train"))
@@ -198,31 +198,44 @@ def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChi
                          "(augment, or give the augmented data with its parents)") from None
 
 
-def _force_training(descriptor, train: list[Structure], validation: list[Structure], weight: float, device,
-                    fraction: float = 1.0, seed: int = 0):
-    """The force loss term, and descriptor Jacobians of the structures with force labels (after checking
-    that they fit in memory: F·3 float64 numbers per linked atom pair). With ``fraction`` < 1 the term uses a
-    seeded random share of the training structures with forces (at least one), and only those need
-    Jacobians; the validation set keeps all of its own."""
+def _force_training(descriptor, train: list[Structure], validation: list[Structure], settings: TrainSettings,
+                    device):
+    """The force loss term, and descriptor Jacobians of the structures with force labels. With a force fraction
+    below 1 the term uses a seeded random share of the training structures with forces (at least one), and
+    only those need Jacobians; the validation set keeps all of its own. Jacobians that do not fit in memory
+    are computed per mini-batch instead (Adam), if one batch fits; otherwise training is refused here,
+    before it starts, with the memory needed."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
         raise PyitaError("force training needs training structures with force labels")
-    if fraction < 1:
-        chosen = np.random.default_rng([seed, 7]).permutation(len(with_forces["train"]))
-        keep = max(1, int(round(fraction * len(chosen))))
+    if settings.force_fraction < 1:
+        chosen = np.random.default_rng([settings.seed, 7]).permutation(len(with_forces["train"]))
+        keep = max(1, int(round(settings.force_fraction * len(chosen))))
         with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
-    need = sum(jacobian_bytes([data[k] for k in with_forces[name]], descriptor)
-               for name, data in (("train", train), ("val", validation)))
-    free = _available_memory()
-    if free is not None and need > 0.8 * free:
-        raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but "
-                         f"only {free / 2**30:.1f} GiB is free; use a force fraction below 1 "
-                         f"(--force-fraction {max(0.01, 0.5 * free / need):.2g} fits), or fewer structures")
+    sizes = {name: [jacobian_bytes([data[k]], descriptor) for k in with_forces[name]]
+             for name, data in (("train", train), ("val", validation))}
+    need, free = sum(map(sum, sizes.values())), _available_memory()
+    streamed = free is not None and need > 0.8 * free
+    if streamed:
+        fits = f"--force-fraction {max(0.01, 0.5 * free / need):.2g} fits"
+        if settings.method != "adam":
+            raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but only "
+                             f"{free / 2**30:.1f} GiB is free; use a force fraction below 1 ({fits}), fewer "
+                             "structures, or --method adam (Jacobians then computed per mini-batch)")
+        batch = sum(sorted(sizes["train"])[-settings.batch_size:])
+        if batch > 0.8 * free:
+            raise PyitaError(f"one mini-batch of {settings.batch_size} structures needs up to {batch / 2**30:.1f} GiB "
+                             f"for descriptor Jacobians but only {free / 2**30:.1f} GiB is free; use a smaller "
+                             f"--batch-size or a force fraction below 1")
+        warnings.warn(f"storing the descriptor Jacobians would take {need / 2**30:.1f} GiB "
+                      f"({free / 2**30:.1f} GiB free): they are computed per mini-batch instead, which makes "
+                      "each epoch several times slower", stacklevel=3)
     reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
-    jacobians = {name: descriptor_jacobians(descriptor, data, only=with_forces[name], device=device)
+    build = partial(StreamedJacobians, descriptor) if streamed else partial(descriptor_jacobians, descriptor)
+    jacobians = {name: build(data, with_forces[name], device=device)
                  for name, data in (("train", train), ("val", validation)) if with_forces[name]}
-    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, weight), jacobians
+    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, settings.force_weight), jacobians
 
 
 def _features(descriptor, structures: list[Structure], cache_dir, device, progress: bool) -> list:

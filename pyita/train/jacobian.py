@@ -99,6 +99,30 @@ class ForceJacobians:
                               self.parts + other.parts)
 
 
+class StreamedJacobians:
+    """The Jacobians of structures too many to store, computed when needed instead: in full for a mini-batch
+    (``renumber``, which :meth:`FeatureSet.subset` calls, returns stored :class:`ForceJacobians`), and chunk
+    by chunk, each dropped after use, for forces on the whole set without gradients (monitoring)."""
+
+    def __init__(self, descriptor: ChebyshevDescriptor, structures: Sequence[Structure], only: Sequence[int],
+                 device=None):
+        self.descriptor, self.all, self.only, self.device = descriptor, list(structures), list(only), device
+        self.structures = torch.tensor(self.only, dtype=torch.long, device=device)
+        self.atoms = _atom_places(self.all, self.only).to(device)
+
+    def forces(self, v: torch.Tensor) -> torch.Tensor:
+        if v.requires_grad:
+            raise RuntimeError("streamed Jacobians give forces without gradients only; train on mini-batches")
+        return torch.cat([descriptor_jacobians(self.descriptor, self.all, chunk, self.device).forces(v)
+                          for chunk in _chunks(self.only, self.all)])
+
+    def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> ForceJacobians | None:
+        kept = self.structures[structure_map[self.structures] >= 0].tolist()
+        if not kept:
+            return None
+        return descriptor_jacobians(self.descriptor, self.all, kept, self.device).renumber(structure_map, atom_map)
+
+
 class _BlockProduct(torch.autograd.Function):
     """out_k = Σ_a blocks(a, k)ᵀ v_a over the stored blocks, part by part, so no (P, F) temporary of all pairs
     is ever held; the backward pass is the transposed product over the same blocks."""
@@ -127,21 +151,32 @@ def descriptor_jacobians(descriptor: ChebyshevDescriptor, structures: Sequence[S
     """The Jacobians of ``structures`` (or of those listed in ``only``), numbered like the list given: a
     structure's index in it, an atom's place in all its structures concatenated."""
     chosen = list(range(len(structures))) if only is None else list(only)
-    sizes = torch.tensor([len(s) for s in structures], dtype=torch.long)
-    start = torch.cumsum(sizes, 0) - sizes
-    parts, chunk, filled = [], [], 0
-    for position, k in enumerate(chosen):
+    parts = []
+    for chunk in _chunks(chosen, structures):
+        where = _atom_places(structures, chunk).to(device)
+        rows, cols, blocks = _pair_blocks(descriptor, [structures[m] for m in chunk], device)
+        parts.append((where[rows], where[cols], blocks))
+    index = torch.tensor(chosen, dtype=torch.long, device=device)
+    return ForceJacobians(index, _atom_places(structures, chosen).to(device), parts)
+
+
+def _atom_places(structures: Sequence[Structure], chosen: Sequence[int]) -> torch.Tensor:
+    """Places of the atoms of the structures ``chosen`` among the atoms of all ``structures`` concatenated."""
+    start = np.cumsum([0] + [len(s) for s in structures])
+    return torch.cat([torch.arange(int(start[m]), int(start[m + 1])) for m in chosen]) if len(chosen) else \
+        torch.zeros(0, dtype=torch.long)
+
+
+def _chunks(chosen: list[int], structures: Sequence[Structure]) -> list[list[int]]:
+    """``chosen`` in consecutive pieces of about ``CHUNK_ATOMS`` atoms (a larger structure alone)."""
+    pieces, chunk, filled = [], [], 0
+    for k in chosen:
         chunk.append(k)
         filled += len(structures[k])
-        if filled >= CHUNK_ATOMS or position == len(chosen) - 1:
-            where = torch.cat([torch.arange(int(start[m]), int(start[m] + sizes[m])) for m in chunk]).to(device)
-            rows, cols, blocks = _pair_blocks(descriptor, [structures[m] for m in chunk], device)
-            parts.append((where[rows], where[cols], blocks))
+        if filled >= CHUNK_ATOMS:
+            pieces.append(chunk)
             chunk, filled = [], 0
-    index = torch.tensor(chosen, dtype=torch.long)
-    atoms = torch.cat([torch.arange(int(start[m]), int(start[m] + sizes[m])) for m in chosen]) if chosen else \
-        torch.zeros(0, dtype=torch.long)
-    return ForceJacobians(index.to(device), atoms.to(device), parts)
+    return pieces + ([chunk] if chunk else [])
 
 
 def _angular_constants(lmax: int, device):
