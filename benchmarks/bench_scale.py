@@ -102,34 +102,42 @@ def plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    stored = sorted((r for r in rows if "jacobian_gib" in r and "force_fraction" not in PARTS[r["part"]]),
+                    key=lambda r: r["atoms_per_cell"])
+    fig, axes = plt.subplots(1, 3 if stored else 2, figsize=(15 if stored else 11, 4.2))
     for k, part in enumerate(p for p in PARTS if any(r["part"] == p for r in rows)):
         mine = sorted((r for r in rows if r["part"] == part and "refused" not in r), key=lambda r: r["atoms"])
         axes[0].plot([r["atoms"] for r in mine], [r["peak_rss_gib"] for r in mine], "o-", color=f"C{k}", label=part)
         axes[1].plot([r["atoms"] for r in mine], [r["seconds_per_epoch"] for r in mine], "o-", color=f"C{k}",
                      label=part)
-    for ax, label in ((axes[0], "peak RSS (GiB)"), (axes[1], "seconds per L-BFGS epoch")):
+    for ax, label in ((axes[0], "peak RSS (GiB)"), (axes[1], "seconds per epoch")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("atoms in the training set")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
-    stored = sorted((r for r in rows if "jacobian_gib" in r and "force_fraction" not in PARTS[r["part"]]),
-                    key=lambda r: r["atoms_per_cell"])
-    cells = [r["atoms_per_cell"] for r in stored]
-    for key, label, style in (("jacobian_gib", "stored blocks (linked pairs)", "o-"),
-                              ("dense_jacobian_gib", "dense N × N (before)", "s--")):
-        axes[2].plot(cells, [r[key] * 2**30 / 1e3 / r["atoms"] for r in stored], style, label=label)
-    axes[2].set_xscale("log")
-    axes[2].set_yscale("log")
-    axes[2].set_xticks(cells, [str(c) for c in cells])
-    axes[2].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    axes[2].set_xlabel("atoms per cell")
-    axes[2].set_ylabel("Jacobian memory per atom (kB)")
-    axes[2].legend(fontsize=8)
+    if stored:
+        jacobian_panel(axes[2], stored)
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(out.with_suffix(suffix), dpi=120)
+
+
+def jacobian_panel(ax, stored: list[dict]) -> None:
+    """Jacobian memory per atom against the cell size: stored blocks, and the dense N × N storage of before."""
+    import matplotlib
+
+    cells = [r["atoms_per_cell"] for r in stored]
+    for key, label, style in (("jacobian_gib", "stored blocks (linked pairs)", "o-"),
+                              ("dense_jacobian_gib", "dense N × N (before)", "s--")):
+        ax.plot(cells, [r[key] * 2**30 / 1e3 / r["atoms"] for r in stored], style, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(cells, [str(c) for c in cells])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("atoms per cell")
+    ax.set_ylabel("Jacobian memory per atom (kB)")
+    ax.legend(fontsize=8)
 
 
 def main() -> None:
