@@ -17,7 +17,7 @@ import torch
 from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, total_energy
 from pyita.structure import Structure, close_atoms, first_report, link_parents, warn_close_atoms
-from pyita.train.jacobian import ForceJacobians
+from pyita.train.jacobian import ForceJacobians, StreamedJacobians
 
 
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
@@ -130,7 +130,8 @@ class FeatureSet:
     """Structures as tensors on one device, with features already normalised for a given potential.
 
     ``energy`` holds total energies (eV); ``forces`` NaN rows where a structure has no force labels;
-    ``jacobians`` the stored dG/dR of the structures trained on forces (or None). ``parent`` is the index (in this set) of a derived structure's
+    ``jacobians`` the dG/dR of the structures trained on forces (stored, or streamed when too large to store;
+    see :mod:`pyita.train.jacobian`), or None. ``parent`` is the index (in this set) of a derived structure's
     parent, or −1: the link a parent–child loss needs.
     """
 
@@ -144,7 +145,7 @@ class FeatureSet:
     forces: torch.Tensor
     derived: torch.Tensor
     parent: torch.Tensor
-    jacobians: ForceJacobians | None = None
+    jacobians: ForceJacobians | StreamedJacobians | None = None
 
     def __post_init__(self) -> None:
         counts = self.n_atoms
