@@ -35,17 +35,22 @@ PARTS = ("energy", "forces", "parent-child")
 TYPES = {"Ti": -1626.66972707, "O": -433.23448532}
 
 
-def subset_structures():
-    from pyita.io import read_xsf
-
+def unpacked_tio2() -> Path:
+    """The folder of the full set's XSF files, unpacked once (as the tests do) from ../shared/data/tio2."""
     cache = Path(os.environ.get("PYITA_TEST_CACHE", Path.home() / ".cache" / "pyita-tests")) / "tio2"
     if not (cache / ".complete").exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tarfile.open(TIO2 / "tio2-xsf-full.tar.gz") as tar:
             tar.extractall(cache, filter="data")
         (cache / ".complete").touch()
+    return cache / "xsf"
+
+
+def subset_structures():
+    from pyita.io import read_xsf
+
     names = (TIO2 / "subset-1000.txt").read_text().split()
-    return [read_xsf(cache / "xsf" / Path(n).name) for n in names]
+    return [read_xsf(unpacked_tio2() / Path(n).name) for n in names]
 
 
 def aenet_seconds_per_epoch(aenet_bin: str | None) -> float | None:
