@@ -246,6 +246,7 @@ class Trainer:
             self.optimizer.zero_grad()
             self.loss(batch)[0].backward()
             self.optimizer.step()
+            del batch   # before the next batch is built: streamed Jacobians of two batches need not coexist
 
     def run(self, progress: bool = False, resume: bool = False, stop: StopFlag | None = None) -> list[dict]:
         """Train until ``iterations`` epochs, early stopping, the time budget or a stop request; returns the
