@@ -1,5 +1,6 @@
 """The experiment's length-sweep figures with both backends' histories (aenet's rows name the training error
-differently): they draw every family, and write PNG and SVG."""
+differently) and the condition table (the crossover's training error is that of the model evaluated): they
+draw every family, and write PNG and SVG."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_crossover_budget_and_learning_curves_take_either_backends_history(tmp_p
         for t in range(2):
             results[(t, c.name)] = SimpleNamespace(summary={"history": history, "seconds": length / 10})
         table.append({"condition": c.name, "trials": 2, "energy_mae": 50 / length ** 0.5,
-                      "force_mae": 1 / length ** 0.2, "seconds_mean": length / 10})
+                      "force_mae": 1 / length ** 0.2, "seconds_mean": length / 10, "train_energy_mae": 30 / length})
     written = (plots.crossover(config, results, table, tmp_path) + plots.budget(config, table, tmp_path)
                + plots.learning_curves(config, results, tmp_path))
     assert sorted(p.name for p in written) == sorted(f"{name}.{ext}" for name in ("crossover", "budget",

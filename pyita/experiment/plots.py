@@ -135,12 +135,13 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
     for k, (family, names) in enumerate(families.items()):
         xs, ye, yf = [], [], []
         for name in names:
-            runs = [r for (t, n), r in results.items() if n == name and r.summary["history"]]
-            if not runs:
+            runs = [r for (t, n), r in results.items() if n == name]
+            rows = [row for row in table if row["condition"] == name]
+            if not rows:
                 continue
-            xs.append(np.mean([_history_value(r.summary["history"][-1], "train_mae") for r in runs]))
-            ye.append(np.mean([row["energy_mae"] for row in table if row["condition"] == name]))
-            yf.append(np.mean([row["force_mae"] for row in table if row["condition"] == name]))
+            xs.append(np.mean([row["train_energy_mae"] for row in rows]))   # of the model evaluated
+            ye.append(np.mean([row["energy_mae"] for row in rows]))
+            yf.append(np.mean([row["force_mae"] for row in rows]))
             for r in runs:
                 aug = next(c.augment for c in config.conditions if c.name == name)
                 if aug and r.summary.get("taylor_signal_meV_atom"):
