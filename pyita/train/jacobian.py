@@ -69,9 +69,6 @@ class ForceJacobians:
     atoms: torch.Tensor
     parts: list
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for part in self.parts for t in part)
-
     def forces(self, v: torch.Tensor) -> torch.Tensor:
         """Forces (len(atoms), 3) from feature gradients ``v`` (atoms of the set, F), differentiable in v."""
         return -_BlockProduct.apply(v, self.parts)[self.atoms]
