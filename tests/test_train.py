@@ -416,7 +416,7 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
     number; full-batch L-BFGS, and a mini-batch that alone would not fit, are refused before training with the
     memory needed."""
     from pyita.train import fit
-    from pyita.train.jacobian import StreamedJacobians
+    from pyita.train.jacobian import ForceJacobians, StreamedJacobians
 
     structures = emt_structures(16)
     settings = TrainSettings(method="adam", iterations=3, batch_size=4, force_weight=1.0, seed=2, **FAST)
@@ -434,3 +434,11 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
         fit._force_training(descriptor, structures, [], replace(settings, method="lbfgs"), "cpu")
     with pytest.raises(PyitaError, match=r"one mini-batch of 16 structures needs up to"):
         fit._force_training(descriptor, structures, [], replace(settings, batch_size=16), "cpu")
+    # Adam copies a batch's blocks out of the stored ones: memory that holds the Jacobians but not that copy too
+    # streams with Adam and stores with L-BFGS
+    monkeypatch.setattr(fit, "_available_memory", lambda: int(need / 0.8) + 1)
+    assert isinstance(fit._force_training(descriptor, structures, [], replace(settings, method="lbfgs"), "cpu")[1]["train"],
+                      ForceJacobians)
+    with pytest.warns(UserWarning, match="computed per mini-batch instead"):
+        assert isinstance(fit._force_training(descriptor, structures, [], settings, "cpu")[1]["train"],
+                          StreamedJacobians)

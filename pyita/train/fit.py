@@ -8,6 +8,7 @@ the on-disk cache), normalised, optionally augmented (once, or afresh every epoc
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,9 +60,16 @@ def _weights(structures: Sequence[Structure], derived_weight: float) -> list[flo
 
 
 def _available_memory() -> int | None:
+    """Bytes that can be allocated without swapping: Linux's MemAvailable (free memory plus the page cache
+    that can be dropped), else the free pages; ``None`` where neither is known."""
     try:
-        import os
-
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
@@ -203,8 +211,8 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     """The force loss term, and descriptor Jacobians of the structures with force labels. With a force fraction
     below 1 the term uses a seeded random share of the training structures with forces (at least one), and
     only those need Jacobians; the validation set keeps all of its own. Jacobians that do not fit in memory
-    are computed per mini-batch instead (Adam), if one batch fits; otherwise training is refused here,
-    before it starts, with the memory needed."""
+    (with Adam: together with a copy of the largest mini-batch's) are computed per mini-batch instead, if one
+    batch fits; otherwise training is refused here, before it starts, with the memory needed."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
@@ -216,14 +224,15 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     sizes = {name: [jacobian_bytes([data[k]], descriptor) for k in with_forces[name]]
              for name, data in (("train", train), ("val", validation))}
     need, free = sum(map(sum, sizes.values())), _available_memory()
-    streamed = free is not None and need > 0.8 * free
+    # Adam copies a mini-batch's blocks out of the stored ones: the largest batch comes on top
+    batch = sum(sorted(sizes["train"])[-settings.batch_size:]) if settings.method == "adam" else 0
+    streamed = free is not None and need + batch > 0.8 * free
     if streamed:
         fits = f"--force-fraction {max(0.01, 0.5 * free / need):.2g} fits"
         if settings.method != "adam":
             raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but only "
                              f"{free / 2**30:.1f} GiB is free; use a force fraction below 1 ({fits}), fewer "
                              "structures, or --method adam (Jacobians then computed per mini-batch)")
-        batch = sum(sorted(sizes["train"])[-settings.batch_size:])
         if batch > 0.8 * free:
             raise PyitaError(f"one mini-batch of {settings.batch_size} structures needs up to {batch / 2**30:.1f} GiB "
                              f"for descriptor Jacobians but only {free / 2**30:.1f} GiB is free; use a smaller "
