@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import tarfile
+import sys
 import time
 from pathlib import Path
 
@@ -24,18 +24,9 @@ import torch  # noqa: E402
 from pyita.descriptors import ChebyshevDescriptor, featurize, make_batch  # noqa: E402
 from pyita.io.xsf import read_xsf  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tio2"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def xsf_folder() -> Path:
-    """The archive unpacked once into the same cache the tests use (never into the repository)."""
-    cache = Path(os.environ.get("PYITA_TEST_CACHE", Path.home() / ".cache" / "pyita-tests")) / "tio2"
-    if not (cache / ".complete").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(DATA / "tio2-xsf-full.tar.gz") as tar:
-            tar.extractall(cache, filter="data")
-        (cache / ".complete").touch()
-    return cache / "xsf"
+from bench_train import TIO2 as DATA, unpacked_tio2  # noqa: E402  (the same data, unpacked once)
 
 
 def peak_rss_gib() -> float:
@@ -62,7 +53,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     names = (DATA / "subset-1000.txt").read_text().split()
-    folder = xsf_folder()
+    folder = unpacked_tio2()
     start = time.perf_counter()
     structures = [read_xsf(folder / Path(name).name) for name in names]
     read_time = time.perf_counter() - start
