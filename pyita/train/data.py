@@ -200,13 +200,19 @@ class FeatureSet:
         data.jacobians = jacobians
         return data
 
-    def subset(self, indices: torch.Tensor) -> "FeatureSet":
-        """The structures ``indices`` (a mini-batch); parents outside the subset become −1."""
+    def atom_rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """The atoms (rows of ``inputs``) of the structures ``indices``, in that order: a subset's atom k is
+        this set's atom ``atom_rows(indices)[k]``."""
         indices = torch.as_tensor(indices, device=self.n_atoms.device)
         counts = self.n_atoms[indices]
         first = torch.repeat_interleave(self.atom_start[indices], counts)
         local_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        atoms = first + torch.arange(len(first), device=indices.device) - local_start
+        return first + torch.arange(len(first), device=indices.device) - local_start
+
+    def subset(self, indices: torch.Tensor) -> "FeatureSet":
+        """The structures ``indices`` (a mini-batch); parents outside the subset become −1."""
+        indices = torch.as_tensor(indices, device=self.n_atoms.device)
+        atoms = self.atom_rows(indices)
         new_position = torch.full((len(self),), -1, dtype=torch.long, device=indices.device)
         new_position[indices] = torch.arange(len(indices), device=indices.device)
         parent = self.parent[indices]

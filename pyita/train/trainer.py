@@ -24,6 +24,7 @@ from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.potential import atomic_torch_save, load_potential
 from pyita.progress import progress_bar
 from pyita.train.data import ENERGY_NORMALIZATIONS, FeatureSet, Outputs, evaluate
+from pyita.train.jacobian import StreamedJacobians
 from pyita.train.metrics import per_atom_energy_errors, summarize
 from pyita.io.aenet_inputs import ChebyshevSetup
 
@@ -176,6 +177,29 @@ def _measures(outputs, data: FeatureSet, prefix: str) -> dict:
     return row
 
 
+class _BatchOutputs:
+    """An epoch's mini-batch outputs (each batch under the weights of its own step), put together in the numbering
+    of the whole training set. With streamed Jacobians the training-set columns of the history come from these:
+    evaluating the whole set again at the epoch's end would compute every Jacobian a second time."""
+
+    def __init__(self, data: FeatureSet):
+        self.data = data
+        atoms = data.jacobians.atoms
+        self.place = torch.full((len(data.inputs),), -1, dtype=torch.long, device=atoms.device)
+        self.place[atoms] = torch.arange(len(atoms), device=atoms.device)
+        self.energies = data.energy.new_full((len(data),), float("nan"))
+        self.forces = data.forces.new_full((len(atoms), 3), float("nan"))
+
+    def add(self, indices: torch.Tensor, batch: FeatureSet, outputs: Outputs) -> None:
+        self.energies[indices] = outputs.energies.detach()
+        if outputs.forces is not None:
+            rows = self.data.atom_rows(indices)[batch.jacobians.atoms]
+            self.forces[self.place[rows]] = outputs.forces.detach()
+
+    def outputs(self) -> Outputs:
+        return Outputs(self.energies, self.forces)
+
+
 class Trainer:
     """Fits ``potential`` to ``train`` by the sum of ``losses``; ``validation`` drives early stopping and
     best-model selection; ``test`` is only reported. ``fresh`` (on-the-fly augmentation) returns the
@@ -201,6 +225,7 @@ class Trainer:
             self.optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
         self.history: list[dict] = []
         self._memo: dict | None = None
+        self._batch_outputs: _BatchOutputs | None = None
         self.epoch = 0
         self.best = {"loss": float("inf"), "epoch": -1, "state": None}
         self.bad_epochs = 0
@@ -241,12 +266,17 @@ class Trainer:
             self.optimizer.step(self._lbfgs_closure(data))
             return
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
+        streamed = data is self.train and isinstance(data.jacobians, StreamedJacobians)
+        self._batch_outputs = _BatchOutputs(data) if streamed else None
         for indices in data.batches(self.settings.batch_size, generator):
             batch = data.subset(indices)
             self.optimizer.zero_grad()
-            self.loss(batch)[0].backward()
+            value, outputs = self.loss(batch)
+            value.backward()
             self.optimizer.step()
-            del batch   # before the next batch is built: streamed Jacobians of two batches need not coexist
+            if streamed:
+                self._batch_outputs.add(indices, batch, outputs)
+            del batch, value, outputs   # before the next batch is built: two batches' Jacobians need not coexist
 
     def run(self, progress: bool = False, resume: bool = False, stop: StopFlag | None = None) -> list[dict]:
         """Train until ``iterations`` epochs, early stopping, the time budget or a stop request; returns the
@@ -286,8 +316,11 @@ class Trainer:
         row = {"epoch": self.epoch + 1}
         memo = self._memo
         with torch.no_grad():
-            if memo is not None and memo["data"] is self.train and torch.equal(memo["parameters"],
-                                                                              self._flat_parameters()):
+            if self._batch_outputs is not None:
+                outputs = self._batch_outputs.outputs()
+                loss = sum(term(outputs, self.train) for term in self.losses)
+            elif memo is not None and memo["data"] is self.train and torch.equal(memo["parameters"],
+                                                                                self._flat_parameters()):
                 loss, outputs = memo["loss"], memo["outputs"]
             else:
                 loss, outputs = self.loss(self.train, differentiable=False)
