@@ -206,8 +206,10 @@ def train(
                                                              "mtanh, linear)."),
     force_weight: float = typer.Option(0.0, help="Weight of the force term (direct force training; 0: energy "
                                                  "only). Errors are scaled by the data's spread."),
-    force_fraction: float = typer.Option(1.0, help="Share of the training structures (seeded choice) whose "
-                                                   "forces the force term uses; only those need Jacobians."),
+    force_fraction: float = typer.Option(1.0, help="Share of the force information (seeded choice) that the "
+                                                   "force term uses; only that share needs Jacobians."),
+    force_fraction_of: str = typer.Option("structures", help="What --force-fraction is a share of: structures "
+                                                             "(whole ones) | atoms (of every structure)."),
     augment_a: float = typer.Option(0.0, help="Taylor-derived structures per training parent (0: none)."),
     augment_delta: float = typer.Option(0.03, help="Displacement δ in Å."),
     augment_strategy: str = typer.Option("balanced", help="sequential | balanced | random-all."),
@@ -257,7 +259,7 @@ def train(
     descriptor = {k: v for k, v in dict(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc,
                                         angular_n=angular_n).items() if v is not None}
     settings = TrainSettings(method=method, iterations=iterations, hidden=hidden, force_weight=force_weight,
-                             force_fraction=force_fraction,
+                             force_fraction=force_fraction, force_fraction_of=force_fraction_of,
                              derived_weight=derived_weight, parent_child_weight=parent_child_weight,
                              batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
                              energy_normalization=energy_normalization,

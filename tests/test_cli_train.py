@@ -112,6 +112,8 @@ def test_user_errors_are_one_clear_line(tmp_path, data_file):
         (["train", data_file, "--patience", 3], "--patience needs a validation set"),
         (["train", data_file, "--force-weight", 1, "--force-fraction", 0], "force fraction must be in (0, 1]"),
         (["train", data_file, "--weight-init", "xavier"], "weight_init must be one of aenet, pytorch"),
+        (["train", data_file, "--force-weight", 1, "--force-fraction", 0.5, "--force-fraction-of", "pairs"],
+         "force_fraction_of must be structures or atoms, got 'pairs'"),
     ]
     (tmp_path / "exists.pt").write_text("x")
     cases.append((["train", data_file, "--out", "exists.pt"], "exists"))

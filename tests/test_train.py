@@ -293,6 +293,49 @@ def test_force_fraction_uses_a_seeded_share_of_the_structures():
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(PyitaError, match=r"force fraction must be in \(0, 1\]"):
             TrainSettings(force_weight=1.0, force_fraction=bad)
+    with pytest.raises(PyitaError, match="force_fraction_of must be structures or atoms, got 'pairs'"):
+        TrainSettings(force_weight=1.0, force_fraction=0.5, force_fraction_of="pairs")
+
+
+def test_force_fraction_of_atoms_keeps_only_their_columns():
+    """With a fraction of atoms, every structure keeps a seeded share of its atoms (at least one); their forces,
+    and the force-loss gradient, are those of the full Jacobians at exactly those atoms, from a fraction of the
+    blocks; the term's scale is the RMS force of those atoms."""
+    from pyita.train.fit import _force_training
+    from pyita.train.jacobian import StreamedJacobians
+
+    structures = emt_structures(6)
+    descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
+    settings = TrainSettings(force_weight=1.0, force_fraction=0.3, force_fraction_of="atoms", seed=3, **FAST)
+    loss, jac = _force_training(descriptor, structures, [], settings, "cpu")
+    _, full = _force_training(descriptor, structures, [], replace(settings, force_fraction=1.0), "cpu")
+    part, full = jac["train"], full["train"]
+    assert part.structures.tolist() == list(range(6))
+    starts = np.cumsum([0] + [len(s) for s in structures])
+    per_structure = np.histogram(part.atoms.numpy(), bins=starts)[0]
+    assert per_structure.tolist() == [max(1, round(0.3 * len(s))) for s in structures]
+    again = _force_training(descriptor, structures, [], settings, "cpu")[1]["train"]
+    other = _force_training(descriptor, structures, [], replace(settings, seed=4), "cpu")[1]["train"]
+    assert torch.equal(again.atoms, part.atoms) and not torch.equal(other.atoms, part.atoms)
+    blocks = sum(len(b) for _, _, b in part.parts)
+    assert blocks < 0.5 * sum(len(b) for _, _, b in full.parts)
+    reference = np.concatenate([s.forces for s in structures])[part.atoms.numpy()]
+    assert loss.scale == pytest.approx(np.sqrt(np.mean(reference ** 2)), rel=1e-12)
+    v = torch.randn(int(starts[-1]), descriptor.n_features, dtype=torch.float64, requires_grad=True)
+    where = torch.searchsorted(full.atoms, part.atoms)
+    forces = part.forces(v)
+    torch.testing.assert_close(forces, full.forces(v)[where], rtol=1e-13, atol=1e-13)
+    weights = torch.randn_like(forces)
+    (grad_part,) = torch.autograd.grad((forces * weights).sum(), v)
+    (grad_full,) = torch.autograd.grad((full.forces(v)[where] * weights).sum(), v)
+    torch.testing.assert_close(grad_part, grad_full, rtol=1e-12, atol=1e-12)
+    owner = np.searchsorted(starts, part.atoms.numpy(), side="right") - 1   # streamed: the same atoms and forces
+    columns = {k: part.atoms.numpy()[owner == k] - starts[k] for k in range(6)}
+    streamed = StreamedJacobians(descriptor, structures, range(6), columns=columns)
+    assert torch.equal(streamed.atoms, part.atoms)
+    torch.testing.assert_close(streamed.forces(v.detach()), forces.detach(), rtol=1e-13, atol=1e-13)
+    result = train(structures, settings=replace(settings, iterations=2), use_cache=False)
+    assert result.potential.metadata["settings"]["force_fraction_of"] == "atoms"
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "adam"])
@@ -313,6 +356,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
         train(structures[:-1], settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
     with pytest.raises(PyitaError, match=r"settings differ \(hidden\)"):
         train(structures, settings=replace(settings, hidden="4:tanh"), checkpoint=ckpt, resume=True,
+              use_cache=False)
+    # a checkpoint from before a setting existed: the setting counts as its default there
+    saved = torch.load(ckpt, weights_only=True)
+    del saved["settings"]["force_fraction_of"]
+    torch.save(saved, ckpt)
+    again = train(structures, settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
+    assert [r["epoch"] for r in again.history] == list(range(1, 7))
+    with pytest.raises(PyitaError, match=r"settings differ \(force_fraction_of\)"):
+        train(structures, settings=replace(settings, force_fraction_of="atoms"), checkpoint=ckpt, resume=True,
               use_cache=False)
 
 

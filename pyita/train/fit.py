@@ -209,20 +209,27 @@ def _parent_child_loss(train_set: FeatureSet, fresh, weight: float) -> ParentChi
 def _force_training(descriptor, train: list[Structure], validation: list[Structure], settings: TrainSettings,
                     device):
     """The force loss term, and descriptor Jacobians of the structures with force labels. With a force fraction
-    below 1 the term uses a seeded random share of the training structures with forces (at least one), and
-    only those need Jacobians; the validation set keeps all of its own. Jacobians that do not fit in memory
+    below 1 the term uses a seeded random share of the training structures with forces (at least one), or of
+    the atoms of each (at least one per structure), and only those need Jacobians; the validation set keeps
+    all of its own. Jacobians that do not fit in memory
     (with Adam: together with a copy of the largest mini-batch's) are computed per mini-batch instead, if one
     batch fits; otherwise training is refused here, before it starts, with the memory needed."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
         raise PyitaError("force training needs training structures with force labels")
-    if settings.force_fraction < 1:
+    columns = None   # with a fraction of atoms: structure → the atoms whose forces the term uses
+    if settings.force_fraction < 1 and settings.force_fraction_of == "structures":
         chosen = np.random.default_rng([settings.seed, 7]).permutation(len(with_forces["train"]))
         keep = max(1, int(round(settings.force_fraction * len(chosen))))
         with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
-    sizes = {name: [jacobian_bytes([data[k]], descriptor) for k in with_forces[name]]
-             for name, data in (("train", train), ("val", validation))}
+    elif settings.force_fraction < 1:
+        draw = np.random.default_rng([settings.seed, 8])
+        columns = {k: np.sort(draw.choice(len(train[k]), max(1, int(round(settings.force_fraction * len(train[k])))),
+                                          replace=False)) for k in with_forces["train"]}
+    share = {k: len(atoms) / len(train[k]) for k, atoms in (columns or {}).items()}   # of a structure's blocks, ≈
+    sizes = {name: [jacobian_bytes([data[k]], descriptor) * (share.get(k, 1.0) if name == "train" else 1.0)
+                    for k in with_forces[name]] for name, data in (("train", train), ("val", validation))}
     need, free = sum(map(sum, sizes.values())), _available_memory()
     # Adam copies a mini-batch's blocks out of the stored ones: the largest batch comes on top
     batch = sum(sorted(sizes["train"])[-settings.batch_size:]) if settings.method == "adam" else 0
@@ -240,9 +247,10 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
         warnings.warn(f"storing the descriptor Jacobians would take {need / 2**30:.1f} GiB "
                       f"({free / 2**30:.1f} GiB free): they are computed per mini-batch instead, which makes "
                       "each epoch several times slower", stacklevel=3)
-    reference = np.concatenate([train[k].forces.ravel() for k in with_forces["train"]])
+    reference = np.concatenate([(train[k].forces if columns is None else train[k].forces[columns[k]]).ravel()
+                                for k in with_forces["train"]])
     build = partial(StreamedJacobians, descriptor) if streamed else partial(descriptor_jacobians, descriptor)
-    jacobians = {name: build(data, with_forces[name], device=device)
+    jacobians = {name: build(data, with_forces[name], device=device, columns=columns if name == "train" else None)
                  for name, data in (("train", train), ("val", validation)) if with_forces[name]}
     return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, settings.force_weight), jacobians
 

@@ -61,8 +61,8 @@ def jacobian_bytes(structures: Sequence[Structure], descriptor: ChebyshevDescrip
 class ForceJacobians:
     """Stored blocks ∂G_a/∂R_k of the structures trained on forces, indexed like the data set they belong to.
 
-    ``structures`` are the indices of those structures and ``atoms`` their atoms (the atoms whose forces
-    are predicted); ``parts`` holds (rows a, columns k, blocks (P, F, 3)) in pieces of bounded size.
+    ``structures`` are the indices of those structures and ``atoms`` the atoms whose forces are predicted (all
+    of theirs, or a share: see :func:`descriptor_jacobians`); ``parts`` holds (rows a, columns k, blocks (P, F, 3)) in pieces of bounded size.
     """
 
     structures: torch.Tensor
@@ -102,22 +102,23 @@ class StreamedJacobians:
     by chunk, each dropped after use, for forces on the whole set without gradients (monitoring)."""
 
     def __init__(self, descriptor: ChebyshevDescriptor, structures: Sequence[Structure], only: Sequence[int],
-                 device=None):
+                 device=None, columns: dict[int, np.ndarray] | None = None):
         self.descriptor, self.all, self.only, self.device = descriptor, list(structures), list(only), device
+        self.columns = columns
         self.structures = torch.tensor(self.only, dtype=torch.long, device=device)
-        self.atoms = _atom_places(self.all, self.only).to(device)
+        self.atoms = _force_atoms(self.all, self.only, columns).to(device)
 
     def forces(self, v: torch.Tensor) -> torch.Tensor:
         if v.requires_grad:
             raise RuntimeError("streamed Jacobians give forces without gradients only; train on mini-batches")
-        return torch.cat([descriptor_jacobians(self.descriptor, self.all, chunk, self.device).forces(v)
-                          for chunk in _chunks(self.only, self.all)])
+        return torch.cat([self._build(chunk).forces(v) for chunk in _chunks(self.only, self.all)])
 
     def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> ForceJacobians | None:
         kept = self.structures[structure_map[self.structures] >= 0].tolist()
-        if not kept:
-            return None
-        return descriptor_jacobians(self.descriptor, self.all, kept, self.device).renumber(structure_map, atom_map)
+        return self._build(kept).renumber(structure_map, atom_map) if kept else None
+
+    def _build(self, chosen: list[int]) -> ForceJacobians:
+        return descriptor_jacobians(self.descriptor, self.all, chosen, self.device, self.columns)
 
 
 class _BlockProduct(torch.autograd.Function):
@@ -144,17 +145,42 @@ class _BlockProduct(torch.autograd.Function):
 
 
 def descriptor_jacobians(descriptor: ChebyshevDescriptor, structures: Sequence[Structure],
-                         only: Sequence[int] | None = None, device=None) -> ForceJacobians:
+                         only: Sequence[int] | None = None, device=None,
+                         columns: dict[int, np.ndarray] | None = None) -> ForceJacobians:
     """The Jacobians of ``structures`` (or of those listed in ``only``), numbered like the list given: a
-    structure's index in it, an atom's place in all its structures concatenated."""
+    structure's index in it, an atom's place in all its structures concatenated. ``columns`` limits a
+    structure's forces to some of its atoms (structure index → atom indices in it): only the blocks ∂G_a/∂R_k
+    of those atoms k are kept, all that their forces need."""
     chosen = list(range(len(structures))) if only is None else list(only)
     parts = []
     for chunk in _chunks(chosen, structures):
         where = _atom_places(structures, chunk).to(device)
         rows, cols, blocks = _pair_blocks(descriptor, [structures[m] for m in chunk], device)
+        if columns is not None:
+            keep = torch.nonzero(_column_mask(structures, chunk, columns).to(device)[cols]).squeeze(1)
+            rows, cols, blocks = rows[keep], cols[keep], blocks[keep]
         parts.append((where[rows], where[cols], blocks))
     index = torch.tensor(chosen, dtype=torch.long, device=device)
-    return ForceJacobians(index, _atom_places(structures, chosen).to(device), parts)
+    return ForceJacobians(index, _force_atoms(structures, chosen, columns).to(device), parts)
+
+
+def _column_mask(structures: Sequence[Structure], chosen: Sequence[int], columns: dict[int, np.ndarray]):
+    """Over the atoms of the structures ``chosen`` concatenated: True for those whose forces are used."""
+    masks = []
+    for m in chosen:
+        mask = np.ones(len(structures[m]), dtype=bool)
+        if m in columns:
+            mask[:] = False
+            mask[columns[m]] = True
+        masks.append(mask)
+    return torch.from_numpy(np.concatenate(masks)) if masks else torch.zeros(0, dtype=torch.bool)
+
+
+def _force_atoms(structures: Sequence[Structure], chosen: Sequence[int],
+                 columns: dict[int, np.ndarray] | None) -> torch.Tensor:
+    """Places (among all atoms concatenated) of the atoms of ``chosen`` whose forces are predicted."""
+    places = _atom_places(structures, chosen)
+    return places if columns is None else places[_column_mask(structures, chosen, columns)]
 
 
 def _atom_places(structures: Sequence[Structure], chosen: Sequence[int]) -> torch.Tensor:

@@ -12,7 +12,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,8 @@ from pyita.train.metrics import per_atom_energy_errors, summarize
 from pyita.io.aenet_inputs import ChebyshevSetup
 
 METHODS = ("lbfgs", "adam")
+#: What a force fraction is a share of: whole structures, or the atoms of every structure.
+FORCE_FRACTION_OF = ("structures", "atoms")
 CHECKPOINT_KIND = "pyita-checkpoint"
 CHECKPOINT_FORMAT = 1
 #: Settings that may differ between a run and its resumption (everything else must match).
@@ -53,8 +55,10 @@ class TrainSettings:
     #: None: DEFAULT_HIDDEN, or the initial networks' layers.
     hidden: str | None = None
     force_weight: float = 0.0
-    #: Share of the training structures with forces that the force term uses (seeded choice; 1: all).
+    #: Share of the force information that the force term uses (seeded choice; 1: all): of the training
+    #: structures with forces, or of the atoms of each of them (``force_fraction_of``).
     force_fraction: float = 1.0
+    force_fraction_of: str = "structures"
     derived_weight: float = 1.0
     parent_child_weight: float = 0.0
     batch_size: int = 32
@@ -94,6 +98,9 @@ class TrainSettings:
             raise PyitaError("force, derived-structure and parent–child weights must be ≥ 0")
         if not 0 < self.force_fraction <= 1:
             raise SettingError(f"force fraction must be in (0, 1], got {self.force_fraction}")
+        if self.force_fraction_of not in FORCE_FRACTION_OF:
+            raise SettingError(f"force_fraction_of must be {' or '.join(FORCE_FRACTION_OF)}, got "
+                               f"{self.force_fraction_of!r}")
         if self.batch_size < 1 or not self.learning_rate > 0:
             raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
         if self.weight_init not in WEIGHT_INITS:
@@ -381,7 +388,9 @@ class Trainer:
         if saved["fingerprint"] != self.fingerprint:
             raise PyitaError(f"cannot resume from {path}: it was made with different training data")
         mine, theirs = self.settings.as_dict(), saved["settings"]
-        changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k)]
+        # a setting newer than the checkpoint counts as its default there
+        defaults = {f.name: f.default for f in fields(TrainSettings)}
+        changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k, defaults[k])]
         if changed:
             raise PyitaError(f"cannot resume from {path}: settings differ ({', '.join(changed)})")
         self.potential.load_state_dict(saved["model"])
