@@ -211,9 +211,9 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     """The force loss term, and descriptor Jacobians of the structures with force labels. With a force fraction
     below 1 the term uses a seeded random share of the training structures with forces (at least one), or of
     the atoms of each (at least one per structure), and only those need Jacobians; the validation set keeps
-    all of its own. Jacobians that do not fit in memory
-    (with Adam: together with a copy of the largest mini-batch's) are computed per mini-batch instead, if one
-    batch fits; otherwise training is refused here, before it starts, with the memory needed."""
+    all of its own. Jacobians that do not fit in memory (with Adam: together with a copy of the largest
+    mini-batch's) are computed per mini-batch instead, if one batch fits; otherwise training is refused here,
+    before it starts, with the memory needed."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
@@ -225,8 +225,8 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
         with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
     elif settings.force_fraction < 1:
         draw = np.random.default_rng([settings.seed, 8])
-        columns = {k: np.sort(draw.choice(len(train[k]), max(1, int(round(settings.force_fraction * len(train[k])))),
-                                          replace=False)) for k in with_forces["train"]}
+        columns = {k: np.sort(draw.choice(n, max(1, int(round(settings.force_fraction * n))), replace=False))
+                   for k in with_forces["train"] for n in [len(train[k])]}
     share = {k: len(atoms) / len(train[k]) for k, atoms in (columns or {}).items()}   # of a structure's blocks, ≈
     sizes = {name: [jacobian_bytes([data[k]], descriptor) * (share.get(k, 1.0) if name == "train" else 1.0)
                     for k in with_forces[name]] for name, data in (("train", train), ("val", validation))}

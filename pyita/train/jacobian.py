@@ -62,7 +62,8 @@ class ForceJacobians:
     """Stored blocks ∂G_a/∂R_k of the structures trained on forces, indexed like the data set they belong to.
 
     ``structures`` are the indices of those structures and ``atoms`` the atoms whose forces are predicted (all
-    of theirs, or a share: see :func:`descriptor_jacobians`); ``parts`` holds (rows a, columns k, blocks (P, F, 3)) in pieces of bounded size.
+    of theirs, or a share: see :func:`descriptor_jacobians`); ``parts`` holds (rows a, columns k, blocks
+    (P, F, 3)) in pieces of bounded size.
     """
 
     structures: torch.Tensor
