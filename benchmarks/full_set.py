@@ -97,8 +97,8 @@ def main() -> None:
 
         meta = load_potential(model).metadata
         test = meta["test_errors"]
-        results[row] = {"command": command, "threads": args.threads, "wall_seconds": wall, "train_seconds": meta["train_seconds"],
-                        "epochs": len(meta["history"]), "hidden": args.hidden,
+        results[row] = {"command": command, "threads": args.threads, "wall_seconds": wall,
+                        "train_seconds": meta["train_seconds"], "epochs": len(meta["history"]), "hidden": args.hidden,
                         "energy_mae": test["energy_meV_per_atom"]["mae"],
                         "energy_rmse": test["energy_meV_per_atom"]["rmse"],
                         "force_mae": test["force_components_eV_per_A"]["mae"],

@@ -142,8 +142,8 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
             xs.append(np.mean([row["train_energy_mae"] for row in rows]))   # of the model evaluated
             ye.append(np.mean([row["energy_mae"] for row in rows]))
             yf.append(np.mean([row["force_mae"] for row in rows]))
+            aug = next(c.augment for c in config.conditions if c.name == name)
             for r in runs:
-                aug = next(c.augment for c in config.conditions if c.name == name)
                 if aug and r.summary.get("taylor_signal_meV_atom"):
                     signals.setdefault(aug["delta"], []).append(r.summary["taylor_signal_meV_atom"])
         order = np.argsort(xs)
