@@ -125,6 +125,30 @@ def test_prepared_folder_names_sources_from_its_own_folder_and_runs(tmp_path):
     run_generate(exe, run)
 
 
+def test_experiment_on_aenet_runs_in_its_own_folder_and_clears_what_a_killed_run_left(tmp_path):
+    """Without ``keep_runs`` the aenet run folders are temporary, inside the experiment folder rather than the
+    system's temporary folder (a killed run cannot remove its own), removed after each run and on --resume."""
+    exe = aenet_or_skip()
+    config = tmp_path / "exp.toml"
+    config.write_text('[experiment]\ndata = "sample:tio2-md"\nsubset_size = 8\ntrials = 1\ntest_fraction = 0.25\n'
+                      'workers = 1\n\n[trainer]\nmethod = "lbfgs"\niterations = 1\nhidden = "3:tanh"\n\n'
+                      '[[condition]]\nname = "baseline"\n')
+    system_tmp, out = tmp_path / "tmp", tmp_path / "out"
+    system_tmp.mkdir()
+    args = ("experiment", config, "--backend", "aenet", "--aenet-bin", Path(exe["train"]).parent, "--out", out, "-q")
+    env = {"PYITA_AENET_CACHE": tmp_path / "cache", "TMPDIR": system_tmp}
+    done = run_cli(*args, cwd=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert (out / "results" / "trial-000" / "baseline.json").is_file()
+    assert list(system_tmp.iterdir()) == [] and not (out / ".aenet-scratch").exists()
+    killed = out / ".aenet-scratch" / "pyita-aenet-killed" / "run"
+    killed.mkdir(parents=True)
+    (killed / "train.in").write_text("left by a killed run\n")
+    done = run_cli(*args, "--resume", cwd=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    assert not (out / ".aenet-scratch").exists() and list(system_tmp.iterdir()) == []
+
+
 def test_experiment_on_aenet_keeps_named_run_folders(tmp_path):
     """``pyita experiment --backend aenet --aenet-bin …`` on a config written for the embedded trainer
     (lbfgs): the force-training condition is left out with a warning, the A/A condition starts from other

@@ -20,6 +20,9 @@ from pyita.errors import PyitaError
 RESULTS = "results"
 #: The aenet run folders kept with ``keep_runs = true``, one per task, beside ``results/``.
 KEPT_RUNS = "aenet-runs"
+#: The aenet backend's temporary run folders otherwise: removed after each run, and cleared when the experiment
+#: (re)starts, so a killed run leaves nothing behind outside its experiment folder.
+SCRATCH = ".aenet-scratch"
 SUMMARY_KEYS = ("trial", "condition", "seed", "n_test", "seconds", "history")
 ARRAYS = ("energy_ref", "energy_pred", "n_atoms", "force_errors")
 

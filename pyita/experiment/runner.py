@@ -21,7 +21,7 @@ from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import ExperimentConfig, backend_of, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
-from pyita.experiment.results import DamagedResult, TaskResult, kept_run_folder, result_paths
+from pyita.experiment.results import SCRATCH, DamagedResult, TaskResult, kept_run_folder, result_paths
 from pyita.io.atomic import atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io.outputs import refuse_overlap
@@ -63,6 +63,8 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
         if keep_runs:
             extra["workdir"] = kept_run_folder(Path(out), trial, condition.name)
             shutil.rmtree(extra["workdir"], ignore_errors=True)   # an interrupted attempt's folder, ours
+        else:
+            extra["scratch"] = Path(out) / SCRATCH
     start = time.perf_counter()
     result = get_backend(backend)(parents=parents, derived=derived, test=test, trainer=trainer,
                                          augment=condition.augment, seed=split.model_seed,
@@ -140,7 +142,7 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
 
     Refuses an ``out`` that overlaps an input or the current folder, a non-empty folder unless resuming the
     same experiment (same effective settings), and a folder another living pyita process is running in
-    (``LOCK`` holds its pid).
+    (``LOCK`` holds its pid). Clears the temporary aenet run folders an interrupted attempt left.
     """
     out = Path(out)
     refuse_overlap(out, inputs)
@@ -172,7 +174,14 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
                                  "to mix")
         atomic_write_text(out / "config.toml", config_text)
         atomic_write_text(saved, settings + "\n")
-        yield
+        shutil.rmtree(out / SCRATCH, ignore_errors=True)   # run folders of a killed attempt: the lock is ours
+        try:
+            yield
+        finally:
+            try:
+                (out / SCRATCH).rmdir()   # only when empty: a failed run's folder stays, to be read
+            except OSError:
+                pass
 
 
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,

@@ -135,7 +135,7 @@ def unsupported(augment: dict | None, trainer: dict | None) -> str | None:
 def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
                        trainer: dict | None = None, augment: dict | None = None, seed: int = 0,
                        reference_energies: dict | None = None, workdir: str | Path | None = None,
-                       init_seed_offset: int = 0) -> ConditionResult:
+                       init_seed_offset: int = 0, scratch: str | Path | None = None) -> ConditionResult:
     """The experiment runner's backend call for ``backend = "aenet"``.
 
     Trains on parents + derived, predicts ``test``; returns a ``ConditionResult`` (energies as compared,
@@ -143,8 +143,8 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
     per seed, cached under $PYITA_AENET_CACHE or ~/.cache/pyita/aenet); ``init_seed_offset`` ≠ 0 takes those
     of seed + offset instead (aenet draws them from the clock, so each seed's set is an independent draw).
     ``trainer`` may name ``aenet_bin`` and ``keep_runs``; the run folder is kept under ``workdir`` when that
-    is given, else in a temporary folder removed after success. What aenet cannot do (``unsupported``)
-    raises PyitaError.
+    is given, else in a temporary folder (under ``scratch``, default the system's) removed after success.
+    What aenet cannot do (``unsupported``) raises PyitaError.
     """
     import tempfile
 
@@ -163,7 +163,9 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
         settings.initial_networks = str(_initial_networks(parents, test, settings, seed + init_seed_offset,
                                                           aenet_bin, cache))
     kept = workdir is not None
-    run = Path(workdir) if kept else Path(tempfile.mkdtemp(prefix="pyita-aenet-")) / "run"
+    if not kept and scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    run = Path(workdir) if kept else Path(tempfile.mkdtemp(prefix="pyita-aenet-", dir=scratch)) / "run"
     result = train_and_evaluate_aenet(list(parents) + list(derived), list(test), settings, run,
                                       aenet_bin=aenet_bin)
     rows = result["energy_errors"]
