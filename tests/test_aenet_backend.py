@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -649,6 +650,34 @@ def test_experiment_backend_error_path_leaves_no_cache_entry(tmp_path, standin, 
         aenet.experiment_backend(parents, [], test, {"aenet_bin": str(standin), "iterations": 2},
                                  reference_energies={"Ti": E_TI, "O": E_O})
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_experiment_backend_runs_under_scratch_and_a_failed_run_stays_there(tmp_path, monkeypatch):
+    """The temporary run folder goes under ``scratch`` (the runner's OUT/.aenet-scratch), not the system's
+    temporary folder; a failed run's folder is left there to be read, a finished one removed."""
+    from pyita.backends.aenet import experiment as backend
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    runs = []
+
+    def fake_run(structures, test, settings, run, aenet_bin=None):
+        runs.append(run)
+        run.mkdir()
+        if len(runs) == 1:
+            raise PyitaError("train.x failed")
+        return {"energy_errors": [], "force_errors": [], "history": []}
+
+    monkeypatch.setattr(backend, "train_and_evaluate_aenet", fake_run)
+    monkeypatch.setattr(backend, "_initial_networks", lambda *args: tmp_path / "initial")
+    parents = [read_xsf(p) for p in sorted((DATA / "xsf").glob("s0[1-2].xsf"))]
+    scratch = tmp_path / "out" / ".aenet-scratch"
+    with pytest.raises(PyitaError, match="train.x failed"):
+        aenet.experiment_backend(parents, [], parents[:1], {}, scratch=scratch)
+    assert runs[0].parent.parent == scratch and runs[0].is_dir()
+    aenet.experiment_backend(parents, [], parents[:1], {}, scratch=scratch)
+    assert runs[1].parent.parent == scratch and not runs[1].parent.exists()
+    assert list(scratch.iterdir()) == [runs[0].parent] and list((tmp_path / "system-tmp").iterdir()) == []
 
 
 # --------------------------------------------- real aenet (../shared/tools or AENET_BIN; skipped without it)
