@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from pyita.io.atomic import atomic_write, atomic_write_text
@@ -36,8 +37,11 @@ def label(name: str, row: dict) -> str:
 def rows_of(paths: list[Path]) -> list[dict]:
     rows = []
     for path in paths:
-        for name, row in json.loads(path.read_text())["rows"].items():
-            rows.append({"row": label(name, row), **{k: row[k] for k in COLUMNS[1:]}})
+        try:
+            for name, row in json.loads(path.read_text())["rows"].items():
+                rows.append({"row": label(name, row), **{k: row[k] for k in COLUMNS[1:]}})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sys.exit(f"{path}: not a full-set.json written by full_set.py ({type(exc).__name__}: {exc})")
     return rows
 
 
