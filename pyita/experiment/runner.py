@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -178,10 +178,8 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
         try:
             yield
         finally:
-            try:
+            with suppress(OSError):
                 (out / SCRATCH).rmdir()   # only when empty: a failed run's folder stays, to be read
-            except OSError:
-                pass
 
 
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
