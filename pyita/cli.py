@@ -197,7 +197,8 @@ def _train_option(default, text: str):
 def train(
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
                                          "or 'sample[:name]' for the bundled data."),
-    out: Path = typer.Option(Path("model.pt"), "--out", "-o", help="Model file to write."),
+    out: str = typer.Option("model.pt", "--out", "-o", help="Model file to write (MODEL.history.csv beside it, "
+                                                            "and MODEL.ckpt while training)."),
     test_fraction: float = typer.Option(0.1, help="Original structures held out as the test set (by parent)."),
     validation_fraction: float = typer.Option(0.0, help="Held out for early stopping and best-epoch choice."),
     method: str = typer.Option("lbfgs", help="lbfgs (full batch, aenet's bfgs) | adam (mini-batch)."),
@@ -326,34 +327,46 @@ def experiment(
                                                           "(default: AENET_BIN, then PATH)."),
     workers: Optional[int] = typer.Option(None, help="Parallel training processes (local pool)."),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address (e.g. tcp://host:8786)."),
-    report_only: bool = typer.Option(False, help="Rebuild the report from finished results only."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    report_only: bool = typer.Option(False, help="Rebuild the report of the experiment in --out from its finished "
+                                                 "results, with the settings stored with them (a CONFIG, if "
+                                                 "given, must be that experiment's)."),
+    overwrite: bool = typer.Option(False, help="Start again in an earlier experiment folder: its results are "
+                                               "replaced (only what `pyita experiment` wrote there)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
     from pyita.experiment.config import parse_config, parse_toml, read_config_text
     from pyita.experiment.report import write_report
-    from pyita.experiment.runner import check_backends, experiment_output, run_experiment
+    from pyita.experiment.runner import check_backends, experiment_output, report_only as rebuild_report, \
+        run_experiment
     from pyita.io import open_source
     from pyita.io.outputs import data_inputs
 
-    text, path = read_config_text(config_file, preset)
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
                  "scheduler": scheduler}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    raw = parse_toml(text, path)
-    config = parse_config(raw, path, overrides)
-    for name, why in config.left_out.items():
-        warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}")
-    if report_only:
-        summary = write_report(config, out)
+    if report_only and config_file is None and preset is None:
+        changed = sorted(set(overrides) - {"workers", "scheduler", "aenet_bin"})
+        if changed:
+            raise PyitaError(f"--report-only reports the experiment stored in {out}; "
+                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot change it")
+        summary = rebuild_report(out)
     else:
-        inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
-        check_backends(config)
-        with experiment_output(out, config, text, resume, inputs):
-            run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
-                           progress_enabled=not quiet)
-            summary = write_report(config, out)
+        text, path = read_config_text(config_file, preset)
+        raw = parse_toml(text, path)
+        config = parse_config(raw, path, overrides)
+        for name, why in config.left_out.items():
+            warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}")
+        if report_only:
+            summary = rebuild_report(out, config)
+        else:
+            inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+            check_backends(config)
+            with experiment_output(out, config, text, resume, inputs, overwrite=overwrite):
+                run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
+                               progress_enabled=not quiet)
+                summary = write_report(config, out)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")

@@ -120,7 +120,7 @@ def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forc
     summary.update({"pyita_version": __version__, "command": "predict", "model": str(model), "data": list(data),
                     "model_settings": potential.metadata.get("settings", {}),
                     "model_seed": potential.metadata.get("seed")})
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, command="predict") as tmp:
         _write_csv(tmp / "predictions.csv", structure_rows)
         if forces:
             _write_csv(tmp / "forces.csv", force_rows)

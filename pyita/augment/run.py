@@ -137,7 +137,7 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
     close, unchecked, unchecked_names = [], [], []  # near-coincident atoms found; parents to check, names
     species: dict[str, None] = {}
     workers = 1 if fmt != "xsf" else default_workers(len(names)) if workers is None else check_workers(workers)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp, \
+    with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
         if fmt == "xsf":

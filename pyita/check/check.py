@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from pyita import __version__
 from pyita.augment import AugmentSettings, iter_augmented
 from pyita.augment.strategies import STRATEGIES
 from pyita.check.calculators import resolve_calculator
-from pyita.check.label import Checkpoint, fingerprint, label_structures
+from pyita.check.label import Checkpoint, CheckpointFolder, fingerprint, label_structures
 from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.records import jsonable
@@ -229,12 +228,14 @@ def check(data, calculator, settings: CheckSettings | None = None, *, calc_kwarg
     chosen = [s.copy(source=name) for s, name in zip(chosen, names)]
     base_meta = {"data": _data_label(data), "calculator": spec.describe(), "pyita_version": __version__}
 
+    folder = None if checkpoint_dir is None else CheckpointFolder(checkpoint_dir, "check")
+
     def checkpoint(name: str, structures: list[Structure]) -> Checkpoint | None:
-        if checkpoint_dir is None:
+        if folder is None:
             return None
         meta = {**base_meta, "kind": f"check-{name}", "count": len(structures),
                 "fingerprint": fingerprint(structures)}
-        return Checkpoint(Path(checkpoint_dir) / f"{name}.jsonl", meta, restart=restart)
+        return Checkpoint(folder.path / f"{name}.jsonl", meta, restart=restart, folder=folder)
 
     labels = label_structures(chosen, spec, checkpoint=checkpoint("parents", chosen), workers=workers,
                               progress=progress, description="check: parents", noun="parent",
@@ -471,9 +472,10 @@ def run_check(data, calculator, out: str | Path, settings: CheckSettings | None 
     guard_output(out, inputs, "check", overwrite)
     refuse_overlap(partial, inputs, option="--out (its checkpoint folder)")
     with exclusive(existing_ancestor(out.parent) / f".{partial.name}.lock", f"checkpoint {partial}"):
+        CheckpointFolder(partial, "check")   # someone else's folder of that name: refused before any work
         result = check(data, calculator, settings, calc_kwargs=calc_kwargs, workers=workers, progress=progress,
                        checkpoint_dir=partial, restart=restart, threads=threads, fold=fold)
-        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        with atomic_output_dir(out, overwrite=overwrite, command="check") as tmp:
             write_check(result, tmp)
-        shutil.rmtree(partial, ignore_errors=True)
+        CheckpointFolder(partial, "check").remove()
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 from typing import Sequence
@@ -48,14 +49,73 @@ def fingerprint(structures: Sequence[Structure]) -> str:
     return h.hexdigest()[:24]
 
 
+def is_checkpoint_file(path: Path) -> bool:
+    """A regular file whose first line is the header a ``Checkpoint`` writes (or an empty file: a run killed
+    before its header was flushed)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(1 << 20)
+        return not first or (first.endswith(b"\n") and isinstance(header := json.loads(first), dict)
+                             and "pyita_checkpoint" in header)
+    except (OSError, ValueError):
+        return False
+
+
+#: The record that marks a folder of checkpoints (``pyita check``'s ``OUT.partial/``) as PyITA's own.
+FOLDER_RECORD = "pyita-checkpoint.json"
+
+
+class CheckpointFolder:
+    """A folder of ``Checkpoint`` files recognised by its record: someone else's folder of that name is
+    refused, never used or removed; only the files it holds of its own are ever deleted."""
+
+    def __init__(self, path: str | Path, command: str):
+        self.path, self.command = Path(path), command
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        try:
+            record = json.loads((self.path / FOLDER_RECORD).read_text())
+        except (OSError, ValueError):
+            record = None
+        if self.path.is_symlink() or not isinstance(record, dict) or record.get("pyita_checkpoints") != command:
+            raise PyitaError(f"{self.path} exists and is not a checkpoint folder of `pyita {command}` (it holds no "
+                             f"{FOLDER_RECORD} naming it); it was left untouched: move it away or choose another "
+                             "--out")
+
+    def create(self) -> None:
+        """Make the folder with its record (when the first result is saved, so a run that fails before
+        leaves none)."""
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            (self.path / FOLDER_RECORD).write_text(json.dumps({"pyita_checkpoints": self.command}) + "\n")
+
+    def remove(self) -> None:
+        """Delete the record and the checkpoint files; a file of someone else's inside keeps the folder."""
+        if not self.path.is_dir():
+            return
+        for entry in self.path.iterdir():
+            if entry.suffix == ".jsonl" and is_checkpoint_file(entry):
+                entry.unlink()
+        (self.path / FOLDER_RECORD).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            warnings.warn(f"{self.path} was kept: it holds files PyITA did not write", stacklevel=2)
+
+
 class Checkpoint:
     """Append-only JSON-lines file: a header line (what run it belongs to), then one line per result."""
 
-    def __init__(self, path: str | Path, meta: dict, restart: bool = False):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, meta: dict, restart: bool = False, folder: CheckpointFolder | None = None):
+        self.path, self.folder = Path(path), folder
         self.meta = json.loads(json.dumps(meta))  # normalise (tuples → lists) for comparison
         self.results: dict[int, tuple[float, list | None]] = {}
         self._handle = None
+        if (self.path.exists() or self.path.is_symlink()) and not is_checkpoint_file(self.path):
+            raise PyitaError(f"{self.path} exists and is not a PyITA checkpoint; it was left untouched: move it "
+                             "away or choose another --out")
         if restart:
             self.path.unlink(missing_ok=True)
         if self.path.exists():
@@ -110,7 +170,10 @@ class Checkpoint:
     def append(self, index: int, energy: float, forces: np.ndarray | None) -> None:
         if self._handle is None:
             new = not self.path.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.folder is not None:
+                self.folder.create()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a")
             if new:
                 self._handle.write(json.dumps({"pyita_checkpoint": CHECKPOINT_VERSION, "meta": self.meta}) + "\n")

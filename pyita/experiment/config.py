@@ -15,12 +15,13 @@ import itertools
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
 from pyita.backends import BACKENDS
-from pyita.errors import InputError
+from pyita.errors import InputError, PyitaError
+from pyita.experiment.results import refuse_shared_file_names
 
 PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
            "force-budget")
@@ -82,6 +83,38 @@ class ExperimentConfig:
             if not d[key]:
                 del d[key]
         return d
+
+    @classmethod
+    def from_record(cls, record, path: str | Path) -> "ExperimentConfig":
+        """The experiment that ``as_dict`` recorded (experiment.json): the settings its results were trained
+        with. Anything else is an InputError naming ``path``."""
+        names = {f.name for f in fields(cls)}
+        try:
+            if not isinstance(record, dict) or not {"name", "data", "conditions"} <= record.keys():
+                raise TypeError("not an experiment record")
+            settings = {k: v for k, v in record.items() if k in names and k != "conditions"}
+            return cls(**settings, conditions=[Condition(**c) for c in record["conditions"]])
+        except TypeError as exc:
+            raise InputError(f"not an experiment record of PyITA ({exc})", path) from None
+
+
+def first_difference(recorded, given, where: str = "") -> str | None:
+    """The first setting in which two ``as_dict`` records differ, as "key: A recorded, B given" (None: equal)."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        for key in list(recorded) + [k for k in given if k not in recorded]:
+            found = first_difference(recorded.get(key), given.get(key), f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(given, list):
+        for k, (a, b) in enumerate(zip(recorded, given)):
+            found = first_difference(a, b, f"{where}[{k}]")
+            if found:
+                return found
+        if len(recorded) != len(given):
+            return f"{where}: {len(recorded)} entries recorded, {len(given)} given"
+        return None
+    return None if recorded == given else f"{where or 'settings'}: {recorded!r} recorded, {given!r} given"
 
 
 _PRESETS_DIR = Path(str(resources.files("pyita.experiment") / "presets"))
@@ -237,6 +270,10 @@ def _validate(config: ExperimentConfig, path) -> None:
     names = [c.name for c in config.conditions]
     if len(set(names)) != len(names):
         raise InputError(f"condition names repeat: {names}", path)
+    try:
+        refuse_shared_file_names(names)
+    except PyitaError as exc:
+        raise InputError(str(exc), path) from None
     if config.workers < 1:
         raise InputError("workers must be ≥ 1", path)
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)

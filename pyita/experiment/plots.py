@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pyita.experiment.analysis import pooled  # noqa: E402
+from pyita.io.atomic import atomic_write  # noqa: E402
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -19,7 +20,7 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=130)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130))
     plt.close(fig)
     return paths
 

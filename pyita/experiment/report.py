@@ -15,16 +15,22 @@ from pyita.experiment import plots
 from pyita.experiment.analysis import comparisons, condition_table, per_trial_table, plain_groups, plain_summary
 from pyita.experiment.results import load_results
 from pyita.experiment.config import ExperimentConfig
+from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.records import jsonable
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write(tmp: str) -> None:
+        with opener(tmp, "wt", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _raw_errors(results, out: Path) -> None:
@@ -93,10 +99,10 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
     summary = {"pyita_version": __version__, "config": config.as_dict(), "plain_summary": plain_summary(tests),
                "conditions": conditions, "comparisons": tests, "finished_tasks": len(results),
                "expected_tasks": config.trials * len(config.conditions)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(jsonable(summary), indent=1, default=str) + "\n")
     md = _markdown(config, conditions, tests, figure_files, len(results))
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(md, out, config.name))
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _html(md, out, config.name))
     return summary
 
 

@@ -37,6 +37,20 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", name.replace("δ", "d")).strip("_") or "condition"
 
 
+def refuse_shared_file_names(names: list[str]) -> None:
+    """Refuse condition names whose result files would be one and the same (an empty name, names that differ
+    only in spaces, punctuation, letter case or non-ASCII letters): their results would overwrite each other."""
+    taken: dict[str, str] = {}
+    for name in names:
+        if not name.strip():
+            raise PyitaError(f"condition name {name!r} is empty; give every [[condition]] a name")
+        key = slug(name).casefold()   # case-insensitive file systems (macOS, Windows) fold letter case
+        if key in taken:
+            raise PyitaError(f"conditions {taken[key]!r} and {name!r} would share the result file name "
+                             f"{slug(name)!r} (names are stored as letters, digits and . = - _ only); rename one")
+        taken[key] = name
+
+
 def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
     folder = Path(out) / RESULTS / f"trial-{trial:03d}"
     name = slug(condition)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -19,12 +20,13 @@ import numpy as np
 
 from pyita import __version__
 from pyita.errors import PyitaError
-from pyita.experiment.config import ExperimentConfig, backend_of, parse_config
+from pyita.experiment.config import ExperimentConfig, backend_of, first_difference, parse_config
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
-from pyita.experiment.results import SCRATCH, DamagedResult, TaskResult, kept_run_folder, result_paths
-from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.experiment.results import (KEPT_RUNS, RESULTS, SCRATCH, DamagedResult, TaskResult, kept_run_folder,
+                                     result_paths)
+from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
-from pyita.io.outputs import refuse_overlap
+from pyita.io.outputs import listing, refuse_overlap
 from pyita.parallel import worker_pool
 from pyita.progress import progress_bar
 
@@ -135,43 +137,102 @@ def _executor(config: ExperimentConfig, n_tasks: int):
         yield pool, threads
 
 
+#: Settings that say where tasks run, not what they compute: free to differ between a run and its resume.
+_WHERE = ("workers", "scheduler")
+
+
+def _what_results_depend_on(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in _WHERE}
+
+
+def _read_record(saved: Path) -> dict:
+    try:
+        record = json.loads(saved.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise PyitaError(f"{saved} is damaged; cannot tell which experiment {saved.parent} holds") from None
+    if not isinstance(record, dict):
+        raise PyitaError(f"{saved} is not an experiment record; cannot tell which experiment {saved.parent} holds")
+    return record
+
+
+def report_only(out: Path, given: ExperimentConfig | None = None) -> dict:
+    """Rebuild the report of the experiment in ``out`` from its results, with the settings stored with them.
+
+    Acts only on a folder its own experiment.json identifies as an experiment, while no experiment runs in
+    it (the lock); ``given`` (a config named on the command line) must describe that same experiment.
+    """
+    from pyita.experiment.report import write_report
+
+    out = Path(out)
+    saved = out / "experiment.json"
+    if not saved.is_file():
+        raise PyitaError(f"--report-only: {out} holds no experiment.json, so it is not an experiment folder "
+                         "of `pyita experiment`; nothing was written")
+    with exclusive(out / LOCK, f"experiment folder {out}"):
+        record = _read_record(saved)
+        stored = ExperimentConfig.from_record(record, saved)
+        if given is not None:
+            differs = first_difference(_what_results_depend_on(record),
+                                       _what_results_depend_on(json.loads(json.dumps(given.as_dict(), default=str))))
+            if differs:
+                raise PyitaError(f"--report-only: the config given is not the experiment in {out} ({differs}); "
+                                 "give the same config, or none to report the stored one")
+        return write_report(stored, out)
+
+
+#: What `pyita experiment` writes in its folder, as paths relative to it; anything else there is not its own.
+_OWN = re.compile(r"experiment\.json|config\.toml|summary\.json|report\.(md|html)|"
+                  r"(per_trial|conditions|comparisons)\.csv|(energy|force)_errors\.csv\.gz|"
+                  rf"{re.escape(LOCK)}|{RESULTS}(/trial-\d+(/[^/]+\.(json|npz))?)?|figures(/[^/]+\.(png|svg))?|"
+                  rf"({re.escape(SCRATCH)}|{KEPT_RUNS})(/.*)?")
+
+
+def not_written_by_experiment(out: Path) -> list[str]:
+    """The files and folders in ``out`` that `pyita experiment` did not write (temporary files of an
+    interrupted write, ``.NAME.tmp-XXXX``, are its own)."""
+    return [name for name in listing(out)
+            if not _OWN.fullmatch(name) and TMP_MARK not in name.rsplit("/", 1)[-1]]
+
+
 @contextmanager
 def experiment_output(out: Path, config: ExperimentConfig, config_text: str, resume: bool,
-                      inputs: list[Path] = ()):
+                      inputs: list[Path] = (), overwrite: bool = False):
     """Claim ``out`` for this experiment for the duration of the block.
 
     Refuses an ``out`` that overlaps an input or the current folder, a non-empty folder unless resuming the
-    same experiment (same effective settings), and a folder another living pyita process is running in
-    (``LOCK`` holds its pid). Clears the temporary aenet run folders an interrupted attempt left.
+    same experiment (same effective settings) or starting an earlier one again (``overwrite``: only a folder
+    that holds nothing but what `pyita experiment` wrote, which is then removed), and a folder another living
+    pyita process is running in (``LOCK`` holds its pid). Clears the temporary aenet run folders an
+    interrupted attempt left.
     """
     out = Path(out)
     refuse_overlap(out, inputs)
     saved = out / "experiment.json"
     settings = json.dumps(config.as_dict(), indent=1, default=str, ensure_ascii=False)
-    how = ("workers", "scheduler")   # where tasks run does not change their results
+    if resume and overwrite:
+        raise PyitaError("--resume continues an experiment and --overwrite starts it again; give one of them")
     if out.exists() and not out.is_dir():
         raise PyitaError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
-        if not resume:
-            raise PyitaError(f"{out} is not empty; pass --resume to continue that experiment, or choose "
-                             "another --out")
+        if not (resume or overwrite):
+            raise PyitaError(f"{out} is not empty; pass --resume to continue that experiment, --overwrite to "
+                             "start it again, or choose another --out")
         if not saved.exists():
-            raise PyitaError(f"--resume: {out} holds no experiment.json, so it is not an experiment folder; "
-                             "choose another --out")
+            raise PyitaError(f"--{'resume' if resume else 'overwrite'}: {out} holds no experiment.json, so it is "
+                             "not an experiment folder; it was left untouched: choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PyitaError(f"cannot create {out}: {exc.strerror}") from None
     with exclusive(out / LOCK, f"experiment folder {out}"):
-        if saved.exists():
-            try:
-                before = json.loads(saved.read_text())
-            except ValueError:
-                raise PyitaError(f"{saved} is damaged; cannot tell which experiment {out} holds") from None
-            now = json.loads(settings)
-            if {k: v for k, v in before.items() if k not in how} != {k: v for k, v in now.items() if k not in how}:
-                raise PyitaError(f"{out} holds a different experiment (its experiment.json differs); refusing "
-                                 "to mix")
+        if overwrite and saved.exists():
+            _clear_earlier_experiment(out)
+        elif saved.exists():
+            differs = first_difference(_what_results_depend_on(_read_record(saved)),
+                                       _what_results_depend_on(json.loads(settings)))
+            if differs:
+                raise PyitaError(f"{out} holds a different experiment ({saved.name} differs in {differs}); "
+                                 "refusing to mix (--overwrite starts it again)")
         atomic_write_text(out / "config.toml", config_text)
         atomic_write_text(saved, settings + "\n")
         shutil.rmtree(out / SCRATCH, ignore_errors=True)   # run folders of a killed attempt: the lock is ours
@@ -180,6 +241,22 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
         finally:
             with suppress(OSError):
                 (out / SCRATCH).rmdir()   # only when empty: a failed run's folder stays, to be read
+
+
+def _clear_earlier_experiment(out: Path) -> None:
+    """Remove an earlier experiment's files from ``out`` (its lock held), or refuse naming what is not its own."""
+    foreign = not_written_by_experiment(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PyitaError(f"--overwrite replaces only what `pyita experiment` wrote, and {out} also holds {shown}; "
+                         "it was left untouched: move those away or choose another --out")
+    for entry in out.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,

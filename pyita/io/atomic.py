@@ -114,13 +114,17 @@ def _publish(tmp: Path, final: Path, mode: int) -> None:
 
 
 @contextmanager
-def atomic_output_dir(final: str | Path, overwrite: bool = False):
+def atomic_output_dir(final: str | Path, overwrite: bool = False, command: str | None = None):
     """Yield a temporary folder; on success it is renamed to ``final``, on error removed.
 
     A non-empty ``final`` is refused unless ``overwrite`` (then it is replaced only after success), so a
     failed run never leaves half an output behind nor damages an earlier one. Whether ``final`` may be
-    replaced at all is for ``pyita.io.outputs.guard_output`` to decide, before any work.
+    replaced at all is for ``pyita.io.outputs.guard_output`` to decide, before any work; with ``command``
+    the folder's record gets the list of its files, and the earlier output is checked once more, just
+    before it is replaced, for files added while the run worked.
     """
+    from pyita.io.outputs import refuse_foreign, stamp_files
+
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise PyitaError(f"{final} exists and is not a folder")
@@ -128,8 +132,12 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False):
         raise PyitaError(f"output folder {final} is not empty (choose another, or --overwrite)")
     with _temporary(final, "", lambda p: p.mkdir(mode=0o700)) as tmp:
         yield tmp
+        if command is not None:
+            stamp_files(tmp, command)
         _publish(tmp, final, 0o777)
         if final.exists():
+            if command is not None and any(final.iterdir()):
+                refuse_foreign(final, command)
             old = tmp.with_name(tmp.name + ".old")   # same lock token: cleaned with it after a crash
             os.replace(final, old)
             os.replace(tmp, final)

@@ -2,8 +2,9 @@
 
 An output may not be, contain or lie inside an input file or folder, and may not be the current folder or
 one of its parents (replacing those would delete the user's data). ``--overwrite`` replaces only an earlier
-output of the same command, recognised by the record that command leaves in it; anything else is left
-alone. Every refusal is a PyitaError, raised before anything is written.
+output of the same command, recognised by the record that command leaves in it, and only when the folder
+holds nothing but what that record lists (a file a user added — an ``augmented.train``, a ``predict.in`` — is
+named and the folder left alone). Every refusal is a PyitaError, raised before anything is written.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ from typing import Callable, Iterable
 
 from pyita.errors import PyitaError
 
-#: The record file each folder-writing command leaves in its output, holding ``"command": <name>``.
+#: The record file each folder-writing command leaves in its output, holding ``"command": <name>`` and, under
+#: ``FILES``, every file and folder it wrote there.
 RECORDS = {"augment": "run.json", "predict": "summary.json", "check": "check.json",
            "aenet prepare": "pyita-aenet.json", "aenet export": "pyita-export.json"}
+FILES = "files"
+#: Records of later commands that write into an earlier one's folder (``pyita aenet run`` into a prepared run
+#: folder): their own name and the files they list under ``"outputs"`` belong to the folder too.
+COMPANIONS = {"aenet prepare": ("pyita-aenet-run.json",)}
 
 
 def data_inputs(data, source=None) -> list[Path]:
@@ -72,12 +78,64 @@ def refuse_overlap(out: str | Path, inputs: Iterable[str | Path], option: str = 
                              "the inputs")
 
 
-def _record_command(folder: Path, command: str) -> str | None:
+def _read_json(path: Path) -> dict | None:
     try:
-        record = json.loads((folder / RECORDS[command]).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record.get("command") if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def listing(folder: Path) -> list[str]:
+    """Every file and folder below ``folder`` as a relative POSIX path, sorted (symbolic links not followed)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(found)
+
+
+def stamp_files(folder: Path, command: str) -> None:
+    """Add to the record of ``command`` in ``folder`` the list of everything the folder holds (what
+    ``--overwrite`` may later replace)."""
+    path = folder / RECORDS[command]
+    record = _read_json(path)
+    if record is None:
+        raise PyitaError(f"internal: {path} is not a JSON record")
+    record[FILES] = [name for name in listing(folder) if name != RECORDS[command]]
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def foreign_entries(folder: Path, command: str) -> list[str] | None:
+    """What ``folder`` holds beyond what the record of ``command`` (and its companions) lists; None when the
+    record lists no files (written by an older PyITA), so nothing can be told apart."""
+    record = _read_json(folder / RECORDS[command])
+    if record is None or not isinstance(record.get(FILES), list):
+        return None
+    ours = {RECORDS[command], *map(str, record[FILES])}
+    for name in COMPANIONS.get(command, ()):
+        companion = _read_json(folder / name)
+        if companion is not None:
+            ours |= {name, *map(str, companion.get("outputs", []))}
+    return [name for name in listing(folder) if name not in ours]
+
+
+def refuse_foreign(folder: Path, command: str) -> None:
+    """Refuse to replace ``folder`` when it holds anything its record does not list."""
+    foreign = foreign_entries(folder, command)
+    if foreign is None:
+        raise PyitaError(f"--overwrite: {folder / RECORDS[command]} does not list the files `pyita {command}` "
+                         f"wrote (an older PyITA made it), so what else {folder} holds cannot be told apart; "
+                         "it was left untouched: remove it yourself or choose another --out")
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PyitaError(f"--overwrite replaces only what `pyita {command}` wrote, and {folder} also holds {shown}; "
+                         "it was left untouched: move those away or choose another --out")
+
+
+def _record_command(folder: Path, command: str) -> str | None:
+    record = _read_json(folder / RECORDS[command])
+    return None if record is None else record.get("command")
 
 
 def guard_output(out: str | Path, inputs: Iterable[str | Path], command: str, overwrite: bool = False,
@@ -108,3 +166,5 @@ def guard_output(out: str | Path, inputs: Iterable[str | Path], command: str, ov
             f"it is not a file `pyita {command}` wrote"
         raise PyitaError(f"--overwrite replaces only an earlier output of `pyita {command}`, and {out} is "
                          f"not one ({how}); it was left untouched")
+    if folder:
+        refuse_foreign(out, command)

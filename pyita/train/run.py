@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.atomic import atomic_write_text, existing_ancestor
 from pyita.io.locks import exclusive
-from pyita.io.outputs import data_inputs, guard_output, refuse_overlap
+from pyita.io.outputs import data_inputs, guard_output
 from pyita.predict import error_tables, predict
 from pyita.reference import fit_reference_energies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
@@ -30,17 +31,59 @@ def history_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.stem + ".history.csv")
 
 
-def is_model_file(path: Path) -> bool:
-    """True for a model file `pyita train` wrote (what --overwrite may replace)."""
+def _saved_kind(path: Path) -> str | None:
+    """The ``kind`` a file saved by PyITA through torch holds (None for anything else)."""
     import torch
-
-    from pyita.model.potential import MODEL_KIND
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - anything torch cannot read is not ours
+        return None
+    return payload.get("kind") if isinstance(payload, dict) else None
+
+
+def is_model_file(path: Path) -> bool:
+    """True for a model file `pyita train` wrote (what --overwrite may replace)."""
+    from pyita.model.potential import MODEL_KIND
+
+    return _saved_kind(path) == MODEL_KIND
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """True for a checkpoint `pyita train` wrote."""
+    from pyita.train.trainer import CHECKPOINT_KIND
+
+    return _saved_kind(path) == CHECKPOINT_KIND
+
+
+def is_history_file(path: Path) -> bool:
+    """True for a training history `pyita train` wrote (its header starts with the epoch and the loss)."""
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.readline(4096).startswith("epoch,loss")
+    except OSError:
         return False
-    return isinstance(payload, dict) and payload.get("kind") == MODEL_KIND
+
+
+def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, resume: bool) -> None:
+    """The model and the files beside it (history, checkpoint) are all outputs of `pyita train`: each is
+    refused when it is an input, a folder, or a file `pyita train` did not write, and an existing one needs
+    ``overwrite`` (or ``resume``, which continues from the checkpoint and replaces the other two)."""
+    if str(out).endswith(("/", os.sep)) or Path(out).name in ("", ".", ".."):
+        raise PyitaError(f"--out {out} names a folder; name the model file, e.g. {Path(out) / 'model.pt'}")
+    out = Path(out)
+    checkpoint = checkpoint_path(out)
+    if resume:
+        if not checkpoint.is_file():
+            raise PyitaError(f"--resume: no checkpoint {checkpoint} to continue from")
+        if not is_checkpoint_file(checkpoint):
+            raise PyitaError(f"--resume: {checkpoint} is not a checkpoint of `pyita train`; it was left untouched")
+    elif (checkpoint.exists() or checkpoint.is_symlink()) and not overwrite:
+        raise PyitaError(f"{checkpoint} exists: the checkpoint of an interrupted run? --resume continues it, "
+                         "--overwrite starts again (or choose another --out)")
+    for path, is_previous in ((out, is_model_file), (history_path(out), is_history_file),
+                              (checkpoint, is_checkpoint_file)):
+        guard_output(path, inputs, "train", overwrite or resume, folder=False, is_previous=is_previous)
 
 
 def history_csv(history: list[dict]) -> str:
@@ -63,19 +106,11 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     ``settings.initial_networks``, from those networks (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
-    out = Path(out)
-    checkpoint = checkpoint_path(out)
-    history = history_path(out)
-    if out.exists() and not (overwrite or resume):
-        raise PyitaError(f"{out} exists (choose another --out, --overwrite, or --resume)")
-    if resume and not checkpoint.exists():
-        raise PyitaError(f"--resume: no checkpoint {checkpoint} to continue from")
     started = time.perf_counter()
     source = open_source(data)
     inputs = data_inputs(data, source) + ([Path(settings.initial_networks)] if settings.initial_networks else [])
-    guard_output(out, inputs, "train", overwrite or resume, folder=False, is_previous=is_model_file)
-    for path in (checkpoint, history):
-        refuse_overlap(path, inputs, option="--out (its companion file)")
+    guard_train_outputs(out, inputs, overwrite, resume)
+    out = Path(out)
     with exclusive(existing_ancestor(out.parent) / f".{out.name}.lock", f"model {out}"):
         return _train_from_source(data, source, out, settings, test_fraction, validation_fraction, max_energy,
                                   references, resume, cache_dir, use_cache, progress, started)

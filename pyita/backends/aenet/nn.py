@@ -30,7 +30,7 @@ def export_aenet(model, out: str | Path, overwrite: bool = False) -> dict:
               "descriptor": potential.descriptor.settings(), "hidden": potential.hidden,
               "reference_energies": potential.reference_energies(),
               "energy_shift": float(potential.energy_shift), "energy_scale": float(potential.energy_scale)}
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, command="aenet export") as tmp:
         for sym, nnfile in files.items():
             write_nn(tmp / names[sym], nnfile)
         (tmp / RECORDS["aenet export"]).write_text(json.dumps(record, indent=2) + "\n")

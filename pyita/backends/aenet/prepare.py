@@ -190,7 +190,7 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
                    "derived_of_test_parents_dropped": dropped_derived,
                    "above_max_energy_train": removed["train"], "above_max_energy_test": removed["test"]},
     }
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, command="aenet prepare") as tmp:
         if test_groups:   # names relative to the list's own folder, as they are read back
             names = [_relative_to(structures[k].source, final) if structures[k].source else f"structure {k}"
                      for k in originals if group[k] in test_groups]
