@@ -335,12 +335,9 @@ def experiment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
-    from pyita.experiment.config import parse_config, parse_toml, read_config_text
+    from pyita.experiment.config import prepare_experiment
     from pyita.experiment.report import write_report
-    from pyita.experiment.runner import check_backends, experiment_output, report_only as rebuild_report, \
-        run_experiment
-    from pyita.io import open_source
-    from pyita.io.outputs import data_inputs
+    from pyita.experiment.runner import experiment_output, report_only as rebuild_report, run_experiment
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
@@ -353,19 +350,15 @@ def experiment(
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot change it")
         summary = rebuild_report(out)
     else:
-        text, path = read_config_text(config_file, preset)
-        raw = parse_toml(text, path)
-        config = parse_config(raw, path, overrides)
+        prepared = prepare_experiment(config_file, preset, overrides, for_run=not report_only)
+        config = prepared.config
         for name, why in config.left_out.items():
             warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}")
         if report_only:
             summary = rebuild_report(out, config)
         else:
-            inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
-            check_backends(config)
-            with experiment_output(out, config, text, resume, inputs, overwrite=overwrite):
-                run_experiment({"raw": raw, "path": str(path), "overrides": overrides}, config, out,
-                               progress_enabled=not quiet)
+            with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
+                run_experiment(prepared.task_config, config, out, progress_enabled=not quiet)
                 summary = write_report(config, out)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
         console.print(line, highlight=False, soft_wrap=True)
@@ -486,8 +479,10 @@ def aenet_export(
     console.print(f"{', '.join(record['networks'].values())} → {out}")
 
 def _error(message: str) -> None:
+    """One line, whatever the message holds (a file name may hold a line break)."""
     from rich.markup import escape
 
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
@@ -513,6 +508,12 @@ def main() -> None:
     except OSError as exc:  # the system refused a file operation PyITA did not foresee: say which and why
         where = f"{exc.filename}: " if exc.filename else ""
         _error(f"{where}{exc.strerror or exc}")
+        sys.exit(2)
+    except Exception as exc:  # a bug PyITA did not foresee: one line to report, the traceback on request
+        if os.environ.get("PYITA_TRACEBACK"):
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} — please report this PyITA bug with the command line "
+               "(PYITA_TRACEBACK=1 shows the traceback)")
         sys.exit(2)
 
 

@@ -25,7 +25,7 @@ atexit.register(_extracted.close)
 def sample_path(name: str = "tio2-diverse") -> Path:
     """Path of a bundled sample set (gzip'd extended XYZ)."""
     if name not in SAMPLE_SETS:
-        raise InputError(f"unknown sample set {name!r}; valid names: {', '.join(SAMPLE_SETS)}")
+        raise InputError(f"unknown sample set {name!r}; valid names: {', '.join(SAMPLE_SETS)}", f"sample:{name}")
     resource = importlib.resources.files("pyita") / "data" / f"{name}.xyz.gz"
     if isinstance(resource, Path):
         path = resource

@@ -38,7 +38,7 @@ def test_sweep_expands_and_baseline_is_added():
 
 @pytest.mark.parametrize("raw, message", [
     ({"experiment": {}}, "needs data"),
-    ({"experiment": {"data": "x", "colour": 1}}, r"unknown \[experiment\] keys"),
+    ({"experiment": {"data": "x", "colour": 1}}, r"unknown \[experiment\] key 'colour'; allowed: name, data"),
     ({"experiment": {"data": "x", "test_fraction": 1.5}}, "test_fraction"),
     ({"experiment": {"data": "x", "backend": "gpaw"}}, "backend"),
     ({"experiment": {"data": "x"}, "condition": [{"name": "a", "augment": {"dlta": 1}}]}, "unknown augment"),

@@ -41,3 +41,17 @@ def get_backend(name: str) -> Callable[..., dict]:
 
         return experiment_backend
     raise PyitaError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_settings(name: str, trainer: dict, augment: dict | None = None) -> None:
+    """Raise PyitaError for trainer settings (or augmentation) that backend ``name`` cannot use: the same
+    translation its training call makes, without training."""
+    if name == "embedded":
+        from pyita.backends.embedded import train_settings
+
+        train_settings(trainer, augment)
+    else:
+        get_backend(name)
+        from pyita.backends.aenet.experiment import aenet_settings
+
+        aenet_settings(trainer)

@@ -19,7 +19,7 @@ from pyita.train.data import split_by_parent, take
 from pyita.train.fit import train
 from pyita.train.trainer import TrainSettings
 
-__all__ = ["train_and_evaluate"]
+__all__ = ["train_and_evaluate", "train_settings"]
 
 #: Experiment-config names that differ from TrainSettings' own.
 _TRAINER_ALIASES = {"early_stopping": "patience"}
@@ -43,6 +43,28 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
     ``seed``. Returns the history and raw test errors: total energies
     (eV) predicted and referenced, atom counts, and per-component force errors (eV/Å).
     """
+    settings, validation_fraction = train_settings(trainer, augment, seed, init_seed_offset, validation_fraction)
+    structures = list(parents) + list(derived)
+    keep, held, _ = split_by_parent(structures, 0.0, validation_fraction, seed)
+    train_set, validation = take(structures, keep), take(structures, held)
+    result = train(train_set, validation, settings, test=list(test), reference_energies=reference_energies,
+                   progress=progress)
+    predictions = predict(result.potential, list(test))
+    references = result.potential.reference_energies()
+    return ConditionResult(
+        energy_ref=np.array([total_energy(s, references) for s in test]),
+        energy_pred=np.array([p.energy for p in predictions]),
+        n_atoms=np.array([len(s) for s in test]),
+        force_errors=np.concatenate([(p.forces - s.forces).ravel() for s, p in zip(test, predictions)
+                                     if s.forces is not None] or [np.zeros(0)]),
+        history=result.history, seconds=result.seconds, potential=result.potential,
+        **_training_errors(result.history, result.potential.metadata["best_epoch"]))
+
+
+def train_settings(trainer: dict, augment: dict | None = None, seed: int = 0, init_seed_offset: int = 0,
+                   validation_fraction: float = 0.0) -> tuple[TrainSettings, float]:
+    """The ``TrainSettings`` of one condition, and its validation fraction; raises on a setting the embedded
+    trainer does not know or cannot use (the experiment config calls it too, before anything is written)."""
     fields = {_TRAINER_ALIASES.get(k, k): v for k, v in trainer.items()}
     validation_fraction = fields.pop("validation_fraction", validation_fraction)
     if fields.get("patience") is not None and not validation_fraction:
@@ -61,21 +83,7 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
         raise PyitaError(f"unknown trainer settings {unknown}; the embedded trainer knows {sorted(known)}")
     settings = TrainSettings(**{**fields, "seed": seed,
                                 **({"init_seed": seed + init_seed_offset} if init_seed_offset else {})})
-    structures = list(parents) + list(derived)
-    keep, held, _ = split_by_parent(structures, 0.0, validation_fraction, seed)
-    train_set, validation = take(structures, keep), take(structures, held)
-    result = train(train_set, validation, settings, test=list(test), reference_energies=reference_energies,
-                   progress=progress)
-    predictions = predict(result.potential, list(test))
-    references = result.potential.reference_energies()
-    return ConditionResult(
-        energy_ref=np.array([total_energy(s, references) for s in test]),
-        energy_pred=np.array([p.energy for p in predictions]),
-        n_atoms=np.array([len(s) for s in test]),
-        force_errors=np.concatenate([(p.forces - s.forces).ravel() for s, p in zip(test, predictions)
-                                     if s.forces is not None] or [np.zeros(0)]),
-        history=result.history, seconds=result.seconds, potential=result.potential,
-        **_training_errors(result.history, result.potential.metadata["best_epoch"]))
+    return settings, validation_fraction
 
 
 def _training_errors(history: list[dict], best_epoch: int) -> dict:

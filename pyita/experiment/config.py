@@ -15,20 +15,19 @@ import itertools
 import os
 import re
 import tomllib
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-from pyita.backends import BACKENDS
+from pyita.backends import check_settings
 from pyita.errors import InputError, PyitaError
 from pyita.experiment.results import refuse_shared_file_names
+from pyita.experiment.schema import check_tables
 
 PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
            "force-budget")
-_EXPERIMENT_KEYS = {"name", "data", "subset_size", "trials", "seed", "test_fraction", "max_energy",
-                    "reference_energies", "backend", "aenet_bin", "workers", "scheduler", "description"}
 _PATH_KEYS = ("data", "aenet_bin")
-_AUGMENT_KEYS = {"strategy", "a", "delta", "on_the_fly", "weight", "max_force", "parent_child_weight"}
 
 
 @dataclass
@@ -127,14 +126,18 @@ def preset_path(name: str) -> Path:
 
 
 def read_config_text(path: str | Path | None = None, preset: str | None = None) -> tuple[str, Path]:
-    """The TOML text of a config file or bundled preset, and where it came from."""
+    """The TOML text of a config file or bundled preset, and where it came from. TOML is UTF-8; a byte-order
+    mark that some Windows editors put first is dropped."""
     if (path is None) == (preset is None):
         raise InputError("give either a config file or --preset")
     path = preset_path(preset) if preset else Path(path)
     try:
-        return path.read_text(), path
+        return path.read_bytes().decode("utf-8-sig"), path
     except OSError as exc:
         raise InputError(f"cannot read config: {exc}", path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (TOML must be): byte {exc.object[exc.start]:#04x} at offset "
+                         f"{exc.start}", path) from None
 
 
 def parse_toml(text: str, path) -> dict:
@@ -146,22 +149,23 @@ def parse_toml(text: str, path) -> dict:
 
 
 def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | None = None) -> ExperimentConfig:
+    """The experiment a parsed config describes, every setting checked: the tables' shapes and types against
+    the schema, then each condition's values by the trainer and augmentation that will use them."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    check_tables(raw, path, overrides)
     exp = dict(raw.get("experiment", {}))
-    unknown = set(exp) - _EXPERIMENT_KEYS
-    if unknown:
-        raise InputError(f"unknown [experiment] keys: {sorted(unknown)}", path)
     # Paths are recorded absolute: a config file's own from its folder, --data/--aenet-bin and the presets'
     # from the current one.
     if Path(str(path)).parent != _PRESETS_DIR:
         exp = _absolute_paths(exp, Path(str(path)).parent)
-    exp.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    exp.update(overrides)
     exp = _absolute_paths(exp, Path.cwd())
     if "data" not in exp:
         raise InputError("[experiment] needs data = …", path)
     exp.setdefault("name", Path(str(path)).stem)
     config = ExperimentConfig(**exp, trainer=dict(raw.get("trainer", {})))
     for entry in raw.get("condition", []):
-        config.conditions += _expand_condition(entry, path)
+        config.conditions += _expand_condition(entry)
     if not any(c.is_baseline for c in config.conditions):
         config.conditions.insert(0, Condition("baseline"))
     for condition in config.conditions:
@@ -169,7 +173,45 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
             condition.backend = None
     _validate(config, path)
     _leave_out_what_aenet_cannot(config, path)
+    _check_values(config, path)
     return config
+
+
+@dataclass
+class PreparedExperiment:
+    """An experiment checked to start: its settings, the config it came from, and the inputs it reads."""
+
+    config: ExperimentConfig
+    raw: dict
+    path: Path
+    text: str
+    overrides: dict
+    inputs: list[Path] = field(default_factory=list)
+
+    @property
+    def task_config(self) -> dict:
+        """What each task (a worker process) rebuilds the config from."""
+        return {"raw": self.raw, "path": str(self.path), "overrides": self.overrides}
+
+
+def prepare_experiment(config_file: str | Path | None, preset: str | None, overrides: dict | None = None,
+                       for_run: bool = True) -> PreparedExperiment:
+    """Everything `pyita experiment` checks before its output folder exists: the config's every setting,
+    and, ``for_run``, that its data can be opened and the trainers and scheduler it asks for are there. A
+    mistake raises PyitaError (one line), so a failed start leaves nothing behind."""
+    from pyita.experiment.runner import check_backends
+    from pyita.io import open_source
+    from pyita.io.outputs import data_inputs
+
+    text, path = read_config_text(config_file, preset)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    raw = parse_toml(text, path)
+    config = parse_config(raw, path, overrides)
+    prepared = PreparedExperiment(config, raw, path, text, overrides)
+    if for_run:
+        prepared.inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+        check_backends(config)
+    return prepared
 
 
 def backend_of(config: ExperimentConfig, condition: Condition) -> str:
@@ -217,30 +259,17 @@ def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _expand_condition(entry: dict, path) -> list[Condition]:
+def _expand_condition(entry: dict) -> list[Condition]:
     """One condition per combination of listed values: ``augment.a``, ``augment.delta`` and
     ``trainer.iterations`` may be lists (a sweep); each variant is named after its values."""
-    if "name" not in entry:
-        raise InputError("every [[condition]] needs a name", path)
-    unknown = set(entry) - {"name", "augment", "trainer", "init_seed_offset", "backend"}
-    if unknown:
-        raise InputError(f"condition {entry['name']!r}: unknown keys {sorted(unknown)}", path)
     augment = entry.get("augment")
     trainer = dict(entry.get("trainer", {}))
     if augment is not None:
-        bad = set(augment) - _AUGMENT_KEYS
-        if bad:
-            raise InputError(f"condition {entry['name']!r}: unknown augment keys {sorted(bad)}", path)
         a_list, d_list = _as_list(augment.get("a", 4)), _as_list(augment.get("delta", 0.03))
     else:
         a_list = d_list = [None]
     offset = entry.get("init_seed_offset", 0)
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**31:
-        raise InputError(f"condition {entry['name']!r}: init_seed_offset must be an integer in [0, 2**31), "
-                         f"got {offset!r}", path)
     backend = entry.get("backend")
-    if backend is not None and backend not in BACKENDS:
-        raise InputError(f"condition {entry['name']!r}: backend must be one of {BACKENDS}, got {backend!r}", path)
     it_list = _as_list(trainer.get("iterations", None))
     out = []
     for a, delta, iterations in itertools.product(a_list, d_list, it_list):
@@ -259,14 +288,6 @@ def _expand_condition(entry: dict, path) -> list[Condition]:
 
 
 def _validate(config: ExperimentConfig, path) -> None:
-    if config.backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {config.backend!r}", path)
-    if config.trials < 1:
-        raise InputError(f"trials must be ≥ 1, got {config.trials}", path)
-    if not 0 < config.test_fraction < 1:
-        raise InputError(f"test_fraction must be in (0, 1), got {config.test_fraction}", path)
-    if config.subset_size is not None and config.subset_size < 4:
-        raise InputError(f"subset_size must be ≥ 4, got {config.subset_size}", path)
     names = [c.name for c in config.conditions]
     if len(set(names)) != len(names):
         raise InputError(f"condition names repeat: {names}", path)
@@ -274,8 +295,6 @@ def _validate(config: ExperimentConfig, path) -> None:
         refuse_shared_file_names(names)
     except PyitaError as exc:
         raise InputError(str(exc), path) from None
-    if config.workers < 1:
-        raise InputError("workers must be ≥ 1", path)
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)
                                                              for c in config.conditions]:
         fixed = sorted({"seed", "init_seed"} & set(table))
@@ -283,3 +302,23 @@ def _validate(config: ExperimentConfig, path) -> None:
             raise InputError(f"{where}: {', '.join(fixed)} cannot be set here: each trial draws its own seed "
                              "from [experiment] seed; a condition's init_seed_offset gives it other initial "
                              "weights", path)
+
+
+def _check_values(config: ExperimentConfig, path) -> None:
+    """Each trainer's and the augmentation's own checks of values (a method, hidden layers, δ, …), made now
+    on what every condition will train with: [trainer] alone first, so that its mistakes are named there."""
+    from pyita.augment import AugmentSettings
+
+    tables = [("[trainer]", config.backend, config.trainer, None)] + [
+        (f"condition {c.name!r}", backend_of(config, c), {**config.trainer, **c.trainer}, c.augment)
+        for c in config.conditions]
+    for where, backend, trainer, augment in tables:
+        try:
+            with warnings.catch_warnings():   # those of the settings (e.g. a large δ) come when they are used
+                warnings.simplefilter("ignore")
+                if augment:
+                    AugmentSettings(a=augment["a"], delta=augment["delta"], strategy=augment["strategy"],
+                                    max_force=augment.get("max_force"))
+                check_settings(backend, {k: v for k, v in trainer.items() if k != "keep_runs"}, augment)
+        except PyitaError as exc:
+            raise InputError(f"{where}: {exc}", path) from None

@@ -6,8 +6,9 @@ import base64
 import csv
 import gzip
 import json
-from html import escape
 import re
+import warnings
+from html import escape
 from pathlib import Path
 
 from pyita import __version__
@@ -96,14 +97,29 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
     _write_csv(out / "conditions.csv", conditions)
     _write_csv(out / "comparisons.csv", tests)
     _raw_errors(results, out)
+    subset = _subset_used(config, results)
     summary = {"pyita_version": __version__, "config": config.as_dict(), "plain_summary": plain_summary(tests),
                "conditions": conditions, "comparisons": tests, "finished_tasks": len(results),
                "expected_tasks": config.trials * len(config.conditions)}
     atomic_write_text(out / "summary.json", json.dumps(jsonable(summary), indent=1, default=str) + "\n")
-    md = _markdown(config, conditions, tests, figure_files, len(results))
+    md = _markdown(config, conditions, tests, figure_files, len(results), subset)
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", _html(md, out, config.name))
     return summary
+
+
+def _subset_used(config: ExperimentConfig, results) -> int | None:
+    """Structures a trial drew (training parents + test), as its results record them: all usable ones when
+    ``subset_size`` asks for more than the data holds (the trials clamp it), said in a warning and the report."""
+    sizes = [r.summary["n_train_parents"] + r.summary["n_test"] for r in results.values()
+             if "n_train_parents" in r.summary and "n_test" in r.summary]
+    if not sizes:
+        return None
+    used = max(sizes)
+    if config.subset_size is not None and used < config.subset_size:
+        warnings.warn(f"subset_size {config.subset_size} is more than the {used} usable structures of "
+                      f"{config.data}: every trial used all {used}, and the report says so", stacklevel=2)
+    return used
 
 
 #: What each figure shows, under its heading in the report.
@@ -144,7 +160,13 @@ def _describe(condition) -> str:
     return "; ".join(parts) or "no augmentation, shared trainer settings"
 
 
-def _markdown(config, conditions, tests, figure_files, finished) -> str:
+def _subset_text(asked: int | None, used: int | None) -> str:
+    if asked is not None and used is not None and used < asked:
+        return f"{used} (all usable structures; subset_size {asked} asked for more than the data holds)"
+    return str(asked or "all")
+
+
+def _markdown(config, conditions, tests, figure_files, finished, subset=None) -> str:
     n = min((t["n_trials"] for t in tests), default=0)
     lines = [f"# PyITA experiment: {_md(config.name)}", "", _md(config.description), "", "## Summary", ""]
     if tests:
@@ -159,7 +181,7 @@ def _markdown(config, conditions, tests, figure_files, finished) -> str:
     lines += ["", "## Setup", "",
               f"PyITA {__version__}. Data `{config.data}`; {config.trials} paired trials "
               f"({finished}/{config.trials * len(config.conditions)} tasks finished); seed {config.seed}; "
-              f"subset {config.subset_size or 'all'}; test fraction {config.test_fraction}; "
+              f"subset {_subset_text(config.subset_size, subset)}; test fraction {config.test_fraction}; "
               f"MAXENERGY {'none' if config.max_energy is None else config.max_energy}; "
               f"backend {config.backend}.", "",
               "Errors are measured on held-out *original* structures (never derived ones), the same test "

@@ -91,7 +91,10 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
 
 
 def check_backends(config: ExperimentConfig) -> None:
-    """Fail before anything is written or trained when a condition needs aenet and none is usable."""
+    """Fail before anything is written or trained when a condition needs aenet and none is usable, or a Dask
+    scheduler is given without Dask."""
+    if config.scheduler:
+        _dask_client()
     needing = [c.name for c in config.conditions if backend_of(config, c) == "aenet"]
     if needing:
         from pyita.backends.aenet import find_executables
@@ -120,15 +123,19 @@ def pending_tasks(config: ExperimentConfig, out: Path) -> list[tuple[int, int]]:
     return pending
 
 
+def _dask_client():
+    try:
+        from distributed import Client
+    except ImportError:
+        raise PyitaError("a Dask scheduler was given but dask.distributed is not installed "
+                         "(pip install pyita[dask])") from None
+    return Client
+
+
 @contextmanager
 def _executor(config: ExperimentConfig, n_tasks: int):
     if config.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise PyitaError("a Dask scheduler was given but dask.distributed is not installed "
-                             "(pip install pyita[dask])") from None
-        with Client(config.scheduler) as client:
+        with _dask_client()(config.scheduler) as client:
             yield client.get_executor(), 0
         return
     workers = max(1, min(config.workers, n_tasks))

@@ -7,8 +7,10 @@ one, so memory stays flat however many files a data set holds.
 from __future__ import annotations
 
 import glob as globmod
+import lzma
 import math
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -85,10 +87,36 @@ class DataSource:
         return check_labels(structure) if self.require_labels else structure
 
 
+#: What reading a damaged, truncated or foreign archive raises (tarfile lets its decompressors' errors through).
+_ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
 def archive_members(archive: Path) -> list[str]:
     """Names of the XSF files inside a tar archive, sorted."""
-    with tarfile.open(archive) as tar:
-        return sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".xsf"))
+    try:
+        with tarfile.open(archive) as tar:
+            names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".xsf"))
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable(archive, exc) from None
+    _refuse_line_breaks(f"{archive}:{name}" for name in names)
+    return names
+
+
+def _unreadable(archive: Path, exc: Exception) -> InputError:
+    if isinstance(exc, tarfile.ReadError) and "could not be opened" in str(exc):   # tarfile lists every try
+        return InputError("cannot read archive: " + ("the file is empty" if archive.stat().st_size == 0 else
+                          "not a tar archive (plain, gzip, bzip2 or xz)"), archive)
+    if isinstance(exc, EOFError):
+        return InputError(f"cannot read archive: it ends early, truncated? ({exc})", archive)
+    return InputError(f"cannot read archive: {exc or type(exc).__name__}", archive)
+
+
+def _refuse_line_breaks(sources) -> None:
+    """A name with a line break cannot be listed in aenet's one-name-per-line files (generate.in, predict.in)."""
+    for source in map(str, sources):
+        if "\n" in source or "\r" in source:
+            raise InputError("a line break in this name: aenet's file lists (one name per line) cannot hold it; "
+                             "rename it", source)
 
 
 def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
@@ -100,10 +128,14 @@ def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
         with tarfile.open(archive) as tar:
             texts = {m.name: tar.extractfile(m).read() for m in tar
                      if m.isfile() and m.name.lower().endswith(".xsf")}
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read archive: {exc}", archive) from None
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable(archive, exc) from None
     for name in sorted(texts):
-        yield parse_xsf(texts.pop(name).decode().splitlines(), f"{archive}:{name}", require_labels)
+        try:
+            text = texts.pop(name).decode()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read: {exc}", f"{archive}:{name}") from None
+        yield parse_xsf(text.splitlines(), f"{archive}:{name}", require_labels)
 
 
 def _iter_ase(path: Path) -> Iterator[Structure]:
@@ -127,7 +159,10 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
     """Interpret a data argument: ``sample[:name]``, a generate.in, a folder or glob of XSF, or an ASE file."""
     text = str(spec)
     if text == "sample" or text.startswith("sample:"):
+        from pyita.sample import sample_path
+
         name = text.partition(":")[2] or "tio2-diverse"
+        sample_path(name)   # an unknown name is refused now, before any output exists
         return DataSource(f"bundled sample {name}", sample=name, require_labels=require_labels)
     if _GLOB_CHARS & set(text):
         matches = sorted(Path(p) for p in globmod.glob(text, recursive=True))
@@ -135,6 +170,7 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         if not matches:
             raise InputError(f"no files match the pattern {text!r}")
         if all(p.suffix.lower() == ".xsf" for p in matches):
+            _refuse_line_breaks(matches)
             return DataSource(text, xsf_paths=matches, require_labels=require_labels)
         raise InputError(f"pattern {text!r} matches non-XSF files; give one ASE-readable file instead")
     path = Path(text)
@@ -144,12 +180,14 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         files = sorted(path.glob("*.xsf"))
         if not files:
             raise InputError("folder holds no .xsf files", path)
+        _refuse_line_breaks(files)
         return DataSource(str(path), xsf_paths=files, require_labels=require_labels)
     if path.name.lower().endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
         if not archive_members(path):
             raise InputError("archive holds no .xsf files", path)
         return DataSource(str(path), archive=path, require_labels=require_labels)
     if path.suffix.lower() == ".xsf":
+        _refuse_line_breaks([path])
         return DataSource(str(path), xsf_paths=[path], require_labels=require_labels)
     if path.suffix.lower() == ".in" or _looks_like_generate_in(path):
         gen = read_generate_in(path)

@@ -132,6 +132,15 @@ def unsupported(augment: dict | None, trainer: dict | None) -> str | None:
     return None
 
 
+def aenet_settings(trainer: dict | None) -> tuple[AenetSettings, str | None]:
+    """The ``AenetSettings`` of an experiment's trainer table, and its ``aenet_bin``; raises on a setting aenet
+    cannot use (the experiment config calls it too, before anything is written)."""
+    trainer = dict(trainer or {})
+    aenet_bin = trainer.pop("aenet_bin", None)
+    trainer.pop("keep_runs", None)   # the runner's business: it passes ``workdir`` to keep the run folder
+    return AenetSettings.from_dict(trainer), aenet_bin
+
+
 def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
                        trainer: dict | None = None, augment: dict | None = None, seed: int = 0,
                        reference_energies: dict | None = None, workdir: str | Path | None = None,
@@ -151,10 +160,7 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
     why = unsupported(augment, trainer)
     if why:
         raise PyitaError(f"{why}: use the embedded backend")
-    trainer = dict(trainer or {})
-    aenet_bin = trainer.pop("aenet_bin", None)
-    trainer.pop("keep_runs", None)   # the runner's business: it passes ``workdir`` to keep the run folder
-    settings = AenetSettings.from_dict(trainer)
+    settings, aenet_bin = aenet_settings(trainer)
     if reference_energies and not settings.reference_energies:
         settings.reference_energies = dict(reference_energies)
     start = time.perf_counter()
