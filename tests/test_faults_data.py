@@ -5,12 +5,15 @@ the test run."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from faults import make_case, run_cli
+from faults import error_line, make_case, nothing_written, run_cli, tree_hashes, warning_lines
 from pyita.errors import PyitaError
 from pyita.parallel import plan_workers, usable_cores
 
@@ -37,3 +40,86 @@ def test_augment_with_a_thousand_workers_starts_one_per_chunk(case):
                      "--out", "../aug", cwd=case, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads((case.parent / "aug" / "run.json").read_text())["workers"] == 1   # six parents: one chunk
+
+
+# --- class 9: FIFOs, devices, symbolic-link loops -----------------------------------------------------------
+
+AUGMENT = ["--a", 1, "--delta", 0.03, "-q"]
+
+
+def refused(case: Path, data: str, *words: str) -> None:
+    """``pyita augment data`` in ``case`` ends within the timeout: exit 2, one line, nothing written."""
+    before = tree_hashes(case)
+    error_line(run_cli("augment", data, *AUGMENT, "--out", "../aug", cwd=case, timeout=60), *words)
+    assert tree_hashes(case) == before
+    nothing_written(case.parent, "aug")
+
+
+@pytest.mark.parametrize("data", ["xsf", "xsf/*.xsf", "**/*.xsf"])
+def test_a_fifo_among_the_xsf_files_is_refused_not_read(case, data):
+    os.mkfifo(case / "xsf" / "s02b.xsf")
+    refused(case, data, "s02b.xsf", "FIFO", "not a regular file")
+
+
+@pytest.mark.parametrize("name", ["zero.extxyz", "zero.xsf", "zero.in", "zero.tar.gz"])
+def test_a_link_to_dev_zero_given_as_data_is_refused(case, name):
+    (case / name).symlink_to("/dev/zero")
+    refused(case, name, name, "character device")
+
+
+def test_a_fifo_given_as_data_is_refused(case):
+    os.mkfifo(case / "pipe.extxyz")
+    refused(case, "pipe.extxyz", "pipe.extxyz", "FIFO")
+
+
+def test_a_generate_in_listing_a_device_is_refused(case):
+    (case / "xsf" / "zero.xsf").symlink_to("/dev/zero")
+    gen = case / "generate.in"
+    gen.write_text(gen.read_text().replace("xsf/s05.xsf", "xsf/zero.xsf"))
+    refused(case, "generate.in", "generate.in", "xsf/zero.xsf", "character device")
+
+
+def test_a_recursive_glob_through_a_symbolic_link_loop_ends(case):
+    (case / "xsf" / "up").symlink_to("..")
+    (case / "xsf" / "again").symlink_to("..")   # two loops: Python's glob would branch without end
+    result = run_cli("augment", "**/*.xsf", *AUGMENT, "--out", "../aug", cwd=case, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((case.parent / "aug" / "run.json").read_text())["counts"]["parents"] == 6
+
+
+def _archive(path: Path, members, others=()) -> Path:
+    """A tar.gz of ``members`` (name, bytes), regular files in this order, and ``others`` (name, tar type)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for name, kind in others:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            tar.addfile(info)
+    return path
+
+
+def test_archive_members_that_are_not_files_are_left_out_with_a_warning(case):
+    files = sorted((case / "xsf").glob("*.xsf"))
+    _archive(case / "set.tar.gz", [(f"xsf/{p.name}", p.read_bytes()) for p in files],
+             [("xsf/pipe.xsf", tarfile.FIFOTYPE), ("xsf/dev.xsf", tarfile.CHRTYPE)])
+    result = run_cli("augment", "set.tar.gz", *AUGMENT, "--out", "../aug", cwd=case, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert any("not regular files" in line and "2 members" in line for line in warning_lines(result)), \
+        result.stderr
+    assert json.loads((case.parent / "aug" / "run.json").read_text())["counts"]["parents"] == 6
+
+
+def test_recursive_glob_finds_what_pythons_glob_finds_without_links(tmp_path, monkeypatch):
+    import glob
+
+    from pyita.io.files import glob_paths
+
+    for name in ("a.xsf", "d/b.xsf", "d/e/c.xsf", "d/.hidden/h.xsf", ".x/y.xsf", "d/e/f/g.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("**/*.xsf", "d/**/*.xsf", "d/**", "*/**/c.xsf", "**/e/**/*", f"{tmp_path}/**/*.xsf"):
+        assert sorted(glob_paths(pattern)) == sorted(glob.glob(pattern, recursive=True)), pattern

@@ -6,9 +6,9 @@ one, so memory stays flat however many files a data set holds.
 
 from __future__ import annotations
 
-import glob as globmod
 import math
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from pyita.errors import InputError
+from pyita.io.files import glob_paths, read_regular, require_regular
 from pyita.io.generate_in import GenerateIn, read_generate_in
 from pyita.io.xsf import parse_xsf, read_xsf, write_xsf
 from pyita.paths import file_keys
@@ -85,10 +86,33 @@ class DataSource:
         return check_labels(structure) if self.require_labels else structure
 
 
-def archive_members(archive: Path) -> list[str]:
-    """Names of the XSF files inside a tar archive, sorted."""
+def _xsf_members(tar: tarfile.TarFile, archive) -> tuple[list[tarfile.TarInfo], list[str]]:
+    """The XSF members of an open archive (regular files and hard links), and the other members named
+    ``.xsf`` (symbolic links, FIFOs, devices: not read). Two members of one name are refused: a reader
+    keeps only one of them, and another structure would be recorded under the name."""
+    members, skipped, seen = [], [], set()
+    for m in tar:
+        if m.isdir() or not m.name.lower().endswith(".xsf"):
+            continue
+        if m.name in seen:
+            raise InputError(f"two members are named {m.name!r}; give each structure its own name", archive)
+        seen.add(m.name)
+        if m.isfile() or m.islnk():
+            members.append(m)
+        else:
+            skipped.append(m.name)
+    return members, skipped
+
+
+def archive_members(archive: Path, warn: bool = False) -> list[str]:
+    """Names of the XSF files inside a tar archive, sorted (``warn``: about members named .xsf that are
+    not files and are left out)."""
     with tarfile.open(archive) as tar:
-        return sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".xsf"))
+        members, skipped = _xsf_members(tar, archive)
+    if warn and skipped:
+        warnings.warn(f"{archive}: {len(skipped)} members named .xsf are not regular files (symbolic links, "
+                      f"FIFOs or devices) and are left out, e.g. {skipped[0]!r}", stacklevel=3)
+    return sorted(m.name for m in members)
 
 
 def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
@@ -98,9 +122,8 @@ def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
     """
     try:
         with tarfile.open(archive) as tar:
-            texts = {m.name: tar.extractfile(m).read() for m in tar
-                     if m.isfile() and m.name.lower().endswith(".xsf")}
-    except (tarfile.TarError, OSError, EOFError) as exc:
+            texts = {m.name: tar.extractfile(m).read() for m in _xsf_members(tar, archive)[0]}
+    except (tarfile.TarError, OSError, EOFError, KeyError) as exc:
         raise InputError(f"cannot read archive: {exc}", archive) from None
     for name in sorted(texts):
         yield parse_xsf(texts.pop(name).decode().splitlines(), f"{archive}:{name}", require_labels)
@@ -130,8 +153,10 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         name = text.partition(":")[2] or "tio2-diverse"
         return DataSource(f"bundled sample {name}", sample=name, require_labels=require_labels)
     if _GLOB_CHARS & set(text):
-        matches = sorted(Path(p) for p in globmod.glob(text, recursive=True))
-        matches = [p for p in matches if p.is_file()]
+        matches = sorted(Path(p) for p in glob_paths(text))
+        matches = [p for p in matches if not p.is_dir()]
+        for p in matches:
+            require_regular(p)
         if not matches:
             raise InputError(f"no files match the pattern {text!r}")
         if all(p.suffix.lower() == ".xsf" for p in matches):
@@ -144,9 +169,12 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         files = sorted(path.glob("*.xsf"))
         if not files:
             raise InputError("folder holds no .xsf files", path)
+        for p in files:
+            require_regular(p)
         return DataSource(str(path), xsf_paths=files, require_labels=require_labels)
+    require_regular(path)
     if path.name.lower().endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
-        if not archive_members(path):
+        if not archive_members(path, warn=True):
             raise InputError("archive holds no .xsf files", path)
         return DataSource(str(path), archive=path, require_labels=require_labels)
     if path.suffix.lower() == ".xsf":
@@ -172,7 +200,7 @@ def read_name_list(path: str | Path, what: str = "name list") -> list[str]:
     """Names one per line (structure paths, e.g. a test split); blank lines and ``#`` comments skipped."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = read_regular(path).decode().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what}: {exc}", path) from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

@@ -15,6 +15,7 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from pyita.errors import InputError
+from pyita.io.files import not_regular, read_regular
 
 _COMMENT = ("!", "#", "%")
 _FLAGS = ("TIMING", "DEBUG", "FORCES")
@@ -70,9 +71,11 @@ class GenerateIn:
 
     def check_files_exist(self) -> None:
         for k, (name, resolved) in enumerate(zip(self.files, self._resolved())):
-            if not os.path.isfile(resolved):
+            kind = not_regular(resolved)
+            if kind is not None or not os.path.isfile(resolved):
                 line = self.file_lines[k] if k < len(self.file_lines) else None
-                problem = "is a folder, not a structure file" if os.path.isdir(resolved) else "does not exist"
+                problem = "does not exist" if kind is None else "is a folder, not a structure file" \
+                    if kind == "a folder" else f"is {kind}, not a regular file"
                 raise InputError(f"FILES entry {name!r} {problem} (looked for {resolved})", self.path, line)
 
 
@@ -81,7 +84,7 @@ def read_generate_in(path: str | Path, check_files: bool = True) -> GenerateIn:
     path = Path(path)
     try:
         # utf-8-sig: drops the byte-order mark some Windows editors put first (XSF files may have one too)
-        raw = path.read_text(encoding="utf-8-sig").splitlines()
+        raw = read_regular(path).decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read: {exc}", path) from None
     lines = [(k + 1, line.strip()) for k, line in enumerate(raw)]
