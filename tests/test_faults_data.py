@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from faults import error_line, make_case, nothing_written, run_cli, tree_hashes, warning_lines
+from faults import error_line, make_case, nothing_written, run_cli, rutile, tree_hashes, warning_lines
 from pyita.errors import PyitaError
 from pyita.parallel import plan_workers, usable_cores
 
@@ -123,3 +123,40 @@ def test_recursive_glob_finds_what_pythons_glob_finds_without_links(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     for pattern in ("**/*.xsf", "d/**/*.xsf", "d/**", "*/**/c.xsf", "**/e/**/*", f"{tmp_path}/**/*.xsf"):
         assert sorted(glob_paths(pattern)) == sorted(glob.glob(pattern, recursive=True)), pattern
+
+
+# --- class 10: geometry the neighbour search cannot take ----------------------------------------------------
+
+SMALL_MODEL = ["--radial-rc", 4.0, "--radial-n", 3, "--angular-rc", 3.5, "--angular-n", 2, "--hidden", "3:tanh",
+               "--iterations", 1, "--test-fraction", 0, "-q"]
+
+
+def _extxyz(path: Path, structures) -> Path:
+    import ase.io
+
+    ase.io.write(path, [s.to_ase() for s in structures], format="extxyz")
+    return path
+
+
+def _far_atom():
+    from pyita.structure import Structure
+
+    molecule = rutile(6)
+    molecule.positions[0, 0] += 1e6   # one atom 1e6 Å away: SIGFPE inside vesin on the unchecked code
+    return Structure(symbols=molecule.symbols, positions=molecule.positions, cell=None, energy=molecule.energy,
+                     forces=molecule.forces)
+
+
+def _tiny_cell():
+    cell = rutile(6)
+    cell.positions, cell.cell = cell.positions * 0.1 / 4.6, cell.cell * 0.1 / 4.6
+    return cell
+
+
+@pytest.mark.parametrize("broken, words", [(_far_atom, ["1e+06 Å across", "far from the others"]),
+                                           (_tiny_cell, ["neighbours per atom", "far too small"])])
+def test_geometry_that_crashes_the_neighbour_search_is_refused_first(tmp_path, broken, words):
+    data = _extxyz(tmp_path / "data.extxyz", [rutile(k) for k in range(5)] + [broken()])
+    result = run_cli("train", "data.extxyz", *SMALL_MODEL, "--out", "m.pt", cwd=tmp_path, timeout=120)
+    error_line(result, "data.extxyz[5]", *words)   # not SIGFPE / a segmentation fault
+    assert not (tmp_path / "m.pt").exists() and data.exists()
