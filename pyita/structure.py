@@ -181,6 +181,26 @@ def link_parents(structures: Sequence[Structure], folder: str | Path | None = No
         groups[k] = -1 if found is None else found
     return groups
 
+def unique_indices(structures: Sequence[Structure]) -> list[int]:
+    """Indices of ``structures`` that do not repeat an earlier one (same symbols, positions, cell and energy);
+    a warning names the repeats: a structure read twice (two copies of a file) counts twice and could sit on both
+    sides of a train/test split."""
+    first: dict[tuple, str] = {}
+    kept, repeats = [], []
+    for k, s in enumerate(structures):
+        key = (tuple(s.symbols), s.positions.tobytes(), None if s.cell is None else s.cell.tobytes(), s.energy)
+        name = s.source or f"structure {k + 1}"
+        if key in first:
+            repeats.append(f"{name} (same as {first[key]})")
+        else:
+            first[key] = name
+            kept.append(k)
+    if repeats:
+        warnings.warn(f"{len(repeats)} structures repeat an earlier one and are used once: "
+                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", stacklevel=2)
+    return kept
+
+
 #: vesin's cell list uses search cells of about one cutoff, at most this many: above, it shrinks them in
 #: proportion, and a box many cutoffs long in one or two directions only gets zero cells (SIGFPE).
 _VESIN_MAX_CELLS = 1e5

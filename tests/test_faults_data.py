@@ -157,6 +157,46 @@ def _tiny_cell():
                                            (_tiny_cell, ["neighbours per atom", "far too small"])])
 def test_geometry_that_crashes_the_neighbour_search_is_refused_first(tmp_path, broken, words):
     data = _extxyz(tmp_path / "data.extxyz", [rutile(k) for k in range(5)] + [broken()])
-    result = run_cli("train", "data.extxyz", *SMALL_MODEL, "--out", "m.pt", cwd=tmp_path, timeout=120)
+    result = run_cli("train", "data.extxyz", *SMALL_MODEL, "--no-cache", "--out", "m.pt", cwd=tmp_path, timeout=120)
     error_line(result, "data.extxyz[5]", *words)   # not SIGFPE / a segmentation fault
     assert not (tmp_path / "m.pt").exists() and data.exists()
+
+
+# --- class 12: one structure twice ---------------------------------------------------------------------------
+
+def _split(prep: Path) -> dict[str, set[tuple[str, str]]]:
+    """The (energy, n_atoms) of the structures in each role of `aenet prepare`'s structures.csv."""
+    import csv
+
+    roles: dict[str, set] = {}
+    with open(prep / "structures.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            roles.setdefault(row["role"], set()).add((row["energy_eV"], row["n_atoms"]))
+    return roles
+
+
+@pytest.mark.parametrize("how", ["same path", "same content"])
+def test_a_structure_listed_twice_is_read_once_and_never_on_both_sides_of_the_split(case, how):
+    gen = case / "generate.in"
+    if how == "same path":
+        again = "xsf/../xsf/s01.xsf"
+    else:
+        again = "xsf/copy-of-s01.xsf"
+        (case / again).write_bytes((case / "xsf" / "s01.xsf").read_bytes())
+    gen.write_text(gen.read_text().replace("FILES\n6\n", f"FILES\n7\n{again}\n"))
+    for seed in (1, 3):   # seeds that put the copy on the other side of the split on the unchecked code
+        out = f"../prep{seed}"
+        result = run_cli("aenet", "prepare", "generate.in", "--test-fraction", 0.5, "--seed", seed, "-q",
+                         "--out", out, cwd=case, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert any("s01.xsf" in line for line in warning_lines(result)), result.stderr
+        roles = _split(case / out)
+        assert not roles["train"] & roles["test"], roles
+        assert sum(map(len, roles.values())) == 6
+
+
+def test_archive_members_of_one_name_are_refused(case):
+    files = sorted((case / "xsf").glob("*.xsf"))
+    _archive(case / "set.tar.gz", [(f"xsf/{p.name}", p.read_bytes()) for p in files] +
+             [("xsf/s01.xsf", files[4].read_bytes())])
+    refused(case, "set.tar.gz", "set.tar.gz", "two members are named 'xsf/s01.xsf'")

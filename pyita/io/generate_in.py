@@ -186,6 +186,7 @@ def _read_files(raw: list[str], lineno: int, gen: GenerateIn, path) -> int:
         gen.file_lines.append(k)
     if len(gen.files) != count:
         raise InputError(f"FILES announces {count} files but lists {len(gen.files)}", path, lineno + 1)
+    _drop_repeated_files(gen, path)
     for j in range(k, len(raw)):
         entry = raw[j].strip()
         if entry and not entry.startswith(_COMMENT):
@@ -193,6 +194,24 @@ def _read_files(raw: list[str], lineno: int, gen: GenerateIn, path) -> int:
                 break
             raise InputError(f"FILES announces {count} files but more are listed", path, j + 1)
     return k
+
+
+def _drop_repeated_files(gen: GenerateIn, path) -> None:
+    """Keep the first of FILES entries naming the same file (also through another spelling or a link), with a
+    warning: a structure listed twice counts twice and can end up in both a training and a test set."""
+    first: dict[str, int] = {}
+    keep, repeats = [], []
+    for k, resolved in enumerate(gen._resolved()):
+        line = first.setdefault(os.path.realpath(resolved), gen.file_lines[k])
+        if line == gen.file_lines[k]:
+            keep.append(k)
+        else:
+            repeats.append(f"{gen.files[k]!r} on line {gen.file_lines[k]} (as line {line})")
+    if repeats:
+        warnings.warn(f"{path}: FILES lists {len(repeats)} file(s) again, read once: "
+                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", stacklevel=4)
+    gen.files = [gen.files[k] for k in keep]
+    gen.file_lines = [gen.file_lines[k] for k in keep]
 
 
 def format_generate_in(gen: GenerateIn) -> str:
