@@ -31,6 +31,23 @@ def check_workers(workers: int, option: str = "--workers") -> int:
     return int(workers)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers: int, tasks: int, option: str = "--workers") -> int:
+    """The worker processes to start for ``tasks`` pieces of work when ``workers`` are asked for: at most one
+    per piece and one per usable core (more would sit idle or fight over the same cores), at least 1.
+
+    The one rule for every command with a worker pool (augment, check, label, experiment).
+    """
+    return max(1, min(check_workers(workers, option), tasks, usable_cores()))
+
+
 def _die_with(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         import ctypes

@@ -181,6 +181,81 @@ def link_parents(structures: Sequence[Structure], folder: str | Path | None = No
         groups[k] = -1 if found is None else found
     return groups
 
+def unique_indices(structures: Sequence[Structure]) -> list[int]:
+    """Indices of ``structures`` that do not repeat an earlier one (same symbols, positions, cell and energy);
+    a warning names the repeats: a structure read twice (two copies of a file) counts twice and could sit on both
+    sides of a train/test split."""
+    first: dict[tuple, str] = {}
+    kept, repeats = [], []
+    for k, s in enumerate(structures):
+        key = (tuple(s.symbols), s.positions.tobytes(), None if s.cell is None else s.cell.tobytes(), s.energy)
+        name = s.source or f"structure {k + 1}"
+        if key in first:
+            repeats.append(f"{name} (same as {first[key]})")
+        else:
+            first[key] = name
+            kept.append(k)
+    if repeats:
+        warnings.warn(f"{len(repeats)} structures repeat an earlier one and are used once: "
+                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", stacklevel=2)
+    return kept
+
+
+#: vesin's cell list uses search cells of about one cutoff, at most this many: above, it shrinks them in
+#: proportion, and a box many cutoffs long in one or two directions only gets zero cells (SIGFPE).
+_VESIN_MAX_CELLS = 1e5
+#: More neighbours per atom within a cutoff than any material has (diamond: about 740 within 10 Å): a cell
+#: far too small for its atoms (wrong units?), whose pair list would exhaust memory.
+MAX_NEIGHBOURS_PER_ATOM = 5000
+#: Memory a neighbour pair takes in vesin (with its growth) and in the pair arrays made from it, in bytes.
+_BYTES_PER_PAIR = 200
+
+
+def _available_memory() -> float:
+    """Bytes of memory available now (Linux), or infinity where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            return next(float(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return float("inf")
+
+
+def neighbor_search_problem(positions: np.ndarray, cell: np.ndarray | None, cutoff: float) -> str | None:
+    """Why a neighbour search (vesin) within ``cutoff`` cannot take this structure, or None.
+
+    Asked before every search, because vesin does not fail cleanly: a box it cannot divide into cells kills
+    the process (SIGFPE), and a pair list larger than memory ends in a crash after a failed allocation.
+    """
+    n_atoms = len(positions)
+    if not np.isfinite(positions).all():
+        return "positions contain NaN or infinity"
+    if cell is None:   # vesin's box: the atoms' bounding box, about 1% wider
+        span = np.ptp(positions, axis=0) if n_atoms else np.zeros(3)
+        faces, volume = span * 1.02, float(np.prod(span + cutoff))
+    else:
+        volume = abs(float(np.linalg.det(cell)))
+        faces = span = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    cells = np.maximum(np.trunc(faces / cutoff), 1.0)
+    if cells.prod() > _VESIN_MAX_CELLS:   # vesin's own rescaling, to see whether a direction drops to zero
+        ratio_xy, ratio_yz = cells[0] / cells[1], cells[1] / cells[2]
+        nz = np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz)))
+        ny = np.trunc(ratio_yz * nz)
+        if min(nz, ny, np.trunc(ratio_xy * ny)) < 1:
+            return (f"the structure is {span.max():.4g} Å across, {span.max() / cutoff:.3g} times the {cutoff:g} Å "
+                    "cutoff: too wide for the neighbour search (an atom far from the others? wrong units?)")
+    neighbours = n_atoms * (4 / 3) * np.pi * cutoff ** 3 / volume if volume > 0 else np.inf
+    if cell is None:
+        neighbours = min(neighbours, n_atoms - 1)
+    if neighbours > MAX_NEIGHBOURS_PER_ATOM:
+        return (f"about {neighbours:.3g} neighbours per atom within the {cutoff:g} Å cutoff ({n_atoms} atoms in "
+                f"{volume:.3g} Å³; a solid has a few hundred): the cell is far too small (wrong units?)")
+    need = n_atoms * neighbours / 2 * _BYTES_PER_PAIR
+    if need > _available_memory():
+        return (f"its neighbour list within {cutoff:g} Å would need about {need / 2**30:.3g} GiB, more memory "
+                "than is available")
+    return None
+
+
 #: Atom pairs compared at once when checking for close atoms (bounds memory: a few arrays of 12 bytes per
 #: pair); a structure with more pairs than _ALL_PAIRS_MAX goes through a neighbour list instead.
 _PAIRS_PER_BATCH = 1 << 16
@@ -204,7 +279,8 @@ def close_atoms(structures: Sequence[Structure],
     for k in sorted((k for k, s in enumerate(structures) if len(s) > 1), key=lambda k: len(structures[k])):
         pairs = len(structures[k]) * (len(structures[k]) - 1) // 2
         if pairs > _ALL_PAIRS_MAX:
-            hits += [(k, *hit) for hit in _close_neighbor_list(structures[k])]
+            hits += [(k, *hit) for hit in _close_neighbor_list(
+                structures[k], names[k] if names is not None else structures[k].source or f"structure {k + 1}")]
             continue
         if batch and (len(batch) + 1) * pairs > _PAIRS_PER_BATCH:  # sizes only grow: the batch pads to this one
             hits += check(batch)
@@ -258,7 +334,7 @@ def _singular(cells: np.ndarray) -> np.ndarray:
     return np.abs(np.linalg.det(cells)) <= 1e-6 * np.prod(np.linalg.norm(cells, axis=-1), axis=-1)
 
 
-def _close_neighbor_list(structure: Structure) -> list[tuple[int, int, float]]:
+def _close_neighbor_list(structure: Structure, name: str) -> list[tuple[int, int, float]]:
     """The closest pair of a large structure if closer than NEAR_DISTANCE, from a neighbour list (imported
     here: it takes a second, which only structures this large are worth)."""
     import vesin
@@ -268,6 +344,9 @@ def _close_neighbor_list(structure: Structure) -> list[tuple[int, int, float]]:
         if _singular(cell):
             return []
         positions = positions - np.floor(positions @ np.linalg.inv(cell)) @ cell
+    problem = neighbor_search_problem(positions, cell, NEAR_DISTANCE)
+    if problem is not None:
+        raise InputError(problem, name)
     i, j, d = vesin.NeighborList(cutoff=NEAR_DISTANCE, full_list=False).compute(
         positions, np.zeros((3, 3)) if cell is None else cell, cell is not None, "ijd")
     pairs = np.flatnonzero(i != j)  # an atom and its own image: only in cells thinner than NEAR_DISTANCE

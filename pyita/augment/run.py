@@ -25,7 +25,7 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.io.xsf import ORIGINAL_MARK, XsfTemplate, format_xsf, read_xsf, read_xsf_layout
-from pyita.parallel import check_workers, worker_pool
+from pyita.parallel import plan_workers, usable_cores, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import CloseAtomsWarning, close_atoms, warn_close_atoms
 
@@ -98,10 +98,7 @@ def default_workers(n_parents: int, fmt: str = "xsf") -> int:
             raise PyitaError(f"PYITA_WORKERS must be a whole number, not {os.environ['PYITA_WORKERS']!r}") from None
     if n_parents < PARALLEL_MIN_PARENTS:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         idle = cores - round(os.getloadavg()[0])
     except (AttributeError, OSError):
@@ -136,7 +133,10 @@ def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings
     rank = empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
     close, unchecked, unchecked_names = [], [], []  # near-coincident atoms found; parents to check, names
     species: dict[str, None] = {}
-    workers = 1 if fmt != "xsf" else default_workers(len(names)) if workers is None else check_workers(workers)
+    # one worker at most per chunk of parents (chunks carrying parents are a quarter the size); extxyz: none
+    chunk = CHUNK // 4 if settings.strategy == "sequential" or source.xsf_paths is None else CHUNK
+    workers = plan_workers(default_workers(len(names), fmt) if workers is None else workers,
+                           -(-len(names) // chunk) if fmt == "xsf" else 1)
     with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")

@@ -25,7 +25,7 @@ from pyita.check.calculators import (CalculationError, CalculatorSpec, compute, 
                                      resolve_calculator, threads_limited)
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.parallel import worker_pool
+from pyita.parallel import check_workers, plan_workers, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import Structure
 
@@ -238,12 +238,11 @@ def label_structures(structures: Sequence[Structure], calculator, *, checkpoint:
     ``fold``: ``auto`` (each structure's ``info["fold"]``, if any), ``none`` or e.g. (2, 2, 1): evaluate the
     replicated cell, see ``pyita.check.calculators.compute``."""
     spec = resolve_calculator(calculator, calc_kwargs, fold)
-    if workers < 1:
-        raise PyitaError(f"--workers must be ≥ 1, got {workers}")
-    if workers > 1 and not spec.parallel_safe:
+    if check_workers(workers) > 1 and not spec.parallel_safe:
         raise PyitaError("a calculator object cannot be shared between processes; pass its class or a "
                          "factory (or an import path) to use workers > 1")
     todo = [k for k in range(len(structures)) if checkpoint is None or k not in checkpoint]
+    workers = plan_workers(workers, len(todo))
     results: dict[int, tuple[float, np.ndarray | None]] = {}
     if todo:
         desc = description if len(todo) == len(structures) else \

@@ -19,7 +19,8 @@ import torch
 import vesin
 
 from pyita.errors import InputError
-from pyita.structure import NEAR_DISTANCE, CloseAtomsWarning, Structure, first_report, warn_close_atoms
+from pyita.structure import (NEAR_DISTANCE, CloseAtomsWarning, Structure, first_report, neighbor_search_problem,
+                             warn_close_atoms)
 
 
 @dataclass
@@ -74,19 +75,20 @@ def _pairs(structure: Structure, search: vesin.NeighborList, index: int,
     Coincident atoms are an error (the descriptor would be NaN); atoms closer than NEAR_DISTANCE are
     added to ``close`` (originals not reported before only: a derived copy repeats its parent's problem).
     """
-    positions = structure.positions
-    if not np.isfinite(positions).all():
-        raise InputError("positions contain NaN or infinity", _name(structure, index))
-    if structure.cell is None:
-        i, j, distance = search.compute(positions, np.zeros((3, 3)), False, "ijd")
-        i, j = i.astype(np.int64), j.astype(np.int64)
-        shift = np.zeros((len(i), 3))
-    else:
-        cell = structure.cell
+    positions, cell = structure.positions, structure.cell
+    if cell is not None:
         volume = abs(np.linalg.det(cell))
         if not np.isfinite(volume) or volume < 1e-6 * max(np.linalg.norm(cell, axis=1).prod(), 1e-300):
             raise InputError("the cell is singular (lattice vectors are linearly dependent)",
                              _name(structure, index))
+    problem = neighbor_search_problem(positions, cell, search.cutoff)
+    if problem is not None:
+        raise InputError(problem, _name(structure, index))
+    if cell is None:
+        i, j, distance = search.compute(positions, np.zeros((3, 3)), False, "ijd")
+        i, j = i.astype(np.int64), j.astype(np.int64)
+        shift = np.zeros((len(i), 3))
+    else:
         offset = np.floor(positions @ np.linalg.inv(cell))
         wrapped = positions - offset @ cell
         i, j, image, distance = search.compute(wrapped, cell, True, "ijSd")

@@ -18,7 +18,7 @@ from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
 from pyita.io import read_structures
 from pyita.reference import fit_reference_energies, max_energy_mask
-from pyita.structure import Structure
+from pyita.structure import Structure, unique_indices
 
 
 @dataclass
@@ -31,7 +31,8 @@ class TrialSplit:
 
 @functools.lru_cache(maxsize=2)
 def _read_pool(data: str) -> tuple[Structure, ...]:
-    return tuple(read_structures(data))
+    pool = read_structures(data)
+    return tuple(pool[k] for k in unique_indices(pool))   # a copy must not sit on both sides of a split
 
 
 def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, float]]:

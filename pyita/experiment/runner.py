@@ -27,7 +27,7 @@ from pyita.experiment.results import (KEPT_RUNS, RESULTS, SCRATCH, DamagedResult
 from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io.outputs import listing, refuse_overlap
-from pyita.parallel import worker_pool
+from pyita.parallel import plan_workers, usable_cores, worker_pool
 from pyita.progress import progress_bar
 
 
@@ -138,8 +138,8 @@ def _executor(config: ExperimentConfig, n_tasks: int):
         with _dask_client()(config.scheduler) as client:
             yield client.get_executor(), 0
         return
-    workers = max(1, min(config.workers, n_tasks))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    workers = plan_workers(config.workers, n_tasks, "workers")
+    threads = max(1, usable_cores() // workers)
     with worker_pool(workers, "spawn") as pool:
         yield pool, threads
 

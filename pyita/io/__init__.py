@@ -6,10 +6,10 @@ one, so memory stays flat however many files a data set holds.
 
 from __future__ import annotations
 
-import glob as globmod
 import lzma
 import math
 import tarfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from pyita.errors import InputError
+from pyita.io.files import glob_paths, read_regular, require_regular
 from pyita.io.generate_in import GenerateIn, read_generate_in
 from pyita.io.xsf import parse_xsf, read_xsf, write_xsf
 from pyita.paths import file_keys
@@ -91,13 +92,36 @@ class DataSource:
 _ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
-def archive_members(archive: Path) -> list[str]:
-    """Names of the XSF files inside a tar archive, sorted."""
+def _xsf_members(tar: tarfile.TarFile, archive) -> tuple[list[tarfile.TarInfo], list[str]]:
+    """The XSF members of an open archive (regular files and hard links), and the other members named
+    ``.xsf`` (symbolic links, FIFOs, devices: not read). Two members of one name are refused: a reader
+    keeps only one of them, and another structure would be recorded under the name."""
+    members, skipped, seen = [], [], set()
+    for m in tar:
+        if m.isdir() or not m.name.lower().endswith(".xsf"):
+            continue
+        if m.name in seen:
+            raise InputError(f"two members are named {m.name!r}; give each structure its own name", archive)
+        seen.add(m.name)
+        if m.isfile() or m.islnk():
+            members.append(m)
+        else:
+            skipped.append(m.name)
+    return members, skipped
+
+
+def archive_members(archive: Path, warn: bool = False) -> list[str]:
+    """Names of the XSF files inside a tar archive, sorted (``warn``: about members named .xsf that are
+    not files and are left out)."""
     try:
         with tarfile.open(archive) as tar:
-            names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".xsf"))
+            members, skipped = _xsf_members(tar, archive)
     except _ARCHIVE_ERRORS as exc:
         raise _unreadable(archive, exc) from None
+    if warn and skipped:
+        warnings.warn(f"{archive}: {len(skipped)} members named .xsf are not regular files (symbolic links, "
+                      f"FIFOs or devices) and are left out, e.g. {skipped[0]!r}", stacklevel=3)
+    names = sorted(m.name for m in members)
     _refuse_line_breaks(f"{archive}:{name}" for name in names)
     return names
 
@@ -126,9 +150,8 @@ def _iter_archive(archive: Path, require_labels: bool) -> Iterator[Structure]:
     """
     try:
         with tarfile.open(archive) as tar:
-            texts = {m.name: tar.extractfile(m).read() for m in tar
-                     if m.isfile() and m.name.lower().endswith(".xsf")}
-    except _ARCHIVE_ERRORS as exc:
+            texts = {m.name: tar.extractfile(m).read() for m in _xsf_members(tar, archive)[0]}
+    except _ARCHIVE_ERRORS + (KeyError,) as exc:   # KeyError: a hard link to a member that is not there
         raise _unreadable(archive, exc) from None
     for name in sorted(texts):
         try:
@@ -165,8 +188,10 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         sample_path(name)   # an unknown name is refused now, before any output exists
         return DataSource(f"bundled sample {name}", sample=name, require_labels=require_labels)
     if _GLOB_CHARS & set(text):
-        matches = sorted(Path(p) for p in globmod.glob(text, recursive=True))
-        matches = [p for p in matches if p.is_file()]
+        matches = sorted(Path(p) for p in glob_paths(text))
+        matches = [p for p in matches if not p.is_dir()]
+        for p in matches:
+            require_regular(p)
         if not matches:
             raise InputError(f"no files match the pattern {text!r}")
         if all(p.suffix.lower() == ".xsf" for p in matches):
@@ -181,9 +206,12 @@ def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
         if not files:
             raise InputError("folder holds no .xsf files", path)
         _refuse_line_breaks(files)
+        for p in files:
+            require_regular(p)
         return DataSource(str(path), xsf_paths=files, require_labels=require_labels)
+    require_regular(path)
     if path.name.lower().endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
-        if not archive_members(path):
+        if not archive_members(path, warn=True):
             raise InputError("archive holds no .xsf files", path)
         return DataSource(str(path), archive=path, require_labels=require_labels)
     if path.suffix.lower() == ".xsf":
@@ -210,7 +238,7 @@ def read_name_list(path: str | Path, what: str = "name list") -> list[str]:
     """Names one per line (structure paths, e.g. a test split); blank lines and ``#`` comments skipped."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = read_regular(path).decode().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {what}: {exc}", path) from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

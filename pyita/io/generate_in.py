@@ -15,6 +15,7 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from pyita.errors import InputError
+from pyita.io.files import not_regular, read_regular
 
 _COMMENT = ("!", "#", "%")
 _FLAGS = ("TIMING", "DEBUG", "FORCES")
@@ -70,9 +71,11 @@ class GenerateIn:
 
     def check_files_exist(self) -> None:
         for k, (name, resolved) in enumerate(zip(self.files, self._resolved())):
-            if not os.path.isfile(resolved):
+            kind = not_regular(resolved)
+            if kind is not None or not os.path.isfile(resolved):
                 line = self.file_lines[k] if k < len(self.file_lines) else None
-                problem = "is a folder, not a structure file" if os.path.isdir(resolved) else "does not exist"
+                problem = "does not exist" if kind is None else "is a folder, not a structure file" \
+                    if kind == "a folder" else f"is {kind}, not a regular file"
                 raise InputError(f"FILES entry {name!r} {problem} (looked for {resolved})", self.path, line)
 
 
@@ -81,7 +84,7 @@ def read_generate_in(path: str | Path, check_files: bool = True) -> GenerateIn:
     path = Path(path)
     try:
         # utf-8-sig: drops the byte-order mark some Windows editors put first (XSF files may have one too)
-        raw = path.read_text(encoding="utf-8-sig").splitlines()
+        raw = read_regular(path).decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read: {exc}", path) from None
     lines = [(k + 1, line.strip()) for k, line in enumerate(raw)]
@@ -183,6 +186,7 @@ def _read_files(raw: list[str], lineno: int, gen: GenerateIn, path) -> int:
         gen.file_lines.append(k)
     if len(gen.files) != count:
         raise InputError(f"FILES announces {count} files but lists {len(gen.files)}", path, lineno + 1)
+    _drop_repeated_files(gen, path)
     for j in range(k, len(raw)):
         entry = raw[j].strip()
         if entry and not entry.startswith(_COMMENT):
@@ -190,6 +194,24 @@ def _read_files(raw: list[str], lineno: int, gen: GenerateIn, path) -> int:
                 break
             raise InputError(f"FILES announces {count} files but more are listed", path, j + 1)
     return k
+
+
+def _drop_repeated_files(gen: GenerateIn, path) -> None:
+    """Keep the first of FILES entries naming the same file (also through another spelling or a link), with a
+    warning: a structure listed twice counts twice and can end up in both a training and a test set."""
+    first: dict[str, int] = {}
+    keep, repeats = [], []
+    for k, resolved in enumerate(gen._resolved()):
+        line = first.setdefault(os.path.realpath(resolved), gen.file_lines[k])
+        if line == gen.file_lines[k]:
+            keep.append(k)
+        else:
+            repeats.append(f"{gen.files[k]!r} on line {gen.file_lines[k]} (as line {line})")
+    if repeats:
+        warnings.warn(f"{path}: FILES lists {len(repeats)} file(s) again, read once: "
+                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", stacklevel=4)
+    gen.files = [gen.files[k] for k in keep]
+    gen.file_lines = [gen.file_lines[k] for k in keep]
 
 
 def format_generate_in(gen: GenerateIn) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from pyita.errors import InputError
+from pyita.io.files import read_regular
 from pyita.structure import Structure
 
 _ENERGY = re.compile(r"(total|cohesive) energy\s*=\s*(\S+)")
@@ -79,15 +79,8 @@ def _parse_atom(line: str, path, lineno: int) -> tuple[str, list[float], list[fl
 
 
 def _read_text(path) -> str:
-    """A whole small file as text, with plain system calls (no buffered file object)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode()
+    """A whole small file as text, with plain system calls (no buffered file object); regular files only."""
+    return read_regular(path).decode()
 
 
 def read_xsf(path: str | Path, require_labels: bool = False) -> Structure:

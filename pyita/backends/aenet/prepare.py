@@ -19,7 +19,7 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.progress import progress_bar
 from pyita.reference import cohesive_per_atom, fit_references
-from pyita.structure import Structure, link_parents
+from pyita.structure import Structure, link_parents, unique_indices
 
 
 def _link_parents(structures: list[Structure], folder: Path | None,
@@ -104,6 +104,9 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         raise InputError("no structures", data)
     folder = source.generate_in.folder if source.generate_in is not None else None
     aliases = _frame_sources(source.ase_path) if source.ase_path is not None else None
+    unique = unique_indices(structures)   # before the split: a copy must not land on the other side
+    structures = [structures[k] for k in unique]
+    aliases = aliases and [aliases[k] for k in unique if k < len(aliases)]
     originals, group = _link_parents(structures, folder, aliases)
     if not originals:
         raise InputError("the data holds only derived structures: PyITA needs the original (parent) "
