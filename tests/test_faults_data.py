@@ -200,3 +200,19 @@ def test_archive_members_of_one_name_are_refused(case):
     _archive(case / "set.tar.gz", [(f"xsf/{p.name}", p.read_bytes()) for p in files] +
              [("xsf/s01.xsf", files[4].read_bytes())])
     refused(case, "set.tar.gz", "set.tar.gz", "two members are named 'xsf/s01.xsf'")
+
+
+def test_train_uses_a_repeated_structure_once(case, tmp_path):
+    from pyita.train.run import train_from_data
+    from pyita.train.trainer import TrainSettings
+
+    (case / "xsf" / "copy-of-s01.xsf").write_bytes((case / "xsf" / "s01.xsf").read_bytes())
+    gen = case / "generate.in"
+    gen.write_text(gen.read_text().replace("FILES\n6\n", "FILES\n7\nxsf/copy-of-s01.xsf\n"))
+    settings = TrainSettings(iterations=1, hidden="3:tanh", descriptor={"radial_rc": 4.0, "radial_n": 3,
+                                                                         "angular_rc": 3.5, "angular_n": 2})
+    with pytest.warns(UserWarning, match="copy-of-s01.xsf"):
+        summary = train_from_data(str(gen), tmp_path / "m.pt", settings, test_fraction=0.5, use_cache=False,
+                                  progress=False)
+    counts = summary["counts"]
+    assert counts["train"] + counts["validation"] + counts["test"] == 6
