@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 from pyita.backends import BACKENDS
-from pyita.errors import InputError
+from pyita.errors import InputError, SettingError
+from pyita.reference import check_max_energy, check_reference_energies
 
 PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
            "force-budget")
@@ -239,6 +240,11 @@ def _validate(config: ExperimentConfig, path) -> None:
         raise InputError(f"condition names repeat: {names}", path)
     if config.workers < 1:
         raise InputError("workers must be ≥ 1", path)
+    try:   # NaN or inf would filter or shift every energy silently
+        config.max_energy = check_max_energy(config.max_energy)
+        config.reference_energies = check_reference_energies(config.reference_energies)
+    except SettingError as exc:
+        raise InputError(str(exc), path) from None
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)
                                                              for c in config.conditions]:
         fixed = sorted({"seed", "init_seed"} & set(table))

@@ -15,7 +15,7 @@ from pyita.io.atomic import atomic_write_text, existing_ancestor
 from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output, refuse_overlap
 from pyita.predict import error_tables, predict
-from pyita.reference import fit_reference_energies
+from pyita.reference import check_max_energy, check_reference_energies, fit_reference_energies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import TrainSettings, graceful_stop
 
@@ -64,6 +64,8 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
     out = Path(out)
+    max_energy = check_max_energy(max_energy)
+    references = check_reference_energies(references)
     checkpoint = checkpoint_path(out)
     history = history_path(out)
     if out.exists() and not (overwrite or resume):
