@@ -304,8 +304,7 @@ class Trainer:
             advance(self.epoch)
             while self.epoch < settings.iterations:
                 data = self.train if self.fresh is None else self.fresh(self.epoch)
-                # the state before the step, to keep as the checkpoint if the step diverges
-                before = copy.deepcopy(self._checkpoint_payload()) if self.checkpoint is not None else None
+                before = self._state_before_step() if self.checkpoint is not None else None
                 self._step(data, self.epoch)
                 row = self._record(time.perf_counter() - started)
                 self._check_finite(row, before)
@@ -399,6 +398,13 @@ class Trainer:
             "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
             "settings": self.settings.as_dict(), "fingerprint": self.fingerprint,
         }
+
+    def _state_before_step(self) -> dict:
+        """The checkpoint of the current state, to keep if the next step diverges: the tensors copied (a step
+        changes them in place), the history list too (its rows are never changed once recorded)."""
+        payload = self._checkpoint_payload()
+        return {**payload, "model": copy.deepcopy(payload["model"]),
+                "optimizer": copy.deepcopy(payload["optimizer"]), "history": list(self.history)}
 
     def save_checkpoint(self) -> None:
         atomic_torch_save(self._checkpoint_payload(), self.checkpoint)
