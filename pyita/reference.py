@@ -6,12 +6,13 @@ filters mean "above the isolated atoms" rather than a raw DFT total.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Sequence
 
 import numpy as np
 
-from pyita.errors import InputError, PyitaError
+from pyita.errors import InputError, PyitaError, SettingError
 from pyita.structure import Structure
 
 
@@ -67,6 +68,36 @@ def fit_reference_energies(structures: Sequence[Structure], species: Sequence[st
     return fit_references(structures, species)[0]
 
 
+def finite_number(value) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool or text), else None: the rule for every
+    energy a user gives (reference energies, MAXENERGY), so that NaN or inf never reaches a model."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def check_max_energy(value) -> float | None:
+    """MAXENERGY (eV/atom above the atomic references; None: no filter), refused unless a finite number:
+    NaN would silently drop every structure, inf keep them all under a name that says otherwise."""
+    if value is None:
+        return None
+    number = finite_number(value)
+    if number is None:
+        raise SettingError(f"--max-energy / max_energy (MAXENERGY) must be a finite number of eV/atom, "
+                           f"got {value!r}")
+    return number
+
+
+def check_reference_energies(energies: dict | None, where: str = "atomic reference energy") -> dict | None:
+    """Each species' reference energy, refused unless a finite number (eV)."""
+    if energies is None:
+        return None
+    for sym, value in energies.items():
+        if finite_number(value) is None:
+            raise SettingError(f"{where} of {sym} must be a finite number (eV), got {value!r}")
+    return {sym: float(value) for sym, value in energies.items()}
+
+
 def parse_types(text: str | None) -> dict[str, float]:
     """``"Ti=-1626.67,O=-433.23"`` (as given to --types) → {"Ti": -1626.67, "O": -433.23}."""
     out: dict[str, float] = {}
@@ -82,6 +113,8 @@ def parse_types(text: str | None) -> dict[str, float]:
             out[sym.strip()] = float(value.replace("d", "e").replace("D", "e"))
         except ValueError:
             raise InputError(f"--types entry {item!r} must look like Sym=energy (eV), e.g. Ti=-1626.67") from None
+        if finite_number(out[sym.strip()]) is None:
+            raise SettingError(f"--types entry {item!r}: the energy must be a finite number (eV)")
     return out
 
 
@@ -109,4 +142,5 @@ def cohesive_per_atom(structure: Structure, reference: dict[str, float]) -> floa
 
 def max_energy_mask(structures: Sequence[Structure], reference: dict[str, float], max_energy: float):
     """aenet's MAXENERGY: keep structures whose per-atom energy above the references is ≤ max_energy."""
+    max_energy = check_max_energy(max_energy)
     return np.array([cohesive_per_atom(s, reference) <= max_energy for s in structures])

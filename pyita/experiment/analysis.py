@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyita.experiment.config import ExperimentConfig
-from pyita.experiment.stats import compare, summarize
+from pyita.experiment.stats import compare, no_verdict, summarize
 
 
 def complete_trials(config: ExperimentConfig, results) -> list[int]:
@@ -73,6 +73,10 @@ def comparisons(config: ExperimentConfig, results) -> list[dict]:
             continue
         base = baseline_for(config, condition)
         for kind, metric in (("energy", "energy MAE (meV/atom)"), ("force", "force MAE (eV/Å)")):
+            unusable = _not_finite(results, trials, (base, condition.name), kind)
+            if unusable:
+                out.append({"baseline": base, **no_verdict(condition.name, metric, len(trials), unusable).as_dict()})
+                continue
             b = [float(np.mean(np.abs(getattr(results[(t, base)], f"{kind}_errors")))) for t in trials]
             c = [float(np.mean(np.abs(getattr(results[(t, condition.name)], f"{kind}_errors")))) for t in trials]
             bp = np.concatenate([results[(t, base)].structure_errors(kind) for t in trials])
@@ -80,6 +84,19 @@ def comparisons(config: ExperimentConfig, results) -> list[dict]:
             row = compare(condition.name, metric, b, c, bp, cp).as_dict()
             out.append({"baseline": base, **row})
     return out
+
+
+def _not_finite(results, trials: list[int], names: tuple[str, ...], kind: str) -> str:
+    """Why no verdict is possible when a condition's errors hold NaN or inf (its predictions were not finite,
+    e.g. its training diverged), else ""."""
+    reasons = []
+    for name in dict.fromkeys(names):
+        bad = [t for t in trials if not np.isfinite(getattr(results[(t, name)], f"{kind}_errors")).all()]
+        if bad:
+            which = ", ".join(map(str, bad))
+            reasons.append(f"the {kind} predictions of {name!r} are not finite in trial{'s' if len(bad) > 1 else ''} "
+                           f"{which} (its training diverged?)")
+    return "; ".join(reasons)
 
 
 #: Metric names in comparisons → (plain word, unit).
@@ -106,6 +123,8 @@ def _plain(row: dict) -> str:
         what = "better, lower error"
     elif verdict == "worse":
         what = "worse, higher error"
+    elif verdict.startswith("no verdict"):
+        return f"{word} — {verdict}"
     elif verdict.startswith("insufficient"):
         what = f"no verdict possible from {n} trial{'s' if n != 1 else ''}"
     else:

@@ -24,6 +24,7 @@ from pyita.backends import check_settings
 from pyita.errors import InputError, PyitaError
 from pyita.experiment.results import refuse_shared_file_names
 from pyita.experiment.schema import check_tables
+from pyita.reference import check_max_energy, check_reference_energies
 
 PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
            "force-budget")
@@ -291,8 +292,10 @@ def _validate(config: ExperimentConfig, path) -> None:
     names = [c.name for c in config.conditions]
     if len(set(names)) != len(names):
         raise InputError(f"condition names repeat: {names}", path)
-    try:
+    try:   # NaN or inf would filter or shift every energy silently
         refuse_shared_file_names(names)
+        config.max_energy = check_max_energy(config.max_energy)
+        config.reference_energies = check_reference_energies(config.reference_energies)
     except PyitaError as exc:
         raise InputError(str(exc), path) from None
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)

@@ -186,6 +186,14 @@ class Comparison:
         return asdict(self)
 
 
+def no_verdict(condition: str, metric: str, n_trials: int, reason: str) -> Comparison:
+    """A comparison that cannot be made (e.g. predictions that are not finite): no statistics, and a verdict
+    that says why."""
+    nan = float("nan")
+    return Comparison(condition, metric, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan,
+                      min_wilcoxon_p(n_trials), nan, nan, n_trials, None, f"no verdict: {reason}")
+
+
 def _percent(value: float, reference: float) -> float:
     return 100.0 * value / reference if reference > 0 and math.isfinite(value) else float("nan")
 

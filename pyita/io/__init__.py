@@ -30,14 +30,16 @@ __all__ = ["DataSource", "open_source", "read_structures", "read_xsf", "write_xs
 _GLOB_CHARS = set("*?[")
 
 
-def check_labels(structure: Structure) -> Structure:
-    """Demand a finite energy and finite forces (derived structures: the energy only)."""
+def check_labels(structure: Structure, required: bool = True) -> Structure:
+    """Demand finite positions, and a finite energy and finite forces where present; with ``required``, their
+    presence too (derived structures: the energy only). A label that is there but not finite is refused
+    even where labels are optional (``pyita predict``): it is damage, not the absence of a label."""
     where = structure.source
-    if structure.energy is None:
+    if required and structure.energy is None:
         raise InputError("structure has no energy", where)
-    if not math.isfinite(structure.energy):
+    if structure.energy is not None and not math.isfinite(structure.energy):
         raise InputError(f"energy {structure.energy} is not finite", where)
-    if structure.forces is None and not structure.is_derived:
+    if required and structure.forces is None and not structure.is_derived:
         raise InputError("structure has no forces", where)
     if not np.isfinite(structure.positions).all() or (
             structure.forces is not None and not np.isfinite(structure.forces).all()):
@@ -85,7 +87,7 @@ class DataSource:
         return _iter_ase(self.ase_path)
 
     def _checked(self, structure: Structure) -> Structure:
-        return check_labels(structure) if self.require_labels else structure
+        return check_labels(structure, required=self.require_labels)
 
 
 #: What reading a damaged, truncated or foreign archive raises (tarfile lets its decompressors' errors through).

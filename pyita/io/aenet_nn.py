@@ -237,7 +237,24 @@ def read_nn(path: str | Path) -> NNFile:
         nnfile = NNFile(_read_network(records), _read_setup(records), _read_trainset(records))
         records.check(handle.tell() == records.size,
                       f"{records.size - handle.tell()} bytes follow the last record (training-set summary)")
+    _check_finite(nnfile, path)
     return nnfile
+
+
+def _check_finite(nnfile: NNFile, path: Path) -> None:
+    """Refuse non-finite values among those that decide an atom's energy: a train.x run that diverged
+    writes NaN weights, and a damaged file any bytes; neither may become a model."""
+    net, stp, ts = nnfile.network, nnfile.setup, nnfile.trainset
+    values = {"weights": net.weights, "cutoff radii (Rc_min, Rc_max)": [stp.rc_min, stp.rc_max],
+              "descriptor parameters": stp.sfparam, "feature averages": stp.sfval_avg,
+              "feature second moments": stp.sfval_cov, "energy scale": ts.scale, "energy shift": ts.shift,
+              "atomic energies (E_atom)": ts.e_atom}
+    for what, value in values.items():
+        value = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(value).all():
+            bad = value.ravel()[~np.isfinite(value.ravel())][0]
+            raise InputError(f"its {what} hold {bad} (not a finite number): the file is damaged or the "
+                             "training that wrote it diverged", path)
 
 
 # --------------------------------------------------------------------------------------------- writing

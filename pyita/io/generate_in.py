@@ -7,6 +7,7 @@ the value is quoted; ``!``, ``#`` and ``%`` start comment lines.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -156,6 +157,8 @@ def _read_types(lines, i, gen: GenerateIn, path) -> int:
             gen.types[parts[0]] = float(parts[1].replace("d", "e").replace("D", "e"))
         except (IndexError, ValueError):
             raise InputError("TYPES line needs 'Sym E_atom'", path, no) from None
+        if not math.isfinite(gen.types[parts[0]]):
+            raise InputError(f"TYPES energy of {parts[0]} is {parts[1]!r}, not a finite number (eV)", path, no)
     if len(gen.types) != count:
         raise InputError(f"TYPES announces {count} species but lists {len(gen.types)}", path, count_no)
     return i + 2 + count

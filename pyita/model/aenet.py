@@ -164,8 +164,19 @@ def _chebyshev_settings(path: Path, setup: NNSetup) -> dict:
     if setup.sfparam.shape[0] < 1 or setup.sfparam.shape[1] < 4:
         raise InputError("the Chebyshev set-up lacks its four parameters", path)
     radial_rc, radial_n, angular_rc, angular_n = setup.sfparam[0, :4].tolist()
-    return {"radial_rc": radial_rc, "radial_n": round(radial_n), "angular_rc": angular_rc,
-            "angular_n": round(angular_n)}
+    for name, order in (("radial_N", radial_n), ("angular_N", angular_n)):
+        if not (order >= 0 and order == int(order)):   # the reader has refused NaN and inf already
+            raise InputError(f"Chebyshev {name} = {order} is not an integer ≥ 0", path)
+    settings = {"radial_rc": radial_rc, "radial_n": int(radial_n), "angular_rc": angular_rc,
+                "angular_n": int(angular_n)}
+    try:
+        expected = ChebyshevSetup(**settings).n_features(len(setup.envtypes))
+    except ValueError as exc:
+        raise InputError(f"descriptor settings PyITA cannot use: {exc}", path) from None
+    if expected != len(setup.sf):   # checked before any array of that size is made
+        raise InputError(f"Chebyshev radial_N = {int(radial_n)} and angular_N = {int(angular_n)} give {expected} "
+                         f"features, but the file holds {len(setup.sf)} descriptor functions", path)
+    return settings
 
 
 def potential_from_nn(files: dict[Path, NNFile]) -> Potential:
@@ -208,8 +219,8 @@ def potential_from_nn(files: dict[Path, NNFile]) -> Potential:
     if reach < max(settings["radial_rc"], settings["angular_rc"]):
         raise InputError(f"Rc_max {reach} Å is below the Chebyshev cutoffs: aenet's neighbour lists would miss "
                          "neighbours the descriptor counts", first_path)
-    if not (math.isfinite(ts.scale) and ts.scale > 0):
-        raise InputError(f"energy scale {ts.scale} is not a positive number", first_path)
+    if not (ts.scale > 0 and math.isfinite(1.0 / ts.scale)):
+        raise InputError(f"energy scale {ts.scale} is not a positive number with a finite inverse", first_path)
     references = {}
     for sym, (path, nnfile) in by_species.items():
         if sym not in nnfile.trainset.typenames:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pyita.errors import InputError, PyitaError
-from pyita.reference import cohesive_per_atom, total_energy
+from pyita.reference import cohesive_per_atom, max_energy_mask, total_energy
 from pyita.structure import Structure, close_atoms, first_report, link_parents, warn_close_atoms
 from pyita.train.jacobian import ForceJacobians, StreamedJacobians
 
@@ -90,8 +90,8 @@ def filter_max_energy(structures: Sequence[Structure], references: dict[str, flo
     if max_energy is None:
         return list(range(len(structures)))
     groups = parent_groups(structures)
-    dropped = {k for k, s in enumerate(structures)
-               if not s.is_derived and cohesive_per_atom(s, references) > max_energy}
+    kept = max_energy_mask(structures, references, max_energy)
+    dropped = {k for k, s in enumerate(structures) if not s.is_derived and not kept[k]}
     return [k for k in range(len(structures)) if groups[k] not in dropped]
 
 

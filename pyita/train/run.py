@@ -16,7 +16,7 @@ from pyita.io.atomic import atomic_write_text, existing_ancestor
 from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.predict import error_tables, predict
-from pyita.reference import fit_reference_energies
+from pyita.reference import check_max_energy, check_reference_energies, fit_reference_energies
 from pyita.structure import unique_indices
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import TrainSettings, graceful_stop
@@ -107,6 +107,8 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     ``settings.initial_networks``, from those networks (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
+    max_energy = check_max_energy(max_energy)
+    references = check_reference_energies(references)
     started = time.perf_counter()
     source = open_source(data)
     inputs = data_inputs(data, source) + ([Path(settings.initial_networks)] if settings.initial_networks else [])

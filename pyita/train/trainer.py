@@ -8,6 +8,7 @@ checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import threading
 import time
@@ -33,8 +34,13 @@ METHODS = ("lbfgs", "adam")
 FORCE_FRACTION_OF = ("structures", "atoms")
 CHECKPOINT_KIND = "pyita-checkpoint"
 CHECKPOINT_FORMAT = 1
-#: Settings that may differ between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device")
+#: Settings that may differ between a run and its resumption (everything else must match); a smaller learning
+#: rate is how a run that diverged continues from its last finite checkpoint.
+RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device", "learning_rate")
+
+
+class TrainingDiverged(PyitaError):
+    """The loss or the weights became NaN or infinite: no model is written from them."""
 
 
 #: Hidden layers when neither the settings nor initial networks give them.
@@ -298,8 +304,10 @@ class Trainer:
             advance(self.epoch)
             while self.epoch < settings.iterations:
                 data = self.train if self.fresh is None else self.fresh(self.epoch)
+                before = self._state_before_step() if self.checkpoint is not None else None
                 self._step(data, self.epoch)
                 row = self._record(time.perf_counter() - started)
+                self._check_finite(row, before)
                 advance(1, **self._status(row))
                 self.epoch += 1
                 budget = settings.max_minutes
@@ -343,6 +351,23 @@ class Trainer:
         self.history.append(row)
         return row
 
+    def _check_finite(self, row: dict, before: dict | None) -> None:
+        """Stop with TrainingDiverged when the epoch's loss or weights are not finite; the checkpoint then holds
+        the last finite state (the one before this epoch), from which ``--resume`` continues."""
+        if math.isfinite(row["loss"]) and bool(torch.isfinite(self._flat_parameters()).all()):
+            return
+        what = f"the training loss became {row['loss']}" if not math.isfinite(row["loss"]) else \
+            "the network weights became NaN or infinite"
+        kept = ""
+        if before is not None:
+            atomic_torch_save(before, self.checkpoint)
+            hint = " with a smaller --learning-rate" if self.settings.method == "adam" else ""
+            kept = (f"; the last finite state (after epoch {before['epoch']}) is kept in {self.checkpoint}: "
+                    f"continue from it with --resume{hint}")
+        elif self.settings.method == "adam":
+            kept = "; try a smaller learning rate"
+        raise TrainingDiverged(f"training diverged: {what} in epoch {row['epoch']}{kept}")
+
     @staticmethod
     def _status(row: dict) -> dict:
         fields = {"train": f"{row['train_mae']:.2f}/{row['train_rmse']:.2f}"}
@@ -366,13 +391,23 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def save_checkpoint(self) -> None:
-        atomic_torch_save({
+    def _checkpoint_payload(self) -> dict:
+        return {
             "kind": CHECKPOINT_KIND, "format": CHECKPOINT_FORMAT, "pyita_version": __version__,
             "epoch": self.epoch, "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
             "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
             "settings": self.settings.as_dict(), "fingerprint": self.fingerprint,
-        }, self.checkpoint)
+        }
+
+    def _state_before_step(self) -> dict:
+        """The checkpoint of the current state, to keep if the next step diverges: the tensors copied (a step
+        changes them in place), the history list too (its rows are never changed once recorded)."""
+        payload = self._checkpoint_payload()
+        return {**payload, "model": copy.deepcopy(payload["model"]),
+                "optimizer": copy.deepcopy(payload["optimizer"]), "history": list(self.history)}
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(self._checkpoint_payload(), self.checkpoint)
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint
@@ -395,5 +430,8 @@ class Trainer:
             raise PyitaError(f"cannot resume from {path}: settings differ ({', '.join(changed)})")
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.settings.method == "adam":   # the learning rate given now (it may differ: RESUMABLE_CHANGES)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.settings.learning_rate
         self.epoch, self.history = saved["epoch"], saved["history"]
         self.best, self.bad_epochs = saved["best"], saved["bad_epochs"]

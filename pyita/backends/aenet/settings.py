@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from pyita.errors import PyitaError
 from pyita.io.aenet_inputs import BehlerSetup, ChebyshevSetup, format_method_line, parse_hidden
+from pyita.reference import check_max_energy, check_reference_energies
 
 
 #: File names inside a run folder. None of the single-token ones contains '/', so nothing needs quoting.
@@ -67,6 +68,8 @@ class AenetSettings:
             raise PyitaError(f"descriptor must be chebyshev or behler, not {self.descriptor!r}")
         if int(self.iterations) != self.iterations or self.iterations < 0:
             raise PyitaError(f"iterations must be an integer ≥ 0, got {self.iterations}")
+        self.max_energy = check_max_energy(self.max_energy)
+        self.reference_energies = check_reference_energies(self.reference_energies)
         if isinstance(self.chebyshev, dict):
             self.chebyshev = ChebyshevSetup.from_dict(self.chebyshev)
         if isinstance(self.behler, dict):
