@@ -31,7 +31,9 @@ def check_workers(workers: int, option: str = "--workers") -> int:
     return int(workers)
 
 
-def _die_with(parent_pid: int) -> None:
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere nothing). Also the
+    ``preexec_fn`` of external programs (aenet's), so a killed command leaves none running in its folder."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -39,6 +41,10 @@ def _die_with(parent_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+
+
+def _die_with(parent_pid: int) -> None:
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
 

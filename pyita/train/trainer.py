@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from pyita import __version__
-from pyita.errors import PyitaError, SettingError
+from pyita.errors import Interrupted, PyitaError, SettingError
 from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.potential import atomic_torch_save, load_potential
 from pyita.progress import progress_bar
@@ -145,10 +145,12 @@ class TrainSettings:
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM (see :func:`graceful_stop`); the loop stops after the current epoch."""
+    """Set by SIGINT/SIGTERM (see :func:`graceful_stop`); the loop stops after the current epoch and raises
+    ``Interrupted`` for that signal (exit status 128 + its number, as for any interrupted command)."""
 
     def __init__(self):
         self.requested = False
+        self.signum = signal.SIGINT
 
 
 @contextmanager
@@ -161,8 +163,8 @@ def graceful_stop():
 
     def handler(signum, frame):
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
+            raise Interrupted(signum)
+        flag.requested, flag.signum = True, signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -314,7 +316,9 @@ class Trainer:
                     where = f"; progress saved in {self.checkpoint}, continue with --resume" if self.checkpoint else ""
                     if self.checkpoint is not None:
                         self.save_checkpoint()
-                    raise PyitaError(f"training stopped by request after epoch {self.epoch}{where}")
+                    stopped = Interrupted(stop.signum)
+                    stopped.add_note(f"training stopped after epoch {self.epoch}{where}")
+                    raise stopped
         if self.best["state"] is not None:
             self.potential.load_state_dict(self.best["state"])
         return self.history

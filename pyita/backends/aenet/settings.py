@@ -14,6 +14,7 @@ from pyita.io.aenet_inputs import BehlerSetup, ChebyshevSetup, format_method_lin
 TRAINSET = "aenet.train"
 RECORD = "pyita-aenet.json"
 RUN_STATE = "pyita-aenet-run.json"
+RUN_LOCK = ".pyita-aenet-run.lock"   # held by a running `pyita aenet run`
 STRUCTURES_CSV = "structures.csv"
 TEST_PARENTS = "test-parents.txt"
 INITIAL_DIR = "initial-networks"
