@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pyita.errors import InputError, PyitaError
+from pyita.errors import InputError, PyitaError, SettingError
 from pyita.structure import Structure
 
 
@@ -76,12 +76,16 @@ def parse_types(text: str | None) -> dict[str, float]:
         if not item:
             continue
         sym, sep, value = item.partition("=")
+        sym = sym.strip()
         try:
-            if not sep:
+            if not sep or not sym:
                 raise ValueError
-            out[sym.strip()] = float(value.replace("d", "e").replace("D", "e"))
+            energy = float(value.replace("d", "e").replace("D", "e"))
         except ValueError:
             raise InputError(f"--types entry {item!r} must look like Sym=energy (eV), e.g. Ti=-1626.67") from None
+        if sym in out:
+            raise SettingError(f"--types gives {sym} twice ({sym}={out[sym]:g} and {item}); give each species once")
+        out[sym] = energy
     return out
 
 

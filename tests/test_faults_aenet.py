@@ -122,7 +122,7 @@ def test_interrupted_aenet_run_is_recognised_and_rerun(tmp_path, exes):
     warned = warning_lines(result)
     assert len(warned) == 1 and "killed during train.x" in warned[0] and "starting again" in warned[0]
     errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [f"error: interrupted by SIGTERM; the partial aenet output in run is kept; rerun "
+    assert errors == ["error: interrupted by SIGTERM; the partial aenet output in run is kept; rerun "
                       "`pyita aenet run run` to start again"]
 
     # A user shortens the training (train.in is theirs to edit); the rerun cleans up and finishes.

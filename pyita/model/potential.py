@@ -16,7 +16,7 @@ from torch import nn
 
 from pyita import __version__
 from pyita.descriptors import AtomsBatch, ChebyshevDescriptor
-from pyita.errors import InputError, PyitaError
+from pyita.errors import InputError, PyitaError, SettingError
 from pyita.io.atomic import atomic_write
 from pyita.model.network import SpeciesNetworks
 
@@ -214,7 +214,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when present, else CPU; otherwise the device asked for (checked)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SettingError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PyitaError("device cuda requested but CUDA is not available")
     return device
