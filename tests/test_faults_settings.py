@@ -36,7 +36,8 @@ def case(tmp_path_factory):
     return root, generate_in
 
 
-@pytest.mark.parametrize("args,message", CASES, ids=[" ".join(x for x in a if x not in ("DATA", "MODEL")) for a, _ in CASES])
+@pytest.mark.parametrize("args,message", CASES,
+                         ids=[" ".join(x for x in a if x not in ("DATA", "MODEL")) for a, _ in CASES])
 def test_setting_refused_with_one_line_and_nothing_written(case, args, message):
     root, generate_in = case
     args = [str(generate_in) if a == "DATA" else str(root / "model.pt") if a == "MODEL" else a for a in args]

@@ -8,6 +8,7 @@ derivatives of that energy.
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,8 +193,12 @@ def _unreadable(path: Path, exc: Exception) -> str:
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary sibling, then rename: readers never see a partial file."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` into memory, then the bytes to a temporary sibling and a rename: readers never see a
+    partial file, and a full disk is an OSError that ``atomic_write`` reports naming the file (torch's own
+    file writer reports it as a RuntimeError such as "unexpected pos 45440 vs 45336")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def load_potential(model: "str | Path | Potential | list", device=None) -> Potential:
