@@ -95,14 +95,33 @@ def _rerun_training(run: Path) -> bool:
         and _in_training(run)
 
 
-def test_interrupted_aenet_run_is_recognised_and_rerun(tmp_path, exes):
-    """SIGKILL during train.x: the rerun recognises its own run (record "running", no process holds it),
-    removes its partial output and starts again, saying so; SIGTERM says what is left and exits 143."""
+def _long_run(tmp_path: Path) -> Path:
+    """A run folder whose train.x would take hours (a million Adam epochs), to interrupt."""
     make_case(tmp_path / "case")
     done = run_cli("aenet", "prepare", tmp_path / "case" / "generate.in", "-o", "run", "-q", "--iterations",
                    1_000_000, "--method", "adam", "--hidden", "3:tanh", "--test-fraction", 0.3, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    run = tmp_path / "run"
+    return tmp_path / "run"
+
+
+def test_ctrl_c_says_what_is_left(tmp_path, exes):
+    """SIGINT gives the same kind of line as SIGTERM (typer turned it into a silent exit 130)."""
+    run = _long_run(tmp_path)
+    process = _start_run(tmp_path)
+    assert wait_until(lambda: _in_training(run), 60)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: interrupted by SIGINT; the partial aenet output in run is kept; rerun "
+                      "`pyita aenet run run` to start again"], stderr
+    assert "Traceback" not in stderr
+
+
+def test_interrupted_aenet_run_is_recognised_and_rerun(tmp_path, exes):
+    """SIGKILL during train.x: the rerun recognises its own run (record "running", no process holds it),
+    removes its partial output and starts again, saying so; SIGTERM says what is left and exits 143."""
+    run = _long_run(tmp_path)
     inputs = {p.name for p in run.rglob("*")}
     process = _start_run(tmp_path)
     assert wait_until(lambda: _in_training(run), 60)
