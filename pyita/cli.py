@@ -487,14 +487,17 @@ def _error(message: str) -> None:
 
 
 def _terminate(signum, frame) -> None:
-    """SIGTERM unwinds like Ctrl-C: workers are stopped, temporary outputs removed, locks released."""
+    """Ctrl-C and SIGTERM unwind alike: workers are stopped, temporary outputs removed, locks released.
+    (Not KeyboardInterrupt, which typer turns into a silent exit 130.)"""
     raise Interrupted(signum)
 
 
 def main() -> None:
     """Console-script entry point: user errors become one clear line and exit status 2, never a traceback;
-    an interruption (Ctrl-C, SIGTERM) cleans up and exits 128 + the signal number."""
+    an interruption (Ctrl-C, SIGTERM) cleans up, says what is left and exits 128 + the signal number."""
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not ignored (a background job)
+        signal.signal(signal.SIGINT, _terminate)
     try:
         app()
     except PyitaError as exc:
@@ -502,8 +505,10 @@ def main() -> None:
         sys.exit(2)
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        _error(f"interrupted by {signal.Signals(signum).name}; no partial output was kept "
-               "(resumable commands continue from their checkpoint when rerun)")
+        # what the command left, added as a note on the way out (e.g. a checkpoint, partial aenet output)
+        left = "; ".join(getattr(exc, "__notes__", ())) or ("no partial output was kept (resumable commands "
+                                                             "continue from their checkpoint when rerun)")
+        _error(f"interrupted by {signal.Signals(signum).name}; {left}")
         sys.exit(128 + signum)
     except OSError as exc:  # the system refused a file operation PyITA did not foresee: say which and why
         where = f"{exc.filename}: " if exc.filename else ""

@@ -14,6 +14,18 @@ class SettingError(PyitaError, ValueError):
     ``pyita.io.aenet_inputs``, so either kind of caller catches it."""
 
 
+def whole_number(value, what: str, minimum: int):
+    """``value`` itself when it is a whole number ≥ ``minimum``, else a SettingError naming ``what`` (the one
+    check for counts and seeds given to the CLI or the Python API: a float 2.0 passes, True does not)."""
+    try:
+        whole = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole or value < minimum:
+        raise SettingError(f"{what} must be a whole number ≥ {minimum}, got {value!r}")
+    return value
+
+
 class InputError(PyitaError):
     """Bad input data: knows where it came from so the message can say so."""
 

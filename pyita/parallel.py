@@ -48,7 +48,9 @@ def plan_workers(workers: int, tasks: int, option: str = "--workers") -> int:
     return max(1, min(check_workers(workers, option), tasks, usable_cores()))
 
 
-def _die_with(parent_pid: int) -> None:
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere nothing). Also the
+    ``preexec_fn`` of external programs (aenet's), so a killed command leaves none running in its folder."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -56,6 +58,10 @@ def _die_with(parent_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+
+
+def _die_with(parent_pid: int) -> None:
+    die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
 

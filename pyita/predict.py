@@ -17,6 +17,7 @@ import numpy as np
 
 from pyita import __version__
 from pyita.descriptors import make_batch
+from pyita.errors import whole_number
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.model.potential import Potential, load_potential, resolve_device
@@ -35,6 +36,7 @@ class Prediction:
 def predict(model: str | Path | Potential, structures: Sequence[Structure], batch_size: int = 32,
             forces: bool = True, device=None, progress: bool = False) -> list[Prediction]:
     """Total energies (eV) and, if asked, forces (eV/Å) of each structure, in batches of ``batch_size``."""
+    whole_number(batch_size, "batch size", 1)
     keep = device is None and isinstance(model, Potential)  # a Potential given as is stays where it is
     potential = load_potential(model, None if keep else resolve_device(device))
     potential.check_species(structures)
@@ -110,6 +112,8 @@ def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forc
 
     from pyita.io import open_source
 
+    whole_number(batch_size, "batch size", 1)   # settings first: nothing read or written in vain
+    resolve_device(device)
     sources = [open_source(spec, require_labels=False) for spec in data]
     inputs = [model] + [path for spec, source in zip(data, sources) for path in data_inputs(spec, source)]
     guard_output(out, inputs, "predict", overwrite)

@@ -107,14 +107,18 @@ def parse_types(text: str | None) -> dict[str, float]:
         if not item:
             continue
         sym, sep, value = item.partition("=")
+        sym = sym.strip()
         try:
-            if not sep:
+            if not sep or not sym:
                 raise ValueError
-            out[sym.strip()] = float(value.replace("d", "e").replace("D", "e"))
+            energy = float(value.replace("d", "e").replace("D", "e"))
         except ValueError:
             raise InputError(f"--types entry {item!r} must look like Sym=energy (eV), e.g. Ti=-1626.67") from None
-        if finite_number(out[sym.strip()]) is None:
+        if sym in out:
+            raise SettingError(f"--types gives {sym} twice ({sym}={out[sym]:g} and {item}); give each species once")
+        if finite_number(energy) is None:
             raise SettingError(f"--types entry {item!r}: the energy must be a finite number (eV)")
+        out[sym] = energy
     return out
 
 

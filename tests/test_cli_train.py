@@ -88,7 +88,10 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, data_file):
     assert [row["epoch"] for row in history] == list(range(1, done + 3))
 
 
-def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path, data_file):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path, data_file, signum):
+    """The first Ctrl-C or SIGTERM finishes the epoch, saves a checkpoint and exits 128 + the signal number
+    (130/143, as the README says) with one line saying where the progress is."""
     env = {**os.environ, "PYITA_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "pyita.cli", "train", str(data_file), "--out", "t.pt",
                                 "--iterations", "100000", "--checkpoint-every", "1000", "-q", *SMALL],
@@ -99,10 +102,12 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path, data_file):
     while time.monotonic() < deadline and not list((tmp_path / "cache").rglob("*.pt")):
         time.sleep(0.2)
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 2
-    assert "stopped by request" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert process.returncode == 128 + signum, stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"interrupted by {signal.Signals(signum).name}; training stopped after epoch" \
+        in errors[0] and "--resume" in errors[0] and "Traceback" not in stderr
     assert history.exists() and _checkpoint_epoch(history) >= 1
 
 

@@ -24,7 +24,8 @@ from pyita.io import DataSource, archive_members, match_names, open_source, read
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.outputs import data_inputs, guard_output
-from pyita.io.xsf import ORIGINAL_MARK, XsfTemplate, format_xsf, read_xsf, read_xsf_layout
+from pyita.io.xsf import (ORIGINAL_MARK, XsfTemplate, aenet_text, format_xsf, read_xsf,
+                          read_xsf_layout)
 from pyita.parallel import plan_workers, usable_cores, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import CloseAtomsWarning, close_atoms, warn_close_atoms
@@ -425,18 +426,20 @@ class _XsfWriter:
         self._folders: dict[str, str] = {}
 
     def parent(self, parent, name: str, stem: str) -> None:
-        """List a parent: its own file when it is an XSF on disk, else a copy written under parents/.
+        """List a parent: its own file when it is an XSF on disk that aenet reads as it is, else a copy
+        written under parents/ (aenet stops on a tab between fields, see ``aenet_text``).
 
         Paths are relative to the output folder (symbolic links in the parent's folder resolved), so the
         output generate.in works from its own folder, as aenet reads it.
         """
-        if self.parents_on_disk:
+        if self.parents_on_disk and aenet_text(name) is None:
             folder, base = os.path.split(name)
             rel = self._folders.get(folder)
             if rel is None:
                 rel = self._folders[folder] = os.path.relpath(os.path.realpath(folder or "."), self.final_abs)
             entry = f"{rel}/{base}" if rel != "." else base
         else:
+            parent = read_xsf(name) if parent is None else parent
             (self.tmp / "parents").mkdir(exist_ok=True)
             entry = f"parents/{stem}.xsf"
             # the derived files name this parent by its original source (e.g. "sample[3]"): record it

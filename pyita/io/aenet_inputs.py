@@ -95,7 +95,10 @@ def parse_hidden(spec, activations: Sequence[str] = ACTIVATIONS, allow_empty: bo
     one-letter activations (t, s, l, m) too. ``activations``: those the caller's networks have (aenet's by
     default); ``allow_empty``: an empty spec means no hidden layer (aenet needs one)."""
     if isinstance(spec, str):
-        items = [s for s in re.split(r"[,\s]+", spec.strip()) if s]
+        parts = spec.split(",") if spec.strip() else []
+        if any(not part.strip() for part in parts):   # "5:tanh,,5:tanh" is a typo, not two layers
+            raise SettingError(f"hidden layers {spec!r}: an empty entry between commas; write e.g. 15:tanh,15:tanh")
+        items = [s for part in parts for s in part.split()]
     else:
         items = list(spec)
     layers = []

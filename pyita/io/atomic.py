@@ -9,6 +9,7 @@ no trace. Final outputs get the permissions the user's umask asks for (temporary
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import warnings
@@ -131,9 +132,14 @@ def atomic_output_dir(final: str | Path, overwrite: bool = False, command: str |
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise PyitaError(f"output folder {final} is not empty (choose another, or --overwrite)")
     with _temporary(final, "", lambda p: p.mkdir(mode=0o700)) as tmp:
-        yield tmp
-        if command is not None:
-            stamp_files(tmp, command)
+        try:
+            yield tmp
+            if command is not None:
+                stamp_files(tmp, command)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):   # else the error names its own file
+                raise PyitaError(f"cannot write {final}: {exc.strerror}") from None
+            raise
         _publish(tmp, final, 0o777)
         if final.exists():
             if command is not None and any(final.iterdir()):
@@ -153,7 +159,10 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """
     path = Path(path)
     with _temporary(path, path.suffix, lambda p: p.touch(mode=0o600, exist_ok=False)) as tmp:
-        write(str(tmp))
+        try:
+            write(str(tmp))
+        except OSError as exc:   # a full disk, a quota: say which file (the partial one is removed)
+            raise PyitaError(f"cannot write {path}: {exc.strerror or exc}") from None
         _publish(tmp, path, 0o666)
         os.replace(tmp, path)
 

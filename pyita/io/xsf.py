@@ -108,6 +108,30 @@ def read_xsf_layout(path: str | Path, require_labels: bool = False):
     return structure, lines, layout
 
 
+#: Whitespace other than a space (a tab, a no-break space, a carriage return…). Python, and so PyITA, reads it
+#: as a field separator; aenet's generate.x splits XSF fields on spaces only and, with exit status 0, stops on
+#: a tab after the chemical symbol ("incomplete output data") or a no-break space ("atom type not found").
+_NOT_A_SPACE = re.compile(r"[^\S \n]")
+
+
+def aenet_lines(lines: list[str]) -> list[str]:
+    """XSF lines as aenet reads them: a line holding whitespace other than spaces gets its fields joined by
+    single spaces (the fields PyITA read, so the same values, in the file's own digits)."""
+    return [" ".join(line.split()) if _NOT_A_SPACE.search(line) else line for line in lines]
+
+
+def aenet_text(path: str | Path) -> str | None:
+    """None when aenet reads the XSF file ``path`` as it is, else its text respaced by ``aenet_lines``:
+    what PyITA writes or copies for aenet must be what aenet reads."""
+    try:
+        text = _read_text(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+    if not _NOT_A_SPACE.search(text):
+        return None
+    return "\n".join(aenet_lines(text.splitlines())) + "\n"
+
+
 def _parse(lines: list[str], path, require_labels: bool):
     """(structure, layout): layout = (first line of the cell/atoms part, first atom line) when that part
     holds nothing but keywords, numbers and clean 7-column atom lines, else None."""
@@ -350,8 +374,8 @@ class XsfTemplate:
         if layout is None or structure.forces is None:
             return cls(structure)
         body_start, atoms_start = layout
-        atoms = lines[atoms_start:atoms_start + len(structure)]
-        return cls(structure, None, (lines[body_start:atoms_start], atoms))
+        atoms = aenet_lines(lines[atoms_start:atoms_start + len(structure)])
+        return cls(structure, None, (aenet_lines(lines[body_start:atoms_start]), atoms))
 
     def _atom_lines(self, positions: np.ndarray) -> list[str]:
         symbols, forces = self.symbols, self._forces

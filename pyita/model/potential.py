@@ -8,6 +8,7 @@ derivatives of that energy.
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from pyita import __version__
 from pyita.descriptors import AtomsBatch, ChebyshevDescriptor
-from pyita.errors import InputError, PyitaError
+from pyita.errors import InputError, PyitaError, SettingError
 from pyita.io.atomic import atomic_write
 from pyita.model.network import SpeciesNetworks
 
@@ -192,8 +193,12 @@ def _unreadable(path: Path, exc: Exception) -> str:
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary sibling, then rename: readers never see a partial file."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` into memory, then the bytes to a temporary sibling and a rename: readers never see a
+    partial file, and a full disk is an OSError that ``atomic_write`` reports naming the file (torch's own
+    file writer reports it as a RuntimeError such as "unexpected pos 45440 vs 45336")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def load_potential(model: "str | Path | Potential | list", device=None) -> Potential:
@@ -214,7 +219,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when present, else CPU; otherwise the device asked for (checked)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SettingError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PyitaError("device cuda requested but CUDA is not available")
     return device

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from pyita import __version__
-from pyita.errors import PyitaError, SettingError
+from pyita.errors import Interrupted, PyitaError, SettingError, whole_number
 from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.potential import atomic_torch_save, load_potential
 from pyita.progress import progress_bar
@@ -107,8 +107,14 @@ class TrainSettings:
         if self.force_fraction_of not in FORCE_FRACTION_OF:
             raise SettingError(f"force_fraction_of must be {' or '.join(FORCE_FRACTION_OF)}, got "
                                f"{self.force_fraction_of!r}")
-        if self.batch_size < 1 or not self.learning_rate > 0:
-            raise PyitaError("batch size must be ≥ 1 and the learning rate > 0")
+        whole_number(self.batch_size, "batch size", 1)
+        if not self.learning_rate > 0:
+            raise SettingError(f"the learning rate must be > 0, got {self.learning_rate}")
+        whole_number(self.seed, "seed", 0)   # numpy's and torch's generators take no negative seed
+        if self.init_seed is not None:
+            whole_number(self.init_seed, "init_seed", 0)
+        if not self.checkpoint_every >= 0:
+            raise SettingError(f"checkpoint_every must be ≥ 0 seconds (0: every epoch), got {self.checkpoint_every}")
         if self.weight_init not in WEIGHT_INITS:
             raise SettingError(f"weight_init must be one of {', '.join(WEIGHT_INITS)}, got {self.weight_init!r}")
         if self.energy_normalization not in ENERGY_NORMALIZATIONS:
@@ -151,10 +157,12 @@ class TrainSettings:
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM (see :func:`graceful_stop`); the loop stops after the current epoch."""
+    """Set by SIGINT/SIGTERM (see :func:`graceful_stop`); the loop stops after the current epoch and raises
+    ``Interrupted`` for that signal (exit status 128 + its number, as for any interrupted command)."""
 
     def __init__(self):
         self.requested = False
+        self.signum = signal.SIGINT
 
 
 @contextmanager
@@ -167,8 +175,8 @@ def graceful_stop():
 
     def handler(signum, frame):
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
+            raise Interrupted(signum)
+        flag.requested, flag.signum = True, signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -322,7 +330,9 @@ class Trainer:
                     where = f"; progress saved in {self.checkpoint}, continue with --resume" if self.checkpoint else ""
                     if self.checkpoint is not None:
                         self.save_checkpoint()
-                    raise PyitaError(f"training stopped by request after epoch {self.epoch}{where}")
+                    stopped = Interrupted(stop.signum)
+                    stopped.add_note(f"training stopped after epoch {self.epoch}{where}")
+                    raise stopped
         if self.best["state"] is not None:
             self.potential.load_state_dict(self.best["state"])
         return self.history

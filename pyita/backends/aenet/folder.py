@@ -21,7 +21,7 @@ from pyita.backends.aenet.settings import (INITIAL_DIR, RECORD, STRUCTURES_CSV, 
 from pyita.errors import InputError
 from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_stp, format_train_in
 from pyita.io.generate_in import GenerateIn, format_generate_in
-from pyita.io.xsf import format_xsf
+from pyita.io.xsf import aenet_text, format_xsf
 from pyita.structure import Structure
 
 
@@ -29,7 +29,7 @@ from pyita.structure import Structure
 class Entry:
     structure: Structure
     name: str = ""                   # path inside the run folder (FILES line)
-    copy_from: Path | None = None    # an existing aenet XSF file to copy byte for byte
+    copy_from: Path | None = None    # an existing aenet XSF file to copy (respaced if aenet needs it)
     placeholder: np.ndarray | None = None
     role: str = "train"
     source: str = ""
@@ -145,7 +145,10 @@ def write_run_folder(folder: Path, train: list[Entry], test: list[Entry], specie
     for entry in train + test:
         target = folder / entry.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if entry.copy_from is not None:
+        respaced = aenet_text(entry.copy_from) if entry.copy_from is not None else None
+        if respaced is not None:
+            target.write_text(respaced)
+        elif entry.copy_from is not None:
             shutil.copyfile(entry.copy_from, target)
         else:
             target.write_text(_xsf_text(entry))

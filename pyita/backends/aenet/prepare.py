@@ -13,7 +13,7 @@ import numpy as np
 
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
 from pyita.backends.aenet.settings import RECORD, TEST_PARENTS, AenetSettings
-from pyita.errors import InputError, PyitaError
+from pyita.errors import InputError, PyitaError, whole_number
 from pyita.io import match_names, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
@@ -88,6 +88,7 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
     from pyita.io import open_source
 
     settings = AenetSettings.from_dict(settings)
+    whole_number(seed, "seed", 0)   # numpy's generator takes no negative seed
     if test_parents is None and not 0 <= test_fraction < 1:
         raise PyitaError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     start = time.perf_counter()

@@ -17,13 +17,15 @@ from typing import Sequence
 
 from pyita import __version__
 from pyita.backends.aenet.settings import (AENET_OUTPUT_PATTERNS, ENV_VARS, INITIAL_DIR, INPUTS, LOGS, PROGRAMS, RECORD,
-                                           RESULT_FILES, RUN_STATE, STRUCTURES_CSV, TRAINSET)
+                                           RESULT_FILES, RUN_LOCK, RUN_STATE, STRUCTURES_CSV, TRAINSET)
 from pyita.errors import PyitaError
 from pyita.io.aenet_outputs import (EPOCH_ROW, fortran_float, read_energies_file, read_predict_output,
                                     read_train_output, scan_output)
 from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.locks import exclusive
 from pyita.io.records import jsonable
 from pyita.io.xsf import read_xsf
+from pyita.parallel import die_with_parent
 from pyita.progress import progress_bar
 from pyita.train.metrics import summarize
 
@@ -171,13 +173,21 @@ def _listing(rundir: Path) -> dict[str, float]:
 
 
 def _clear_previous(rundir: Path, record: dict, overwrite: bool) -> list[str]:
-    """Remove outputs of an earlier ``pyita aenet run`` in this folder, or refuse. Returns removed names."""
+    """Remove outputs of an earlier ``pyita aenet run`` in this folder, or refuse. Returns removed names.
+
+    Called with the folder's lock held, so a record that still says "running" is a run that was killed
+    outright (SIGKILL, a crash): the aenet output written since its step started is its own, removed too."""
     state = _read_state(rundir)
     ours = set(state.get("outputs", [])) if state else set()
     inputs = set(record.get("inputs", []))
     pattern = re.compile("|".join(f"(?:{p})" for p in AENET_OUTPUT_PATTERNS))
     present = sorted(p.name for p in rundir.iterdir() if p.is_file() and p.name not in inputs
                      and pattern.fullmatch(p.name))
+    killed = state is not None and state.get("status") == "running"
+    if killed and isinstance(state.get("running"), dict):
+        before = state["running"].get("before") or {}
+        after = _listing(rundir)
+        ours |= {n for n in present if n not in before or before[n] != after.get(n)}
     foreign = [n for n in present if n not in ours]
     if foreign:
         raise PyitaError(f"{rundir} holds aenet output that `pyita aenet run` did not write "
@@ -192,10 +202,16 @@ def _clear_previous(rundir: Path, record: dict, overwrite: bool) -> list[str]:
     removed = []
     for name in sorted(ours):
         target = rundir / name
-        if name in inputs or name in (RECORD, RUN_STATE) or not target.is_file():
+        if name in inputs or name in (RECORD, RUN_STATE, RUN_LOCK) or not target.is_file():
             continue
         target.unlink()
         removed.append(name)
+    if killed or (state and state.get("status") == "interrupted"):
+        during = (state.get("running") or (state["steps"][-1] if state.get("steps") else {})).get("step")
+        how = "killed" if killed else "interrupted"
+        warnings.warn(f"{rundir}: an earlier `pyita aenet run` was {how}"
+                      f"{f' during {PROGRAMS[during]}' if during in PROGRAMS else ''}; removed its partial "
+                      f"output ({len(removed)} files) and starting again", stacklevel=3)
     return removed
 
 
@@ -219,7 +235,7 @@ def _run_step(step: str, exe: Path, rundir: Path, total: int | None, progress: b
         try:
             proc = subprocess.Popen([str(exe), INPUTS[step]], cwd=rundir, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                    errors="replace", bufsize=1)
+                                    errors="replace", bufsize=1, preexec_fn=die_with_parent)
         except OSError as exc:
             raise PyitaError(f"cannot start {exe}: {exc}") from None
         try:
@@ -290,6 +306,12 @@ def run_aenet(rundir: str | Path, aenet_bin: str | Path | None = None, overwrite
     rundir = Path(rundir)
     record = read_record(rundir)
     exes = find_executables(aenet_bin)
+    with exclusive(rundir / RUN_LOCK, f"run folder {rundir}"):
+        return _run_locked(rundir, record, exes, overwrite, progress, keep_epoch_networks)
+
+
+def _run_locked(rundir: Path, record: dict, exes: dict[str, Path], overwrite: bool, progress: bool,
+                keep_epoch_networks: bool) -> dict:
     removed = _clear_previous(rundir, record, overwrite)
     state = {"pyita_version": __version__, "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "executables": {k: str(v) for k, v in exes.items()}, "removed_before_run": removed,
@@ -299,6 +321,8 @@ def run_aenet(rundir: str | Path, aenet_bin: str | Path | None = None, overwrite
     networks = record["networks"]
     for step in PROGRAMS:
         before = _listing(rundir)
+        state["running"] = {"step": step, "before": before}   # what a killed run leaves is told apart by it
+        _write_state(rundir, state)
         if step == "train" and (rundir / INITIAL_DIR).is_dir():
             for nn in networks.values():
                 shutil.copyfile(rundir / INITIAL_DIR / nn, rundir / nn)
@@ -307,12 +331,17 @@ def run_aenet(rundir: str | Path, aenet_bin: str | Path | None = None, overwrite
                                             progress)
         except BaseException as exc:
             _record_outputs(rundir, state, before)
-            state["status"] = "failed"
-            state["steps"].append({"step": step, "status": "failed" if isinstance(exc, Exception) else
-                                   "interrupted", "errors": [str(exc)]})
+            failed = isinstance(exc, Exception)
+            state["status"] = "failed" if failed else "interrupted"
+            state["steps"].append({"step": step, "status": state["status"], "errors": [str(exc)]})
+            del state["running"]
             _write_state(rundir, state)
+            if not failed:   # said by pyita.cli.main after "interrupted by SIGTERM"
+                exc.add_note(f"the partial aenet output in {rundir} is kept; rerun `pyita aenet run {rundir}` "
+                             "to start again")
             raise
         _record_outputs(rundir, state, before)
+        del state["running"]
         errors, warns = _check_step(step, rundir, record, returncode)
         warns_all += [f"{PROGRAMS[step]}: {w}" for w in warns]
         state["steps"].append({"step": step, "executable": str(exes[step]), "returncode": returncode,
@@ -345,7 +374,7 @@ def run_aenet(rundir: str | Path, aenet_bin: str | Path | None = None, overwrite
 def _record_outputs(rundir: Path, state: dict, before: dict[str, float]) -> None:
     after = _listing(rundir)
     new = [n for n, t in after.items() if n not in before or before[n] != t]
-    state["outputs"] = sorted(set(state["outputs"]) | {n for n in new if n != RUN_STATE})
+    state["outputs"] = sorted(set(state["outputs"]) | {n for n in new if n not in (RUN_STATE, RUN_LOCK)})
 
 
 def _predict_files(path: Path) -> list[str]:

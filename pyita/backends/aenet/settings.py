@@ -15,6 +15,7 @@ from pyita.reference import check_max_energy, check_reference_energies
 TRAINSET = "aenet.train"
 RECORD = "pyita-aenet.json"
 RUN_STATE = "pyita-aenet-run.json"
+RUN_LOCK = ".pyita-aenet-run.lock"   # held by a running `pyita aenet run`
 STRUCTURES_CSV = "structures.csv"
 TEST_PARENTS = "test-parents.txt"
 INITIAL_DIR = "initial-networks"
