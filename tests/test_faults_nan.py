@@ -87,7 +87,7 @@ def test_experiment_refuses_non_finite_max_energy_or_references_before_its_folde
              "toml-references": "reference_energies = { Ti = inf, O = -433.2 }"}[where]
     (case / "exp.toml").write_text(EXPERIMENT.format(data=case / "generate.in", extra=extra))
     args = ["experiment", "exp.toml", "-q"] + (["--max-energy", "nan"] if where == "override" else [])
-    refused(case, "exp", args, "--max-energy" if where == "override" else "exp.toml", "must be a finite number")
+    refused(case, "exp", args, "--max-energy" if where == "override" else "exp.toml", "finite")
 
 
 # ----------------------------------------------------------------------------------- aenet .nn files

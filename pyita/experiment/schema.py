@@ -43,7 +43,7 @@ class ExperimentTable(_Table):
     seed: int = _key("an integer ≥ 0", ge=0)
     test_fraction: float = _key("a number between 0 and 1 (both excluded)", gt=0, lt=1)
     max_energy: float = _key("a finite number (eV/atom above the reference energies)")
-    reference_energies: dict[str, float] = _key("a table of element = energy in eV, e.g. { Ti = -1626.67 }")
+    reference_energies: dict[str, float] = _key("a table of element = finite energy in eV, e.g. { Ti = -1626.67 }")
     backend: Literal[BACKENDS] = _key("one of " + ", ".join(f'"{b}"' for b in BACKENDS))
     aenet_bin: str = _key("a folder path")
     workers: int = _key("an integer ≥ 1", ge=1)
