@@ -259,7 +259,8 @@ def test_cli_train_that_diverges_stops_keeping_a_finite_resumable_checkpoint(cas
     assert not (case / "m.pt.ckpt").exists()
 
 
-def test_trainer_keeps_the_state_before_the_epoch_that_diverged(tmp_path, monkeypatch):
+@pytest.mark.parametrize("every, kept", [(0, 2), (1e9, 0)])   # a checkpoint every epoch; only the first
+def test_trainer_keeps_the_last_finite_checkpoint_when_it_diverges(tmp_path, monkeypatch, every, kept):
     from pyita.train.fit import train
     from pyita.train.trainer import Trainer, TrainingDiverged, TrainSettings
 
@@ -275,11 +276,11 @@ def test_trainer_keeps_the_state_before_the_epoch_that_diverged(tmp_path, monkey
 
     monkeypatch.setattr(Trainer, "_record", diverge_in_epoch_3)
     checkpoint = tmp_path / "m.pt.ckpt"
-    settings = TrainSettings(iterations=5, hidden="3:tanh", descriptor=SMALL, checkpoint_every=1e9)
-    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 3.*after epoch 2"):
+    settings = TrainSettings(iterations=5, hidden="3:tanh", descriptor=SMALL, checkpoint_every=every)
+    with pytest.raises(TrainingDiverged, match=rf"loss became nan in epoch 3.*after epoch {kept}\)"):
         train([rutile(k) for k in range(4)], settings=settings, checkpoint=checkpoint, use_cache=False)
     saved = torch.load(checkpoint, weights_only=True)
-    assert saved["epoch"] == 2 and [row["epoch"] for row in saved["history"]] == [1, 2]
+    assert saved["epoch"] == kept and [row["epoch"] for row in saved["history"]] == list(range(1, kept + 1))
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
 

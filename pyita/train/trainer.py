@@ -305,6 +305,8 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         settings = self.settings
+        if self.checkpoint is not None and not resume:
+            self.save_checkpoint()   # the first finite state: what a run that diverges early keeps for --resume
         last_save = time.monotonic()
         # "seconds" in the history is training time, summed over interrupted and resumed sessions.
         started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
@@ -312,10 +314,9 @@ class Trainer:
             advance(self.epoch)
             while self.epoch < settings.iterations:
                 data = self.train if self.fresh is None else self.fresh(self.epoch)
-                before = self._state_before_step() if self.checkpoint is not None else None
                 self._step(data, self.epoch)
                 row = self._record(time.perf_counter() - started)
-                self._check_finite(row, before)
+                self._check_finite(row)
                 advance(1, **self._status(row))
                 self.epoch += 1
                 budget = settings.max_minutes
@@ -361,21 +362,18 @@ class Trainer:
         self.history.append(row)
         return row
 
-    def _check_finite(self, row: dict, before: dict | None) -> None:
-        """Stop with TrainingDiverged when the epoch's loss or weights are not finite; the checkpoint then holds
-        the last finite state (the one before this epoch), from which ``--resume`` continues."""
+    def _check_finite(self, row: dict) -> None:
+        """Stop with TrainingDiverged when the epoch's loss or weights are not finite. Every checkpoint is saved
+        after this check, so the one on disk holds the last finite state it saw, from which ``--resume``
+        continues (with a smaller learning rate)."""
         if math.isfinite(row["loss"]) and bool(torch.isfinite(self._flat_parameters()).all()):
             return
         what = f"the training loss became {row['loss']}" if not math.isfinite(row["loss"]) else \
             "the network weights became NaN or infinite"
-        kept = ""
-        if before is not None:
-            atomic_torch_save(before, self.checkpoint)
-            hint = " with a smaller --learning-rate" if self.settings.method == "adam" else ""
-            kept = (f"; the last finite state (after epoch {before['epoch']}) is kept in {self.checkpoint}: "
-                    f"continue from it with --resume{hint}")
-        elif self.settings.method == "adam":
-            kept = "; try a smaller learning rate"
+        hint = " with a smaller --learning-rate" if self.settings.method == "adam" else ""
+        kept = (f"; the last finite state saved (after epoch {self._saved_epoch}) is kept in {self.checkpoint}: "
+                f"continue from it with --resume{hint}") if self.checkpoint is not None else \
+            ("; try a smaller learning rate" if hint else "")
         raise TrainingDiverged(f"training diverged: {what} in epoch {row['epoch']}{kept}")
 
     @staticmethod
@@ -409,15 +407,9 @@ class Trainer:
             "settings": self.settings.as_dict(), "fingerprint": self.fingerprint,
         }
 
-    def _state_before_step(self) -> dict:
-        """The checkpoint of the current state, to keep if the next step diverges: the tensors copied (a step
-        changes them in place), the history list too (its rows are never changed once recorded)."""
-        payload = self._checkpoint_payload()
-        return {**payload, "model": copy.deepcopy(payload["model"]),
-                "optimizer": copy.deepcopy(payload["optimizer"]), "history": list(self.history)}
-
     def save_checkpoint(self) -> None:
         atomic_torch_save(self._checkpoint_payload(), self.checkpoint)
+        self._saved_epoch = self.epoch
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint
@@ -444,4 +436,5 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.settings.learning_rate
         self.epoch, self.history = saved["epoch"], saved["history"]
+        self._saved_epoch = self.epoch
         self.best, self.bad_epochs = saved["best"], saved["bad_epochs"]
