@@ -336,7 +336,6 @@ def experiment(
 ) -> None:
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
     from pyita.experiment.config import prepare_experiment
-    from pyita.experiment.report import write_report
     from pyita.experiment.runner import experiment_output, report_only as rebuild_report, run_experiment
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
@@ -359,6 +358,8 @@ def experiment(
         else:
             with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
                 run_experiment(prepared.task_config, config, out, progress_enabled=not quiet)
+                from pyita.experiment.report import write_report   # matplotlib: only once there are results
+
                 summary = write_report(config, out)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
         console.print(line, highlight=False, soft_wrap=True)

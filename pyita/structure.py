@@ -250,7 +250,7 @@ def neighbor_search_problem(positions: np.ndarray, cell: np.ndarray | None, cuto
         return (f"about {neighbours:.3g} neighbours per atom within the {cutoff:g} Å cutoff ({n_atoms} atoms in "
                 f"{volume:.3g} Å³; a solid has a few hundred): the cell is far too small (wrong units?)")
     need = n_atoms * neighbours / 2 * _BYTES_PER_PAIR
-    if need > _available_memory():
+    if need > 2**28 and need > _available_memory():   # /proc/meminfo read only when it may matter
         return (f"its neighbour list within {cutoff:g} Å would need about {need / 2**30:.3g} GiB, more memory "
                 "than is available")
     return None

@@ -77,8 +77,11 @@ def test_aenet_error_under_exit_status_0_is_one_line(tmp_path, exes):
 
 
 def _start_run(folder: Path) -> subprocess.Popen:
+    """`pyita aenet run` as a foreground command sees it: Ctrl-C not ignored (a shell ignores it for background
+    jobs, and this test may itself run as one)."""
     return subprocess.Popen(cli_command("aenet", "run", "run", "-q"), cwd=folder, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _in_training(run: Path) -> bool:
