@@ -181,23 +181,33 @@ def link_parents(structures: Sequence[Structure], folder: str | Path | None = No
         groups[k] = -1 if found is None else found
     return groups
 
-def unique_indices(structures: Sequence[Structure]) -> list[int]:
-    """Indices of ``structures`` that do not repeat an earlier one (same symbols, positions, cell and energy);
-    a warning names the repeats: a structure read twice (two copies of a file) counts twice and could sit on both
-    sides of a train/test split."""
-    first: dict[tuple, str] = {}
-    kept, repeats = [], []
-    for k, s in enumerate(structures):
-        key = (tuple(s.symbols), s.positions.tobytes(), None if s.cell is None else s.cell.tobytes(), s.energy)
-        name = s.source or f"structure {k + 1}"
-        if key in first:
-            repeats.append(f"{name} (same as {first[key]})")
-        else:
-            first[key] = name
-            kept.append(k)
-    if repeats:
-        warnings.warn(f"{len(repeats)} structures repeat an earlier one and are used once: "
-                      f"{', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}", stacklevel=2)
+def held_out_without_copies(structures: Sequence[Structure], train: Sequence[int],
+                            *held_out: Sequence[int]) -> list[list[int]]:
+    """The held-out index lists (validation, test…) without copies — same symbols, positions, cell and
+    energy — of a training structure or of a structure held out before: a structure read twice (two files of
+    one content) must not sit on both sides of a split, nor count twice in a test. Training is left as it is (a
+    copy there only weighs twice), so the model trained is the same with or without copies in the data. A
+    warning names what was dropped."""
+    def key(k: int) -> tuple:
+        st = structures[k]
+        return (tuple(st.symbols), st.positions.tobytes(), None if st.cell is None else st.cell.tobytes(),
+                st.energy)
+
+    seen = {key(k): k for k in train}
+    kept, dropped = [], []
+    for indices in held_out:
+        kept.append([])
+        for k in indices:
+            first = seen.setdefault(key(k), k)
+            if first == k:
+                kept[-1].append(k)
+            else:
+                dropped.append(f"{structures[k].source or f'structure {k + 1}'} (a copy of "
+                               f"{structures[first].source or f'structure {first + 1}'})")
+    if dropped:
+        warnings.warn(f"{len(dropped)} held-out structures are copies of structures used before and are left out "
+                      f"of the held-out set: {', '.join(dropped[:3])}{', …' if len(dropped) > 3 else ''}",
+                      stacklevel=2)
     return kept
 
 

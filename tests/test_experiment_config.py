@@ -53,14 +53,35 @@ def test_invalid_toml_names_the_line():
         parse_toml("[experiment]\ndata = = 1\n", "cfg.toml")
 
 
+def _pool(n: int) -> list:
+    """``n`` distinct one-atom structures (a split only compares them)."""
+    from pyita.structure import Structure
+
+    return [Structure(["H"], np.array([[0.0, 0.0, 0.1 * k]]), None, energy=-1.0) for k in range(n)]
+
+
 def test_trial_split_is_paired_seeded_and_disjoint():
     c = parse_config({"experiment": {"data": "x", "subset_size": 50, "test_fraction": 0.2, "seed": 7}})
-    a, b = trial_split(200, c, 3), trial_split(200, c, 3)
+    pool = _pool(200)
+    a, b = trial_split(pool, c, 3), trial_split(pool, c, 3)
     assert np.array_equal(a.test, b.test) and np.array_equal(a.train, b.train) and a.model_seed == b.model_seed
     assert len(a.test) == 10 and len(a.train) == 40
     assert not set(a.test) & set(a.train)
-    other = trial_split(200, c, 4)
+    other = trial_split(pool, c, 4)
     assert not np.array_equal(a.test, other.test)
+
+
+def test_a_copy_of_a_training_structure_leaves_the_test_set_and_nothing_else_changes():
+    c = parse_config({"experiment": {"data": "x", "subset_size": 50, "test_fraction": 0.2, "seed": 7}})
+    pool = _pool(200)
+    a = trial_split(pool, c, 3)
+    copied = pool[:]
+    copied[int(a.test[0])] = pool[int(a.train[0])].copy()   # the data holds a training structure twice
+    copied[int(a.test[2])] = pool[int(a.test[1])].copy()    # and a test structure twice
+    with pytest.warns(UserWarning, match="2 held-out structures are copies"):
+        b = trial_split(copied, c, 3)
+    assert np.array_equal(a.train, b.train) and a.model_seed == b.model_seed
+    assert b.test.tolist() == [k for k in a.test.tolist() if k not in (int(a.test[0]), int(a.test[2]))]
 
 
 def test_sweep_variants_get_distinct_result_files(tmp_path):

@@ -9,12 +9,15 @@ import io
 import json
 import os
 import tarfile
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from faults import error_line, make_case, nothing_written, run_cli, rutile, tree_hashes, warning_lines
 from pyita.errors import PyitaError
+from pyita.model.potential import load_potential
 from pyita.parallel import plan_workers, usable_cores
 
 
@@ -202,7 +205,7 @@ def test_archive_members_of_one_name_are_refused(case):
     refused(case, "set.tar.gz", "set.tar.gz", "two members are named 'xsf/s01.xsf'")
 
 
-def test_train_uses_a_repeated_structure_once(case, tmp_path):
+def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
     from pyita.train.run import train_from_data
     from pyita.train.trainer import TrainSettings
 
@@ -211,8 +214,18 @@ def test_train_uses_a_repeated_structure_once(case, tmp_path):
     gen.write_text(gen.read_text().replace("FILES\n6\n", "FILES\n7\nxsf/copy-of-s01.xsf\n"))
     settings = TrainSettings(iterations=1, hidden="3:tanh", descriptor={"radial_rc": 4.0, "radial_n": 3,
                                                                          "angular_rc": 3.5, "angular_n": 2})
-    with pytest.warns(UserWarning, match="copy-of-s01.xsf"):
-        summary = train_from_data(str(gen), tmp_path / "m.pt", settings, test_fraction=0.5, use_cache=False,
-                                  progress=False)
-    counts = summary["counts"]
-    assert counts["train"] + counts["validation"] + counts["test"] == 6
+    dropped = 0
+    for seed in range(4):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = train_from_data(str(gen), tmp_path / f"m{seed}.pt",
+                                      replace(settings, seed=seed), test_fraction=0.5, use_cache=False,
+                                      progress=False)
+        pair_in_test = [s for s in load_potential(tmp_path / f"m{seed}.pt").metadata["test_sources"]
+                        if Path(s).name in ("s01.xsf", "copy-of-s01.xsf")]
+        total = sum(summary["counts"][k] for k in ("train", "validation", "test"))
+        assert len(pair_in_test) <= 1 and (total == 6 if pair_in_test else total in (6, 7)), (seed, pair_in_test)
+        if total == 6:   # one copy left the test set, and said so
+            dropped += 1
+            assert any("copy-of-s01.xsf" in str(w.message) or "s01.xsf" in str(w.message) for w in caught)
+    assert dropped, "no seed put the two copies on different sides; choose other seeds"

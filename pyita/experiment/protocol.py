@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
 from pyita.io import read_structures
 from pyita.reference import fit_reference_energies, max_energy_mask
-from pyita.structure import Structure, unique_indices
+from pyita.structure import Structure, held_out_without_copies
 
 
 @dataclass
@@ -31,8 +32,7 @@ class TrialSplit:
 
 @functools.lru_cache(maxsize=2)
 def _read_pool(data: str) -> tuple[Structure, ...]:
-    pool = read_structures(data)
-    return tuple(pool[k] for k in unique_indices(pool))   # a copy must not sit on both sides of a split
+    return tuple(read_structures(data))
 
 
 def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, float]]:
@@ -48,14 +48,17 @@ def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, floa
     return pool, reference
 
 
-def trial_split(n_pool: int, config: ExperimentConfig, trial: int) -> TrialSplit:
-    """Seeded subset and test parents of one trial; identical for every condition and backend."""
+def trial_split(pool: Sequence[Structure], config: ExperimentConfig, trial: int) -> TrialSplit:
+    """Seeded subset and test parents of one trial; identical for every condition and backend. A test
+    structure that is a copy of one in training (the data held it twice) is left out of the test set."""
+    n_pool = len(pool)
     rng = np.random.default_rng([config.seed, trial])
     size = n_pool if config.subset_size is None else min(config.subset_size, n_pool)
     subset = np.sort(rng.choice(n_pool, size=size, replace=False))
     n_test = max(1, int(round(config.test_fraction * size)))
     test = np.sort(rng.choice(subset, size=n_test, replace=False))
     train = np.setdiff1d(subset, test)
+    test = np.array(held_out_without_copies(pool, train.tolist(), test.tolist())[0], dtype=np.int64)
     return TrialSplit(trial, train, test, model_seed=int(rng.integers(2**31)))
 
 

@@ -46,7 +46,7 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     config = parse_config(config_dict["raw"], config_dict["path"], config_dict["overrides"])
     condition = config.conditions[condition_index]
     pool, reference = load_pool(config)
-    split = trial_split(len(pool), config, trial)
+    split = trial_split(pool, config, trial)
     parents = [pool[i] for i in split.train]
     test = [pool[i] for i in split.test]
     derived = derived_for(condition, parents, seed=split.model_seed)

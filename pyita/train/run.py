@@ -17,7 +17,7 @@ from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.predict import error_tables, predict
 from pyita.reference import check_max_energy, check_reference_energies, fit_reference_energies
-from pyita.structure import unique_indices
+from pyita.structure import held_out_without_copies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import TrainSettings, graceful_stop
 
@@ -125,7 +125,6 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     structures = list(source)
     if not structures:
         raise PyitaError(f"{data}: no structures")
-    structures = take(structures, unique_indices(structures))   # a copy must not sit on both sides of the split
     if settings.initial_networks is not None:
         references = initial_potential(settings.initial_networks, structures,
                                        reference_energies=references).reference_energies()
@@ -142,6 +141,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     dropped = len(structures) - len(kept)
     structures = take(structures, kept)
     train_idx, val_idx, test_idx = split_by_parent(structures, test_fraction, validation_fraction, settings.seed)
+    val_idx, test_idx = held_out_without_copies(structures, train_idx, val_idx, test_idx)
 
     def pick(indices):
         return take(structures, indices)

@@ -19,7 +19,7 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.progress import progress_bar
 from pyita.reference import cohesive_per_atom, fit_references
-from pyita.structure import Structure, link_parents, unique_indices
+from pyita.structure import Structure, held_out_without_copies, link_parents
 
 
 def _link_parents(structures: list[Structure], folder: Path | None,
@@ -105,9 +105,6 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         raise InputError("no structures", data)
     folder = source.generate_in.folder if source.generate_in is not None else None
     aliases = _frame_sources(source.ase_path) if source.ase_path is not None else None
-    unique = unique_indices(structures)   # before the split: a copy must not land on the other side
-    structures = [structures[k] for k in unique]
-    aliases = aliases and [aliases[k] for k in unique if k < len(aliases)]
     originals, group = _link_parents(structures, folder, aliases)
     if not originals:
         raise InputError("the data holds only derived structures: PyITA needs the original (parent) "
@@ -133,6 +130,7 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         raise PyitaError("the test parents are not in the data (at most their derived structures are), so "
                          "there is nothing to predict; give data that includes the original structures")
     train_idx = [k for k in range(len(structures)) if group[k] not in test_groups]
+    test_idx = held_out_without_copies(structures, train_idx, test_idx)[0]
     dropped_derived = sum(1 for k in range(len(structures))
                           if group[k] in test_groups and structures[k].is_derived)
     # ---- species and reference energies (fitted on training structures only: no test information)
