@@ -6,6 +6,7 @@ thousands of structures; ``to_ase``/``from_ase`` convert at the edges.
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from dataclasses import dataclass, field, replace
@@ -230,6 +231,10 @@ def _available_memory() -> float:
         return float("inf")
 
 
+def _cross(u: list[float], v: list[float]) -> tuple[float, float, float]:
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+
+
 def neighbor_search_problem(positions: np.ndarray, cell: np.ndarray | None, cutoff: float) -> str | None:
     """Why a neighbour search (vesin) within ``cutoff`` cannot take this structure, or None.
 
@@ -242,9 +247,11 @@ def neighbor_search_problem(positions: np.ndarray, cell: np.ndarray | None, cuto
     if cell is None:   # vesin's box: the atoms' bounding box, about 1% wider
         span = np.ptp(positions, axis=0) if n_atoms else np.zeros(3)
         faces, volume = span * 1.02, float(np.prod(span + cutoff))
-    else:
-        volume = abs(float(np.linalg.det(cell)))
-        faces = span = volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    else:   # plain floats: numpy's cross and det cost more than the rest of the check on a 3 x 3 cell
+        a, b, c = np.asarray(cell, dtype=float).tolist()
+        normals = [_cross(b, c), _cross(c, a), _cross(a, b)]
+        volume = abs(sum(x * y for x, y in zip(a, normals[0])))
+        faces = span = np.array([volume / math.hypot(*n) if any(n) else 0.0 for n in normals])
     cells = np.maximum(np.trunc(faces / cutoff), 1.0)
     if cells.prod() > _VESIN_MAX_CELLS:   # vesin's own rescaling, to see whether a direction drops to zero
         ratio_xy, ratio_yz = cells[0] / cells[1], cells[1] / cells[2]

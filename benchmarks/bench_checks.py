@@ -1,9 +1,12 @@
-"""What the feature cache's integrity check costs: a warm load with the check against the bare read of the
-same shards, in one process (ratio), next to the featurization the cache saves.
+"""What two of issue 22's checks cost, each as a ratio against the same work without it, in one process.
 
-The check (issue 22) reads each shard, compares its sizes with each other, the descriptor and the structures,
-recomputes its blake2b checksum and looks for non-finite features. Run as
-``python benchmarks/bench_cache.py [--structures N] [--repeats R]``; uses the published TiO2 set from
+1. The feature cache's integrity check: a warm load (keys, read, sizes against each other, the descriptor and
+   the structures, blake2b checksum, finite features) against the bare read of the same shards.
+2. The geometry check before every neighbour search (``structure.neighbor_search_problem``: finite
+   coordinates, what vesin's cell list can divide, neighbours per atom, memory): featurization with it against
+   featurization with it replaced by a no-op.
+
+Run as ``python benchmarks/bench_checks.py [--structures N] [--repeats R]``; uses the published TiO2 set from
 ../shared/data/tio2 when present, else the bundled sample.
 """
 
@@ -20,7 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from pyita.descriptors import ChebyshevDescriptor  # noqa: E402
+import pyita.descriptors.neighbors as neighbors  # noqa: E402
+from pyita.descriptors import ChebyshevDescriptor, featurize  # noqa: E402
 from pyita.train.cache import _settings_folder, cached_features  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,6 +74,18 @@ def main() -> None:
     print(f"bare read of the shards:    {bare:.3f} s")
     print(f"warm load with the check:   {warm:.3f} s  ({warm / bare:.2f}x the bare read, "
           f"{warm / cold:.1%} of the cold run)")
+    real = neighbors.neighbor_search_problem
+    checked, unchecked = [], []
+    try:
+        for _ in range(args.repeats):   # alternated, so that neither side gets the warmer caches
+            for check, times in ((real, checked), (lambda *a: None, unchecked)):
+                neighbors.neighbor_search_problem = check
+                times.append(best_of(1, lambda: featurize(descriptor, data, batch_size=50)))
+    finally:
+        neighbors.neighbor_search_problem = real
+    checked, unchecked = min(checked), min(unchecked)
+    print(f"featurize with the geometry check: {checked:.3f} s, without: {unchecked:.3f} s "
+          f"({checked / unchecked:.3f}x)")
 
 
 if __name__ == "__main__":
