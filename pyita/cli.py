@@ -335,8 +335,8 @@ def experiment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
-    from pyita.experiment.config import prepare_experiment
-    from pyita.experiment.runner import experiment_output, report_only as rebuild_report, run_experiment
+    from pyita.experiment.runner import experiment_output, prepare_experiment, report_only as rebuild_report, \
+        run_experiment
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,

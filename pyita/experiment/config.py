@@ -178,43 +178,6 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     return config
 
 
-@dataclass
-class PreparedExperiment:
-    """An experiment checked to start: its settings, the config it came from, and the inputs it reads."""
-
-    config: ExperimentConfig
-    raw: dict
-    path: Path
-    text: str
-    overrides: dict
-    inputs: list[Path] = field(default_factory=list)
-
-    @property
-    def task_config(self) -> dict:
-        """What each task (a worker process) rebuilds the config from."""
-        return {"raw": self.raw, "path": str(self.path), "overrides": self.overrides}
-
-
-def prepare_experiment(config_file: str | Path | None, preset: str | None, overrides: dict | None = None,
-                       for_run: bool = True) -> PreparedExperiment:
-    """Everything `pyita experiment` checks before its output folder exists: the config's every setting,
-    and, ``for_run``, that its data can be opened and the trainers and scheduler it asks for are there. A
-    mistake raises PyitaError (one line), so a failed start leaves nothing behind."""
-    from pyita.experiment.runner import check_backends
-    from pyita.io import open_source
-    from pyita.io.outputs import data_inputs
-
-    text, path = read_config_text(config_file, preset)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    raw = parse_toml(text, path)
-    config = parse_config(raw, path, overrides)
-    prepared = PreparedExperiment(config, raw, path, text, overrides)
-    if for_run:
-        prepared.inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
-        check_backends(config)
-    return prepared
-
-
 def backend_of(config: ExperimentConfig, condition: Condition) -> str:
     return condition.backend or config.backend
 

@@ -14,19 +14,22 @@ import shutil
 import time
 import warnings
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pyita import __version__
 from pyita.errors import PyitaError
-from pyita.experiment.config import ExperimentConfig, backend_of, first_difference, parse_config
+from pyita.experiment.config import (ExperimentConfig, backend_of, first_difference, parse_config, parse_toml,
+                                    read_config_text)
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
 from pyita.experiment.results import (KEPT_RUNS, RESULTS, SCRATCH, DamagedResult, TaskResult, kept_run_folder,
                                      result_paths)
 from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
-from pyita.io.outputs import listing, refuse_overlap
+from pyita.io import open_source
+from pyita.io.outputs import data_inputs, listing, refuse_overlap
 from pyita.parallel import plan_workers, usable_cores, worker_pool
 from pyita.progress import progress_bar
 
@@ -88,6 +91,39 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
         force_errors=result.force_errors))
     atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")   # written last: marks completion
     return summary
+
+
+@dataclass
+class PreparedExperiment:
+    """An experiment checked to start: its settings, the config it came from, and the inputs it reads."""
+
+    config: ExperimentConfig
+    raw: dict
+    path: Path
+    text: str
+    overrides: dict
+    inputs: list[Path] = field(default_factory=list)
+
+    @property
+    def task_config(self) -> dict:
+        """What each task (a worker process) rebuilds the config from."""
+        return {"raw": self.raw, "path": str(self.path), "overrides": self.overrides}
+
+
+def prepare_experiment(config_file: str | Path | None, preset: str | None, overrides: dict | None = None,
+                       for_run: bool = True) -> PreparedExperiment:
+    """Everything `pyita experiment` checks before its output folder exists: the config's every setting,
+    and, ``for_run``, that its data can be opened and the trainers and scheduler it asks for are there. A
+    mistake raises PyitaError (one line), so a failed start leaves nothing behind."""
+    text, path = read_config_text(config_file, preset)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    raw = parse_toml(text, path)
+    config = parse_config(raw, path, overrides)
+    prepared = PreparedExperiment(config, raw, path, text, overrides)
+    if for_run:
+        prepared.inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+        check_backends(config)
+    return prepared
 
 
 def check_backends(config: ExperimentConfig) -> None:
