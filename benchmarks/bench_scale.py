@@ -64,7 +64,7 @@ def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, thr
     from pyita.errors import PyitaError
     from pyita.train.fit import train
     from pyita.train.jacobian import jacobian_bytes
-    from pyita.train.trainer import TrainSettings
+    from pyita.train.settings import TrainSettings
 
     torch.set_num_threads(threads)
     if memory_limit:   # a machine with this much free memory: Jacobians that do not fit are not stored

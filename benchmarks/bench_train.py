@@ -79,7 +79,7 @@ def run_part(part: str, epochs: int, threads: int) -> dict:
     import torch
 
     from pyita.train.fit import train
-    from pyita.train.trainer import TrainSettings
+    from pyita.train.settings import TrainSettings
 
     torch.set_num_threads(threads)
     structures = subset_structures()

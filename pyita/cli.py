@@ -253,7 +253,7 @@ def train(
     """Train a Behler–Parrinello potential (aenet's Chebyshev descriptor) on energies, and forces if asked."""
     from pyita.reference import parse_types
     from pyita.train.run import train_from_data
-    from pyita.train.trainer import TrainSettings
+    from pyita.train.settings import TrainSettings
 
     if patience is not None and validation_fraction <= 0:
         raise PyitaError("--patience needs a validation set (--validation-fraction > 0)")
@@ -335,32 +335,13 @@ def experiment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Paired trials of baseline vs augmented (and force-trained) potentials, with statistics and a report."""
-    from pyita.experiment.runner import experiment_output, prepare_experiment, report_only as rebuild_report, \
-        run_experiment
+    from pyita.experiment.runner import experiment
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
                  "scheduler": scheduler}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if report_only and config_file is None and preset is None:
-        changed = sorted(set(overrides) - {"workers", "scheduler", "aenet_bin"})
-        if changed:
-            raise PyitaError(f"--report-only reports the experiment stored in {out}; "
-                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot change it")
-        summary = rebuild_report(out)
-    else:
-        prepared = prepare_experiment(config_file, preset, overrides, for_run=not report_only)
-        config = prepared.config
-        for name, why in config.left_out.items():
-            warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}")
-        if report_only:
-            summary = rebuild_report(out, config)
-        else:
-            with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
-                run_experiment(prepared.task_config, config, out, progress_enabled=not quiet)
-                from pyita.experiment.report import write_report   # matplotlib: only once there are results
-
-                summary = write_report(config, out)
+    summary = experiment(config_file, preset, overrides, out, resume=resume, overwrite=overwrite,
+                         report_only=report_only, progress=not quiet)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")

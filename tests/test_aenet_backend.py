@@ -24,6 +24,7 @@ from pyita import __version__
 from pyita import reference
 from pyita.backends import aenet
 from pyita.backends.aenet import run as aenet_run
+from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet import settings as aenet_settings
 from pyita.io import aenet_outputs
 from pyita.errors import InputError, PyitaError
@@ -115,7 +116,7 @@ def check_input_rules(folder: Path, species: list[str]) -> None:
             values = dict(re.findall(r"(\w+)\s*=\s*(\S+)", line))
             n = int(values["radial_N"]) + int(values["angular_N"]) + 2
             n *= 2 if len(species) > 1 else 1
-            record = aenet_run.read_record(folder)
+            record = read_record(folder)
             assert record["feature_count"][sym] == n
         env = stp[stp.index(f"ENV {len(species)}") + 1: stp.index(f"ENV {len(species)}") + 1 + len(species)]
         assert env == species
@@ -136,7 +137,7 @@ def test_run_folder_matches_golden_files(run_folder):
     assert os.access(run_folder / "run.sh", os.X_OK)
     assert "AENET_GENERATE" in run_sh and 'grep -q -E "Error|ERROR' in run_sh
     assert run_sh.index("generate.in") < run_sh.index("train.in") < run_sh.index("predict.in")
-    record = aenet_run.read_record(run_folder)
+    record = read_record(run_folder)
     assert record["reference_energies_origin"] == {"Ti": "user", "O": "user"}
     assert record["counts"]["train_files"] == 4 and record["counts"]["test_files"] == 2
 
@@ -629,7 +630,7 @@ def test_train_and_evaluate_writes_derived_with_parent_placeholders(tmp_path, st
         if s.info.get("derived"):
             parent = next(p for p in parents if p.source == s.info["parent_source"])
             assert np.allclose(s.info["placeholder_forces"], parent.forces)
-    assert aenet_run.read_record(run)["reference_energies_origin"] == {"Ti": "fitted", "O": "fitted"}
+    assert read_record(run)["reference_energies_origin"] == {"Ti": "fitted", "O": "fitted"}
 
 
 def test_experiment_backend_refuses_what_aenet_cannot_do():

@@ -33,7 +33,7 @@ from pyita.predict import predict
 from pyita.sample import load_sample
 from pyita.structure import Structure
 from pyita.train.fit import train
-from pyita.train.trainer import TrainSettings
+from pyita.train.settings import TrainSettings
 
 from faults import error_line, run_cli, tree_hashes
 

@@ -338,7 +338,7 @@ def test_disk_output_matches_memory_for_any_number_of_workers(tmp_path, strategy
     parents = [toy(k, n=3 + k % 4) for k in range(12)]
     gen = write_set(tmp_path / "in", parents)
     settings = AugmentSettings(a=3, delta=0.03, strategy=strategy, seed=2)
-    monkeypatch.setattr("pyita.augment.run.CHUNK", 4)   # several chunks, so that two workers get work
+    monkeypatch.setattr("pyita.augment.workers.CHUNK", 4)   # several chunks, so that two workers get work
     runs = {}
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"

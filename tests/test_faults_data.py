@@ -207,7 +207,7 @@ def test_archive_members_of_one_name_are_refused(case):
 
 def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
     from pyita.train.run import train_from_data
-    from pyita.train.trainer import TrainSettings
+    from pyita.train.settings import TrainSettings
 
     (case / "xsf" / "copy-of-s01.xsf").write_bytes((case / "xsf" / "s01.xsf").read_bytes())
     gen = case / "generate.in"

@@ -17,7 +17,8 @@ from pyita.augment import AugmentSettings, augment
 from pyita.descriptors import ChebyshevDescriptor
 from pyita.errors import InputError, PyitaError
 from pyita.model.potential import Potential
-from pyita.structure import NEAR_DISTANCE, Structure, close_atoms
+from pyita.geometry import NEAR_DISTANCE, close_atoms
+from pyita.structure import Structure
 
 AUGMENT = ["--delta", 0.03, "-q"]
 SMALL_MODEL = ["--radial-rc", 4.0, "--radial-n", 3, "--angular-rc", 3.5, "--angular-n", 2, "--hidden", "3:tanh",
@@ -274,7 +275,7 @@ def test_close_atoms_finds_the_nearest_image_in_skewed_cells():
 
 def test_large_structures_are_checked_too(monkeypatch):
     """All pairs at once for sizes up to _ALL_PAIRS_MAX pairs, a neighbour list beyond: the same answer."""
-    import pyita.structure
+    import pyita.geometry
 
     rng = np.random.default_rng(3)
     cell = np.diag([12.0, 12.0, 12.0])
@@ -282,8 +283,8 @@ def test_large_structures_are_checked_too(monkeypatch):
     crowded = grid.copy()
     crowded[77] = grid[3] + [0.2, 0.1, 0] + cell[0]  # beside atom 4, across a face
     structures = [Structure(["Si"] * 125, crowded, cell), Structure(["Si"] * 125, grid, cell)]
-    for limit in (pyita.structure._ALL_PAIRS_MAX, 1000):
-        monkeypatch.setattr(pyita.structure, "_ALL_PAIRS_MAX", limit)
+    for limit in (pyita.geometry._ALL_PAIRS_MAX, 1000):
+        monkeypatch.setattr(pyita.geometry, "_ALL_PAIRS_MAX", limit)
         ((index, found),) = close_atoms(structures)
         assert (index, found.i, found.j) == (0, 3, 77)
         assert found.distance == pytest.approx(np.hypot(0.2, 0.1), abs=1e-5)

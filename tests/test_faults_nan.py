@@ -262,7 +262,8 @@ def test_cli_train_that_diverges_stops_keeping_a_finite_resumable_checkpoint(cas
 @pytest.mark.parametrize("every, kept", [(0, 2), (1e9, 0)])   # a checkpoint every epoch; only the first
 def test_trainer_keeps_the_last_finite_checkpoint_when_it_diverges(tmp_path, monkeypatch, every, kept):
     from pyita.train.fit import train
-    from pyita.train.trainer import Trainer, TrainingDiverged, TrainSettings
+    from pyita.train.trainer import Trainer, TrainingDiverged
+    from pyita.train.settings import TrainSettings
 
     record = Trainer._record
 

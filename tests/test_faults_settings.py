@@ -10,7 +10,7 @@ from pyita.io.aenet_inputs import parse_hidden
 from pyita.model.potential import resolve_device
 from pyita.predict import predict
 from pyita.reference import parse_types
-from pyita.train.trainer import TrainSettings
+from pyita.train.settings import TrainSettings
 
 from faults import error_line, make_case, run_cli, tree_hashes
 

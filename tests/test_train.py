@@ -22,7 +22,7 @@ from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_gr
 from pyita.structure import Structure
 from pyita.train.jacobian import descriptor_jacobians
 from pyita.train.losses import ForceLoss
-from pyita.train.trainer import TrainSettings
+from pyita.train.settings import TrainSettings
 from test_model import small_potential
 from trainer_data import SMALL_DESCRIPTOR, emt_molecule, emt_structures
 

@@ -17,7 +17,7 @@ from pyita.reference import total_energy
 from pyita.structure import Structure
 from pyita.train.data import split_by_parent, take
 from pyita.train.fit import train
-from pyita.train.trainer import TrainSettings
+from pyita.train.settings import TrainSettings
 
 __all__ = ["train_and_evaluate", "train_settings"]
 

@@ -8,7 +8,8 @@ import torch
 
 from pyita.descriptors.neighbors import make_batch
 from pyita.progress import progress_bar
-from pyita.structure import Structure, warn_close_atoms
+from pyita.geometry import warn_close_atoms
+from pyita.structure import Structure
 
 
 def featurize(

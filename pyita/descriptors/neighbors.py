@@ -19,8 +19,9 @@ import torch
 import vesin
 
 from pyita.errors import InputError
-from pyita.structure import (NEAR_DISTANCE, CloseAtomsWarning, Structure, first_report, neighbor_search_problem,
-                             warn_close_atoms)
+from pyita.geometry import (NEAR_DISTANCE, CloseAtomsWarning, first_report, neighbor_search_problem,
+                            warn_close_atoms)
+from pyita.structure import Structure
 
 
 @dataclass

@@ -198,7 +198,7 @@ def _read_record(saved: Path) -> dict:
     return record
 
 
-def report_only(out: Path, given: ExperimentConfig | None = None) -> dict:
+def rebuild_report(out: Path, given: ExperimentConfig | None = None) -> dict:
     """Rebuild the report of the experiment in ``out`` from its results, with the settings stored with them.
 
     Acts only on a folder its own experiment.json identifies as an experiment, while no experiment runs in
@@ -300,6 +300,33 @@ def _clear_earlier_experiment(out: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def experiment(config_file: str | Path | None, preset: str | None, overrides: dict, out: str | Path, *,
+               resume: bool = False, overwrite: bool = False, report_only: bool = False,
+               progress: bool = True) -> dict:
+    """``pyita experiment``: check every setting, claim ``out``, run the pending tasks and write the report
+    (or, ``report_only``, rebuild the report of the experiment stored in ``out``); returns the report's
+    summary."""
+    out = Path(out)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if report_only and config_file is None and preset is None:
+        changed = sorted(set(overrides) - set(_WHERE) - {"aenet_bin"})
+        if changed:
+            raise PyitaError(f"--report-only reports the experiment stored in {out}; "
+                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} cannot change it")
+        return rebuild_report(out)
+    prepared = prepare_experiment(config_file, preset, overrides, for_run=not report_only)
+    config = prepared.config
+    for name, why in config.left_out.items():
+        warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}", stacklevel=2)
+    if report_only:
+        return rebuild_report(out, config)
+    with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
+        run_experiment(prepared.task_config, config, out, progress_enabled=progress)
+        from pyita.experiment.report import write_report   # matplotlib: only once there are results
+
+        return write_report(config, out)
 
 
 def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from pyita.backends import BACKENDS
 from pyita.errors import InputError, PyitaError
-from pyita.train.trainer import TrainSettings
+from pyita.train.settings import TrainSettings
 
 __all__ = ["check_tables", "shown"]
 

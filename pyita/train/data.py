@@ -16,7 +16,8 @@ import torch
 
 from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, max_energy_mask, total_energy
-from pyita.structure import Structure, close_atoms, first_report, link_parents, warn_close_atoms
+from pyita.geometry import close_atoms, first_report, warn_close_atoms
+from pyita.structure import Structure, link_parents
 from pyita.train.jacobian import ForceJacobians, StreamedJacobians
 
 

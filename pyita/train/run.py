@@ -19,7 +19,8 @@ from pyita.predict import error_tables, predict
 from pyita.reference import check_max_energy, check_reference_energies, fit_reference_energies
 from pyita.structure import held_out_without_copies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
-from pyita.train.trainer import TrainSettings, graceful_stop
+from pyita.train.trainer import graceful_stop
+from pyita.train.settings import TrainSettings
 
 
 def checkpoint_path(model_path: str | Path) -> Path:

@@ -23,7 +23,9 @@ from pyita.backends.aenet.experiment import experiment_backend, train_and_evalua
 from pyita.backends.aenet.folder import write_run_folder
 from pyita.backends.aenet.nn import export_aenet
 from pyita.backends.aenet.prepare import prepare_aenet
-from pyita.backends.aenet.run import collect_results, error_rows, find_executables, run_aenet
+from pyita.backends.aenet.executables import find_executables
+from pyita.backends.aenet.results import collect_results, error_rows
+from pyita.backends.aenet.run import run_aenet
 from pyita.backends.aenet.settings import ENV_VARS, PROGRAMS, AenetSettings
 
 

@@ -15,7 +15,9 @@ import numpy as np
 from pyita.backends import ConditionResult
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
 from pyita.backends.aenet.prepare import reference_energies_for
-from pyita.backends.aenet.run import find_executables, read_record, run_aenet
+from pyita.backends.aenet.executables import find_executables
+from pyita.backends.aenet.folder import read_record
+from pyita.backends.aenet.run import run_aenet
 from pyita.backends.aenet.settings import AenetSettings
 from pyita.errors import PyitaError
 from pyita.io.atomic import atomic_output_dir

@@ -18,7 +18,7 @@ import numpy as np
 from pyita import __version__
 from pyita.backends.aenet.settings import (INITIAL_DIR, RECORD, STRUCTURES_CSV, TEST_PARENTS, TRAINSET, XSF_NAME,
                                            AenetSettings)
-from pyita.errors import InputError
+from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_stp, format_train_in
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import aenet_text, format_xsf
@@ -208,3 +208,13 @@ def write_run_folder(folder: Path, train: list[Entry], test: list[Entry], specie
     })
     (folder / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def read_record(rundir: Path) -> dict:
+    path = rundir / RECORD
+    if not path.is_file():
+        raise PyitaError(f"{rundir} is not a run folder of `pyita aenet prepare` (no {RECORD})")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PyitaError(f"cannot read {path}: {exc}") from None

@@ -1,157 +1,30 @@
-"""``pyita aenet run``: find aenet's executables, run them, judge success from their output (they exit 0
-after most errors), and turn predict.x's results into error tables."""
+"""``pyita aenet run``: run generate.x, train.x and predict.x in a prepared folder under its lock, judge success
+from their output (they exit 0 after most errors), and recognise an interrupted run of its own. Finding the
+programs is ``executables``; reading the results, ``results``."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 from pyita import __version__
-from pyita.backends.aenet.settings import (AENET_OUTPUT_PATTERNS, ENV_VARS, INITIAL_DIR, INPUTS, LOGS, PROGRAMS, RECORD,
-                                           RESULT_FILES, RUN_LOCK, RUN_STATE, STRUCTURES_CSV, TRAINSET)
+from pyita.backends.aenet.executables import find_executables
+from pyita.backends.aenet.folder import read_record
+from pyita.backends.aenet.results import collect_results
+from pyita.backends.aenet.settings import (AENET_OUTPUT_PATTERNS, INITIAL_DIR, INPUTS, LOGS, PROGRAMS, RECORD,
+                                           RESULT_FILES, RUN_LOCK, RUN_STATE, TRAINSET)
 from pyita.errors import PyitaError
-from pyita.io.aenet_outputs import (EPOCH_ROW, fortran_float, read_energies_file, read_predict_output,
-                                    read_train_output, scan_output)
-from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.aenet_outputs import EPOCH_ROW, fortran_float, read_predict_output, read_train_output, scan_output
+from pyita.io.atomic import atomic_write_text
 from pyita.io.locks import exclusive
-from pyita.io.records import jsonable
-from pyita.io.xsf import read_xsf
 from pyita.parallel import die_with_parent
 from pyita.progress import progress_bar
-from pyita.train.metrics import summarize
-
-
-def _version_key(name: str) -> tuple:
-    match = re.search(r"(\d+(?:\.\d+)+)", name)
-    return tuple(int(x) for x in match.group(1).split(".")) if match else ()
-
-
-def _candidates(directory: Path, base: str) -> list[Path]:
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return []
-    pattern = re.compile(re.escape(base) + r"([-_.].+)?")
-    hits = [p for p in entries if pattern.fullmatch(p.name) and p.is_file() and os.access(p, os.X_OK)
-            and not p.name.endswith((".o", ".mod", ".f90", ".F90"))]
-    # Exact name first; then serial builds before MPI builds (which need mpirun); then the newest version.
-    return sorted(hits, key=lambda p: (p.name != base, "mpi" in p.name.lower(), "serial" not in p.name.lower(),
-                                       tuple(-v for v in _version_key(p.name)), p.name))
-
-
-def find_executables(aenet_bin: str | Path | None = None, environ: dict | None = None) -> dict[str, Path]:
-    """Paths of generate.x, train.x and predict.x.
-
-    Looked for, in order: ``aenet_bin`` (a folder; when given, only there), the per-program variables
-    AENET_GENERATE / AENET_TRAIN / AENET_PREDICT (a path or a name on PATH), the folder in AENET_BIN, then
-    PATH. Names may carry version suffixes (``train.x-2.0.4-gfortran_serial``).
-    """
-    env = os.environ if environ is None else environ
-    path_dirs = [Path(p) for p in env.get("PATH", "").split(os.pathsep) if p]
-    found: dict[str, Path] = {}
-    looked: list[str] = []
-    if aenet_bin is not None:
-        folder = Path(aenet_bin)
-        if not folder.is_dir():
-            raise PyitaError(f"--aenet-bin {folder} is not a folder")
-        dirs = [folder]
-        looked.append(f"--aenet-bin {folder}")
-    else:
-        dirs = []
-        if env.get("AENET_BIN"):
-            dirs.append(Path(env["AENET_BIN"]))
-            looked.append(f"AENET_BIN={env['AENET_BIN']}")
-        dirs += path_dirs
-        looked.append("PATH")
-    for step, base in PROGRAMS.items():
-        override = env.get(ENV_VARS[step]) if aenet_bin is None else None
-        if override:
-            candidate = Path(override)
-            if os.sep in override or candidate.is_file():
-                if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-                    raise PyitaError(f"{ENV_VARS[step]}={override} is not an executable file")
-                found[step] = candidate
-                continue
-            which = shutil.which(override, path=env.get("PATH", ""))
-            if which is None:
-                raise PyitaError(f"{ENV_VARS[step]}={override}: no such program on PATH")
-            found[step] = Path(which)
-            continue
-        for directory in dirs:
-            hits = _candidates(directory, base)
-            if hits:
-                found[step] = hits[0]
-                break
-    found = {step: Path(os.path.abspath(path)) for step, path in found.items()}   # runs with cwd = run folder
-    missing = [PROGRAMS[s] for s in PROGRAMS if s not in found]
-    if missing:
-        raise PyitaError(f"aenet not found: no {', '.join(missing)} (looked in {'; '.join(looked)}). Install "
-                         "aenet (http://ann.atomistic.net) and give its bin folder with --aenet-bin or AENET_BIN, "
-                         "or name each program with AENET_GENERATE / AENET_TRAIN / AENET_PREDICT")
-    return found
-
-
-
-def error_rows(predictions: Sequence[dict], references, sources: dict[str, str] | None = None) -> dict:
-    """Per-structure and per-force-component error rows from predict.x results and reference structures.
-
-    ``references``: a dict keyed by the predict.in file names, or a sequence aligned with ``predictions``.
-    The reference energy is compared with predict.x's total energy (its cohesive energy when the reference
-    is a cohesive energy). Energy rows: file, source, n_atoms, E_ref, E_pred (eV), error_meV_atom
-    ((E_pred − E_ref)/N in meV/atom, signed). Force rows: file, atom (1-based), symbol, component, F_ref,
-    F_pred, abs_error (|F_ref − F_pred|, eV/Å); none for references without forces.
-    """
-    if isinstance(references, dict):
-        refs = []
-        for p in predictions:
-            if p["file"] not in references:
-                raise PyitaError(f"predict.x result for {p['file']!r} has no reference structure")
-            refs.append(references[p["file"]])
-    else:
-        refs = list(references)
-        if len(refs) != len(predictions):
-            raise PyitaError(f"{len(predictions)} predictions but {len(refs)} reference structures")
-    energy_rows, force_rows = [], []
-    for p, ref in zip(predictions, refs):
-        n = len(ref)
-        if p["n_atoms"] != n or (p["symbols"] and list(p["symbols"]) != list(ref.symbols)):
-            raise PyitaError(f"{p['file']}: predict.x reports {p['n_atoms']} atoms ({''.join(p['symbols'][:6])}…) "
-                             f"but the reference has {n} ({''.join(ref.symbols[:6])}…)")
-        if ref.energy is not None:
-            pred = p["cohesive_energy"] if ref.energy_kind == "cohesive" else p["total_energy"]
-            energy_rows.append({"file": p["file"], "source": (sources or {}).get(p["file"], ref.source or ""),
-                                "n_atoms": n, "E_ref": float(ref.energy), "E_pred": float(pred),
-                                "error_meV_atom": 1000.0 * (pred - ref.energy) / n})
-        if ref.forces is not None and p["forces"] is not None:
-            for a in range(n):
-                for c, comp in enumerate("xyz"):
-                    fr, fp = float(ref.forces[a, c]), float(p["forces"][a, c])
-                    force_rows.append({"file": p["file"], "atom": a + 1, "symbol": ref.symbols[a],
-                                       "component": comp, "F_ref": fr, "F_pred": fp, "abs_error": abs(fr - fp)})
-    return {"energy": energy_rows, "forces": force_rows}
-
-
-
-
-
-
-def read_record(rundir: Path) -> dict:
-    path = rundir / RECORD
-    if not path.is_file():
-        raise PyitaError(f"{rundir} is not a run folder of `pyita aenet prepare` (no {RECORD})")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PyitaError(f"cannot read {path}: {exc}") from None
 
 
 def _read_state(rundir: Path) -> dict | None:
@@ -377,70 +250,3 @@ def _record_outputs(rundir: Path, state: dict, before: dict[str, float]) -> None
     state["outputs"] = sorted(set(state["outputs"]) | {n for n in new if n not in (RUN_STATE, RUN_LOCK)})
 
 
-def _predict_files(path: Path) -> list[str]:
-    lines = path.read_text().splitlines()
-    for k, line in enumerate(lines):
-        if line.split()[:1] == ["FILES"]:
-            count = int(lines[k + 1].split()[0])
-            files = [f.strip() for f in lines[k + 2:] if f.strip() and f.strip()[0] not in "!#%"]
-            return files[:count]
-    raise PyitaError(f"{path} has no FILES section")
-
-
-def collect_results(rundir: str | Path, write: bool = True) -> dict:
-    """Parse train.out, energies.train.0 and predict.out of a finished run (also one made with run.sh) into
-    error tables; writes errors-energy.csv, errors-force.csv and results.json unless ``write`` is False."""
-    rundir = Path(rundir)
-    record = read_record(rundir)
-    for name in (LOGS["train"], LOGS["predict"]):
-        if not (rundir / name).is_file():
-            raise PyitaError(f"{rundir / name} missing: run aenet first (`pyita aenet run {rundir}`)")
-    train = read_train_output(rundir / LOGS["train"])
-    predictions = read_predict_output(rundir / LOGS["predict"])
-    files = _predict_files(rundir / "predict.in")
-    references = {f: read_xsf(rundir / f) for f in files}
-    sources = {}
-    if (rundir / STRUCTURES_CSV).is_file():
-        with open(rundir / STRUCTURES_CSV, newline="") as handle:
-            sources = {row["file"]: row["source"] for row in csv.DictReader(handle)}
-    tables = error_rows(predictions, references, sources)
-    # Per epoch in meV/atom, with the experiment runner's key names. With TESTPERCENT 0 aenet has no test set
-    # (it prints MAE 0 and RMSE NaN for it), so the test keys are left out rather than reported as 0.
-    with_test = bool(train["n_test"])
-    history = []
-    for e in train["epochs"]:
-        row = {"epoch": e["epoch"], "train_energy_mae": 1000 * e["MAE_train"],
-               "train_energy_rmse": 1000 * e["RMSE_train"]}
-        if with_test:
-            row.update(test_energy_mae=1000 * e["MAE_test"], test_energy_rmse=1000 * e["RMSE_test"])
-        history.append(row)
-    energies_train = (read_energies_file(rundir / "energies.train.0")
-                      if (rundir / "energies.train.0").is_file() else [])
-    summary = {
-        "test_set": record.get("test_set"),
-        "energy_error_meV_atom": summarize([r["error_meV_atom"] for r in tables["energy"]]),
-        "force_error_eV_A": summarize([r["abs_error"] for r in tables["forces"]]),
-        "train_final": ({k: v for k, v in train["final"].items() if with_test or "_test_" not in k}
-                        if train["final"] else None),
-        "epochs": len(train["epochs"]) - 1 if train["epochs"] else 0,
-        "n_train": train["n_train"], "n_train_energies": len(energies_train),
-    }
-    if write:
-        _write_csv(rundir / "errors-energy.csv", tables["energy"],
-                   ["file", "source", "n_atoms", "E_ref", "E_pred", "error_meV_atom"])
-        _write_csv(rundir / "errors-force.csv", tables["forces"],
-                   ["file", "atom", "symbol", "component", "F_ref", "F_pred", "abs_error"])
-        atomic_write_text(rundir / "results.json", json.dumps(jsonable(summary), indent=2) + "\n")
-    return {"energy_errors": tables["energy"], "force_errors": tables["forces"], "history": history,
-            "summary": summary, "train_energies": energies_train}
-
-
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.15g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    atomic_write(path, write)
