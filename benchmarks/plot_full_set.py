@@ -68,7 +68,7 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     for suffix in (".png", ".svg"):
-        atomic_write(out.with_suffix(suffix), lambda tmp: fig.savefig(tmp, dpi=120, format=suffix[1:]))
+        atomic_write(out.with_suffix(suffix), lambda tmp, kind=suffix[1:]: fig.savefig(tmp, dpi=120, format=kind))
 
 
 def main() -> None:

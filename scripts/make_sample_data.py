@@ -92,7 +92,8 @@ MD_PHASE, MD_REPEAT = "rutile", (2, 2, 2)
 MD_TEMPERATURE = 400.0  # K
 MD_TIMESTEP = 2.5  # fs
 MD_FRICTION = 0.02  # 1/fs
-MD_EQUILIBRATION = 50  # steps discarded: 125 fs, about 2.5 friction times (the first run showed a transient to ~step 50)
+# steps discarded: 125 fs, about 2.5 friction times (the first run showed a transient to ~step 50)
+MD_EQUILIBRATION = 50
 MD_INTERVAL = 1  # steps between stored snapshots
 
 
