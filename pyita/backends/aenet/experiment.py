@@ -14,7 +14,6 @@ import numpy as np
 
 from pyita.backends import ConditionResult
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
-from pyita.backends.aenet.prepare import reference_energies_for
 from pyita.backends.aenet.executables import find_executables
 from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet.run import run_aenet
@@ -22,6 +21,7 @@ from pyita.backends.aenet.settings import AenetSettings
 from pyita.errors import PyitaError
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.records import jsonable
+from pyita.reference import resolve_references
 from pyita.structure import Structure
 
 
@@ -52,7 +52,8 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
             if sym not in species:
                 species.append(sym)
     originals = [s for s in train_structures if not s.is_derived] or train_structures
-    refs, origin, fit_info = reference_energies_for(originals, species, settings.reference_energies or {}, {})
+    resolved = resolve_references(originals, species, settings.reference_energies)
+    refs = resolved.energies
     by_source = {s.source: s for s in originals if s.source}
     train = []
     for k, s in enumerate(train_structures):
@@ -70,7 +71,7 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
     assign_names(train, "xsf/train")
     assign_names(test, "xsf/test")
     record = {"command": "train_and_evaluate_aenet", "split": "given by the caller",
-              "reference_energies_origin": origin, "reference_energy_fit": fit_info,
+              "reference_energies_origin": resolved.origin, "reference_energy_fit": resolved.fit,
               "counts": {"structures": len(train) + len(test),
                          "derived": sum(1 for s in train_structures if s.is_derived)}}
     with atomic_output_dir(workdir) as tmp:
