@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from pathlib import Path
@@ -12,10 +10,12 @@ from pyita import __version__
 from pyita.train.fit import initial_potential, train
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.io.atomic import atomic_write_text, existing_ancestor
+from pyita.io.atomic import existing_ancestor
 from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output
-from pyita.predict import error_tables, predict
+from pyita.io.tables import write_csv
+from pyita.metrics import error_tables
+from pyita.predict import predict
 from pyita.reference import check_max_energy, check_reference_energies, resolve_references
 from pyita.structure import held_out_without_copies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
@@ -88,15 +88,6 @@ def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, re
         guard_output(path, inputs, "train", overwrite or resume, folder=False, is_previous=is_previous)
 
 
-def history_csv(history: list[dict]) -> str:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
-
-
 def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
                     validation_fraction: float = 0.0, max_energy: float | None = None,
                     references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
@@ -155,7 +146,11 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
                        progress=progress, stop=stop)
     potential = result.potential
     test = pick(test_idx)
-    test_summary = error_tables(potential, test, predict(potential, test))[2] if test else {}
+    test_summary = {}
+    if test:
+        predictions = predict(potential, test)
+        test_summary = error_tables(test, [p.energy for p in predictions], [p.forces for p in predictions],
+                                    potential.reference_energies())[2]
     potential.metadata.update({
         "data": str(data),
         "reference_energies_origin": resolved.origin,
@@ -169,7 +164,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
         "train_seconds": round(result.seconds, 2),
     })
     potential.save(out)
-    atomic_write_text(history_path(out), history_csv(result.history))
+    write_csv(history_path(out), result.history)
     checkpoint.unlink(missing_ok=True)   # the model holds everything it had; keep no 50× larger leftover
     return {"pyita_version": __version__, "model": str(out), "counts": {**result.counts, "dropped": dropped},
             "epochs": len(result.history), "best_epoch": potential.metadata["best_epoch"],

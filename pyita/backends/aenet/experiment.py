@@ -36,7 +36,7 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
     filter: the runner owns the split). Reference energies come from ``settings["reference_energies"]`` or
     are fitted on the training originals. ``workdir`` becomes the run folder (must be new or empty). To start
     several conditions from the same initial weights, run once with ``iterations = 0`` and pass that
-    folder as ``initial_networks``. Returns energy_errors, force_errors (rows as in ``error_rows``),
+    folder as ``initial_networks``. Returns energy_errors, force_errors (``pyita.metrics.error_tables`` rows),
     history (per epoch: epoch, train_energy_mae, train_energy_rmse in meV/atom; aenet's own test columns only
     when it had a test set), seconds (wall time of prepare + aenet), and rundir.
     """
@@ -177,14 +177,14 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
     run = Path(workdir) if kept else Path(tempfile.mkdtemp(prefix="pyita-aenet-", dir=scratch)) / "run"
     result = train_and_evaluate_aenet(list(parents) + list(derived), list(test), settings, run,
                                       aenet_bin=aenet_bin)
-    rows = result["energy_errors"]
+    rows = [r for r in result["energy_errors"] if r["energy_ref_eV"] != ""]
     last = result["history"][-1] if result["history"] else {}
     if not kept:
         shutil.rmtree(run.parent, ignore_errors=True)
     return ConditionResult(
-        energy_ref=np.array([r["E_ref"] for r in rows]), energy_pred=np.array([r["E_pred"] for r in rows]),
-        n_atoms=np.array([r["n_atoms"] for r in rows]),
-        force_errors=np.array([r["F_pred"] - r["F_ref"] for r in result["force_errors"]]),
+        energy_ref=np.array([r["energy_ref_eV"] for r in rows]),
+        energy_pred=np.array([r["energy_pred_eV"] for r in rows]), n_atoms=np.array([r["n_atoms"] for r in rows]),
+        force_errors=np.array([r[f"f{c}_error"] for r in result["force_errors"] if r["fx_ref"] != "" for c in "xyz"]),
         history=jsonable(result["history"]), seconds=time.perf_counter() - start,
         train_energy_mae=last.get("train_energy_mae", float("nan")),
         train_energy_rmse=last.get("train_energy_rmse", float("nan")),
