@@ -42,12 +42,15 @@ def where_the_rmse_comes_from(model: Path) -> dict:
     without them."""
     from pyita.io import read_xsf
     from pyita.model.potential import load_potential
-    from pyita.predict import error_tables, predict
+    from pyita.metrics import error_tables
+    from pyita.predict import predict
     from pyita.reference import cohesive_per_atom
 
     potential = load_potential(model)
     test = [read_xsf(path) for path in potential.metadata["test_sources"]]
-    rows = error_tables(potential, test, predict(potential, test))[0]
+    predictions = predict(potential, test)
+    rows = error_tables(test, [p.energy for p in predictions], [p.forces for p in predictions],
+                        potential.reference_energies())[0]
     errors = np.array([r["error_meV_per_atom"] for r in rows], dtype=float)
     order = np.argsort(-np.abs(errors))
     worst = [{"source": Path(test[k].source).name, "error_meV_per_atom": float(errors[k]),

@@ -437,7 +437,7 @@ def aenet_run(
         results = run_aenet(rundir, aenet_bin=aenet_bin, overwrite=overwrite, progress=not quiet,
                             keep_epoch_networks=keep_epoch_networks)
     s = results["summary"]
-    e, f = s["energy_error_meV_atom"], s["force_error_eV_A"]
+    e, f = s["energy_meV_per_atom"], s["force_components_eV_per_A"]
     console.print(f"{s['test_set']}: {e['n']} structures, energy MAE {e['mae']:.2f} / RMSE {e['rmse']:.2f} / "
                   f"median {e['median']:.2f} meV/atom; force MAE {f['mae']:.3f} / RMSE {f['rmse']:.3f} eV/Å "
                   f"({f['n']} components)")

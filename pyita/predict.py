@@ -1,13 +1,8 @@
-"""Prediction with a trained potential, and error tables against reference labels where they exist.
-
-Errors follow docs/method.md: per-atom energy errors (E_pred − E_ref)/N in meV/atom per structure, and
-per-component force errors in eV/Å. Derived (Taylor) structures are listed but kept out of the summary:
-their energies are approximations and they have no force labels.
-"""
+"""Prediction with a trained potential, and its error tables against reference labels where they exist
+(``pyita.metrics.error_tables``)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +15,12 @@ from pyita.descriptors import make_batch
 from pyita.errors import whole_number
 from pyita.geometry import warn_close_atoms
 from pyita.io.atomic import atomic_output_dir
+from pyita.io.tables import write_csv
 from pyita.io.outputs import data_inputs, guard_output
+from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 from pyita.model.potential import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.reference import total_energy
 from pyita.structure import Structure
-from pyita.train.metrics import summarize
 
 
 @dataclass
@@ -57,53 +52,6 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
     return results
 
 
-def error_tables(potential: Potential, structures: Sequence[Structure], predictions: Sequence[Prediction]):
-    """(per-structure rows, per-atom force rows, summary) comparing predictions with reference labels."""
-    references = potential.reference_energies()
-    structure_rows, force_rows = [], []
-    energy_errors, force_errors = [], []
-    for k, (s, p) in enumerate(zip(structures, predictions)):
-        n = len(s)
-        row = {"structure": k + 1, "source": s.source or "", "n_atoms": n, "derived": s.is_derived,
-               "energy_pred_eV": p.energy, "energy_pred_eV_per_atom": p.energy / n,
-               "energy_ref_eV": "", "energy_ref_eV_per_atom": "", "error_meV_per_atom": ""}
-        if s.energy is not None:
-            ref = total_energy(s, references)
-            error = (p.energy - ref) / n * 1000.0
-            row.update(energy_ref_eV=ref, energy_ref_eV_per_atom=ref / n, error_meV_per_atom=error)
-            if not s.is_derived:
-                energy_errors.append(error)
-        structure_rows.append(row)
-        if p.forces is None:
-            continue
-        labelled = s.forces is not None and not s.is_derived
-        for a in range(n):
-            frow = {"structure": k + 1, "atom": a + 1, "symbol": s.symbols[a],
-                    **{f"{c}": s.positions[a, i] for i, c in enumerate("xyz")},
-                    **{f"f{c}_pred": p.forces[a, i] for i, c in enumerate("xyz")}}
-            for i, c in enumerate("xyz"):
-                frow[f"f{c}_ref"] = s.forces[a, i] if labelled else ""
-                frow[f"f{c}_error"] = p.forces[a, i] - s.forces[a, i] if labelled else ""
-            force_rows.append(frow)
-        if labelled:
-            force_errors.append((p.forces - s.forces).ravel())
-    summary = {
-        "energy_meV_per_atom": summarize(energy_errors),
-        "force_components_eV_per_A": summarize(np.concatenate(force_errors) if force_errors else []),
-        "structures": len(structures),
-        "derived_excluded_from_summary": sum(s.is_derived for s in structures),
-    }
-    return structure_rows, force_rows, summary
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        if rows:
-            writer = csv.DictWriter(handle, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-
 def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
                    batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
@@ -121,14 +69,15 @@ def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forc
     potential = load_potential(model, resolve_device(device))
     structures = [s for source in sources for s in source]
     predictions = predict(potential, structures, batch_size=batch_size, forces=forces, progress=progress)
-    structure_rows, force_rows, summary = error_tables(potential, structures, predictions)
+    structure_rows, force_rows, summary = error_tables(structures, [p.energy for p in predictions],
+                                                       [p.forces for p in predictions], potential.reference_energies())
     summary.update({"pyita_version": __version__, "command": "predict", "model": str(model), "data": list(data),
                     "model_settings": potential.metadata.get("settings", {}),
                     "model_seed": potential.metadata.get("seed")})
     with atomic_output_dir(out, overwrite=overwrite, command="predict") as tmp:
-        _write_csv(tmp / "predictions.csv", structure_rows)
+        write_csv(tmp / "predictions.csv", structure_rows, ENERGY_COLUMNS)
         if forces:
-            _write_csv(tmp / "forces.csv", force_rows)
+            write_csv(tmp / "forces.csv", force_rows, FORCE_COLUMNS)
         frames = []
         for s, p, row in zip(structures, predictions, structure_rows):
             atoms = Structure(s.symbols, s.positions, s.cell).to_ase()

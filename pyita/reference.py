@@ -1,13 +1,16 @@
 """Atomic reference energies: the per-species offsets aenet subtracts (generate.in TYPES).
 
-Fitted by least squares on composition when the user has none, so per-atom energies and MAXENERGY
-filters mean "above the isolated atoms" rather than a raw DFT total.
+Every command takes them from ``resolve_references``: given ones, else the input generate.in's, else fitted by
+least squares on composition, so per-atom energies and MAXENERGY filters mean "above the isolated atoms" rather
+than a raw DFT total.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -60,12 +63,61 @@ def fit_references(structures: Sequence[Structure], species: Sequence[str],
     return {s: float(e) for s, e in zip(free, solution)}, info
 
 
-def fit_reference_energies(structures: Sequence[Structure], species: Sequence[str]) -> dict[str, float]:
-    """Every species' energy from ``fit_references``; all zero when no structure has a total energy (cohesive
-    energies need none). With one composition only the sum per composition is determined."""
+@dataclass
+class References:
+    """Atomic reference energies (eV) of each species, where each came from (``origin``: "user", "generate.in",
+    "fitted", "zero", or the caller's name for given ones, e.g. "initial networks"), and the fit's info (empty when
+    nothing was fitted; ``note`` says what was fitted and how well)."""
+
+    energies: dict[str, float]
+    origin: dict[str, str]
+    fit: dict = field(default_factory=dict)
+
+
+def resolve_references(structures: Sequence[Structure], species: Sequence[str],
+                       given: dict[str, float] | None = None, from_input: dict[str, float] | None = None, *,
+                       given_origin: str = "user", warn: bool = True) -> References:
+    """The one rule every command uses for the reference energies of ``species``: given ones (``given``: --types,
+    settings, initial networks), else the input generate.in's TYPES (``from_input``; an all-zero block is the
+    placeholder `pyita augment` writes and counts as missing), else a least-squares fit on ``structures`` with
+    the others held fixed (``fit_references``). When no structure has a total energy there is nothing to fit and
+    cohesive energies need no reference: the rest are 0.0. ``warn`` repeats the fit's note as a warning, and
+    warns of given energies for species not in ``species``."""
+    given, from_input = dict(given or {}), dict(from_input or {})
+    energies: dict[str, float] = {}
+    origin: dict[str, str] = {}
+    unknown = set(given) - set(species)
+    if unknown and warn:
+        warnings.warn(f"reference energies given for species not in the data: {sorted(unknown)}", stacklevel=3)
+    placeholder = bool(from_input) and all(v == 0.0 for v in from_input.values())
+    for s in species:
+        if s in given:
+            energies[s], origin[s] = float(given[s]), given_origin
+        elif s in from_input and not placeholder:
+            energies[s], origin[s] = float(from_input[s]), "generate.in"
+    missing = [s for s in species if s not in energies]
+    if not missing:
+        return References(energies, origin)
     if not any(s.energy is not None and s.energy_kind == "total" for s in structures):
-        return {s: 0.0 for s in species}
-    return fit_references(structures, species)[0]
+        note = (f"atomic reference energies of {', '.join(missing)} set to 0.0: no structure has a total energy "
+                "to fit them to (cohesive energies need none)")
+        fitted, info, how = dict.fromkeys(missing, 0.0), {"n_structures": 0}, "zero"
+    else:
+        (fitted, info), how = fit_references(structures, species, fixed=energies), "fitted"
+        note = (f"atomic reference energies of {', '.join(missing)} fitted by least squares on composition "
+                f"({info['n_structures']} training structures, residual "
+                f"{1000 * info['residual_rms_eV_per_atom']:.1f} meV/atom RMS)")
+    if placeholder:
+        note += "; the input generate.in had placeholder TYPES energies (all 0.0)"
+    if info.get("rank_deficient"):
+        note += ("; the compositions do not separate the species, so the minimum-norm split is used "
+                 "(cohesive energies of these compositions are unaffected)")
+    for s in missing:
+        energies[s], origin[s] = fitted[s], how
+    info["note"] = note
+    if warn:
+        warnings.warn(note, stacklevel=3)
+    return References(energies, origin, info)
 
 
 def finite_number(value) -> float | None:

@@ -441,19 +441,23 @@ def test_error_tables_and_collect_results(run_folder):
     results = aenet.collect_results(run_folder)
     energy = results["energy_errors"]
     assert [Path(r["source"]).name for r in energy] == ["s05.xsf", "s06.xsf"]
-    assert all(r["error_meV_atom"] == pytest.approx(12.0, abs=1e-4) for r in energy)
+    assert all(r["error_meV_per_atom"] == pytest.approx(12.0, abs=1e-4) for r in energy)
     forces = results["force_errors"]
-    assert len(forces) == 2 * 6 * 3
-    by_comp = {c: [r["abs_error"] for r in forces if r["component"] == c] for c in "xyz"}
-    assert np.allclose(by_comp["x"], 0.1, atol=1e-6) and np.allclose(by_comp["y"], 0.2, atol=1e-6)
-    assert np.allclose(by_comp["z"], 0.0, atol=1e-6)
+    assert len(forces) == 2 * 6
+    assert np.allclose([r["fx_error"] for r in forces], 0.1, atol=1e-6)
+    assert np.allclose([r["fy_error"] for r in forces], -0.2, atol=1e-6)
+    assert np.allclose([r["fz_error"] for r in forces], 0.0, atol=1e-6)
     assert results["history"][-1]["train_energy_mae"] == pytest.approx(12.3)
     assert "test_energy_mae" not in results["history"][-1]      # TESTPERCENT 0: aenet has no test set
-    assert results["summary"]["energy_error_meV_atom"]["mae"] == pytest.approx(12.0, abs=1e-4)
+    assert results["summary"]["energy_meV_per_atom"]["mae"] == pytest.approx(12.0, abs=1e-4)
+    assert results["summary"]["force_components_eV_per_A"]["n"] == 2 * 6 * 3
     for name in ("errors-energy.csv", "errors-force.csv", "results.json"):
         assert (run_folder / name).is_file()
+    # The tables `pyita predict` writes (issue 23: the header was file,source,n_atoms,E_ref,E_pred,error_meV_atom)
     header = (run_folder / "errors-energy.csv").read_text().splitlines()[0]
-    assert header == "file,source,n_atoms,E_ref,E_pred,error_meV_atom"
+    assert header == ("structure,source,n_atoms,derived,energy_pred_eV,energy_pred_eV_per_atom,energy_ref_eV,"
+                      "energy_ref_eV_per_atom,error_meV_per_atom")
+    assert (run_folder / "errors-force.csv").read_text().splitlines()[0].startswith("structure,atom,symbol,x,y,z,")
 
 
 def test_error_tables_refuse_mismatched_structures():
@@ -697,7 +701,7 @@ def test_real_aenet_end_to_end(tmp_path):
     result = aenet.train_and_evaluate_aenet(train, test, {"iterations": 3, "hidden": "5:tanh",
                                                           "reference_energies": {"Ti": E_TI, "O": E_O}},
                                             tmp_path / "run")
-    assert len(result["energy_errors"]) == 2 and len(result["force_errors"]) == 36
+    assert len(result["energy_errors"]) == 2 and len(result["force_errors"]) == 12   # one row per atom
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2, 3]
 
 

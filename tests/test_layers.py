@@ -1,9 +1,9 @@
 """The package's layers: a module may import from its own layer and the layers below it, never from above.
 
 io → augment → descriptors → model → train → backends → experiment → cli, with the shared basics (errors,
-structures and their geometry checks, reference energies, output safety, worker pools, progress bars) below
-everything. A lower layer that reaches up is how one concept ends up with two homes; this test names the import
-that does it.
+structures and their geometry checks, reference energies, error measures, output safety, worker pools, progress
+bars) below everything. A lower layer that reaches up is how one concept ends up with two homes; this test names
+the import that does it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pyita
 PACKAGE = Path(pyita.__file__).resolve().parent
 #: Layers from the bottom up; a module's layer is its first name below ``pyita``.
 LAYERS = [
-    {"errors", "paths", "structure", "geometry", "reference", "progress", "parallel", "sample", "data"},
+    {"errors", "paths", "structure", "geometry", "reference", "metrics", "progress", "parallel", "sample", "data"},
     {"io"},
     {"augment"},
     {"descriptors"},

@@ -14,7 +14,8 @@ from ase.optimize import BFGS
 from pyita.calculator import PyitaCalculator
 from pyita.errors import InputError
 from pyita.io import write_xsf
-from pyita.predict import error_tables, predict, predict_to_dir
+from pyita.metrics import error_tables
+from pyita.predict import predict, predict_to_dir
 from test_model import small_potential
 from trainer_data import emt_molecule, emt_structures
 
@@ -81,7 +82,8 @@ def test_error_tables_against_an_independent_calculation(model_file):
     structures = emt_structures(4, seed=8)
     structures[1] = structures[1].copy(energy_kind="cohesive", energy=structures[1].energy + 2.0)
     predictions = predict(model_file, structures, batch_size=3)
-    rows, force_rows, summary = error_tables(small_potential(), structures, predictions)
+    rows, force_rows, summary = error_tables(structures, [p.energy for p in predictions],
+                                             [p.forces for p in predictions], small_potential().reference_energies())
     calc = PyitaCalculator(model_file)
     expected_energy, expected_force = [], []
     for k, s in enumerate(structures):

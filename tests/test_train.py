@@ -16,7 +16,7 @@ from pyita.descriptors import ChebyshevDescriptor, make_batch
 from pyita.errors import InputError, PyitaError
 from pyita.train import cache as cache_module
 from pyita.train.cache import cached_features, structure_key
-from pyita.reference import fit_reference_energies
+from pyita.reference import fit_references
 from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_groups,
                               split_by_parent, take)
 from pyita.structure import Structure
@@ -157,7 +157,7 @@ def test_reference_energies_are_recovered_by_least_squares():
     for s in structures:
         counts = {"Cu": s.symbols.count("Cu"), "Au": s.symbols.count("Au")}
         s.energy = -3.0 * counts["Cu"] - 5.0 * counts["Au"] + 1e-3 * len(s)
-    fitted = fit_reference_energies(structures, ("Cu", "Au"))
+    fitted = fit_references(structures, ("Cu", "Au"))[0]
     assert fitted["Cu"] == pytest.approx(-3.0 + 1e-3, abs=1e-9)
     assert fitted["Au"] == pytest.approx(-5.0 + 1e-3, abs=1e-9)
 
@@ -232,7 +232,7 @@ def test_energy_normalization_by_hand(how):
     """"range" (aenet's ts_energy_norm_simple): the network's 0 sits at the midpoint of the training set's
     per-atom cohesive energies and ±1 at their ends; "std": at their mean, ±1 one standard deviation away."""
     structures = emt_structures(6)
-    refs = fit_reference_energies(structures, ["Cu", "Au"])
+    refs = fit_references(structures, ["Cu", "Au"])[0]
     cohesive = np.array([(s.energy - sum(refs[x] for x in s.symbols)) / len(s) for s in structures])
     result = train(structures, settings=TrainSettings(iterations=1, energy_normalization=how, **FAST),
                    reference_energies=refs)
@@ -444,8 +444,6 @@ def test_bad_training_data_is_refused_clearly():
     forces[0, 0] = np.nan
     with pytest.raises(InputError, match="forces contain NaN"):
         train([structures[0], structures[1].copy(forces=forces)], settings=settings, use_cache=False)
-    with pytest.raises(PyitaError, match="no atomic reference energy for Au"):
-        train(structures, settings=settings, reference_energies={"Cu": 0.0}, use_cache=False)
     for bad in (dict(method="sgd"), dict(iterations=0), dict(hidden="3:relu"), dict(on_the_fly=True)):
         with pytest.raises(PyitaError):
             TrainSettings(**bad)
@@ -499,3 +497,56 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
     with pytest.warns(UserWarning, match="computed per mini-batch instead"):
         assert isinstance(fit._force_training(descriptor, structures, [], settings, "cpu")[1]["train"],
                           StreamedJacobians)
+
+
+# ------------------------------------------------------------------------------- reference energies
+
+def _generate_in_for_sample_tio2(folder, types: dict[str, float]):
+    from pathlib import Path
+
+    from pyita.io.generate_in import GenerateIn, write_generate_in
+
+    xsf = sorted((Path(__file__).resolve().parent / "data" / "aenet" / "xsf").glob("*.xsf"))
+    write_generate_in(folder / "generate.in", GenerateIn(types=types, setups={"Ti": "Ti.stp", "O": "O.stp"},
+                                                         files=[str(p) for p in xsf]))
+    return folder / "generate.in"
+
+
+def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tmp_path):
+    """Before issue 23 `pyita train` took the all-zero TYPES `pyita augment` writes as they are (reference
+    energies 0, so MAXENERGY and per-atom energies meant raw totals); now they count as missing and are fitted
+    as `pyita aenet prepare` fits them. Real TYPES are kept."""
+    from pyita.io import read_structures
+    from pyita.model.potential import Potential
+    from pyita.reference import resolve_references
+    from pyita.train.run import train_from_data
+
+    settings = TrainSettings(iterations=1, **FAST)
+    placeholder = _generate_in_for_sample_tio2(tmp_path, {"Ti": 0.0, "O": 0.0})
+    train_from_data(str(placeholder), tmp_path / "fitted.pt", settings, test_fraction=0.2, progress=False)
+    model = Potential.load(tmp_path / "fitted.pt")
+    originals = list(read_structures(str(placeholder)))
+    fitted = fit_references(originals, ["Ti", "O"])[0]
+    assert model.reference_energies() == pytest.approx(fitted, abs=1e-9)
+    assert all(abs(e) > 100 for e in model.reference_energies().values())   # not the placeholders' zeros
+    assert model.metadata["reference_energies_origin"] == {"Ti": "fitted", "O": "fitted"}
+    assert resolve_references(originals, ["Ti", "O"], from_input={"Ti": 0.0, "O": 0.0},
+                              warn=False).energies == fitted   # the rule `aenet prepare` uses
+
+    real = {"Ti": -1626.66972707, "O": -433.23448532}
+    (tmp_path / "real").mkdir()
+    train_from_data(str(_generate_in_for_sample_tio2(tmp_path / "real", real)), tmp_path / "real.pt", settings,
+                    test_fraction=0.2, progress=False)
+    model = Potential.load(tmp_path / "real.pt")
+    assert model.reference_energies() == pytest.approx(real, abs=1e-9)
+    assert model.metadata["reference_energies_origin"] == {"Ti": "generate.in", "O": "generate.in"}
+
+
+def test_missing_reference_energies_are_fitted_with_the_given_ones_held_fixed():
+    """One rule for every command: `train` used to refuse a partial set ("give all or none")."""
+    structures = emt_structures(6) + emt_structures(4, seed=2, atoms_per_cell=8)
+    result = train(structures, settings=TrainSettings(iterations=1, **FAST), reference_energies={"Cu": 0.0},
+                   use_cache=False)
+    refs = result.potential.reference_energies()
+    assert refs["Cu"] == 0.0
+    assert refs["Au"] == pytest.approx(fit_references(structures, ["Cu", "Au"], fixed={"Cu": 0.0})[0]["Au"])

@@ -38,7 +38,7 @@ from pyita.errors import PyitaError
 from pyita.io import open_source
 from pyita.io.records import jsonable
 from pyita.structure import Structure
-from pyita.train.metrics import summarize
+from pyita.metrics import summarize
 
 
 __all__ = ["CheckSettings", "CheckResult", "check", "run_check", "write_check", "summarise", "recommend",

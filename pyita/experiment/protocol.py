@@ -18,7 +18,7 @@ from pyita.augment import augment
 from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
 from pyita.io import read_structures
-from pyita.reference import fit_reference_energies, max_energy_mask
+from pyita.reference import max_energy_mask, resolve_references
 from pyita.structure import Structure, held_out_without_copies
 
 
@@ -39,7 +39,7 @@ def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, floa
     """All usable structures (after the MAXENERGY filter) and the reference energies used."""
     pool = list(_read_pool(config.data))
     species = sorted({s for st in pool for s in st.symbols})
-    reference = config.reference_energies or fit_reference_energies(pool, species)
+    reference = resolve_references(pool, species, config.reference_energies, warn=False).energies
     if config.max_energy is not None:
         keep = max_energy_mask(pool, reference, config.max_energy)
         pool = [s for s, k in zip(pool, keep) if k]

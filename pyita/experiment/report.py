@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
-import gzip
 import json
 import re
 import warnings
@@ -16,22 +14,9 @@ from pyita.experiment import plots
 from pyita.experiment.analysis import comparisons, condition_table, per_trial_table, plain_groups, plain_summary
 from pyita.experiment.results import load_results
 from pyita.experiment.config import ExperimentConfig
-from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.atomic import atomic_write_text
 from pyita.io.records import jsonable
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    opener = gzip.open if path.suffix == ".gz" else open
-
-    def write(tmp: str) -> None:
-        with opener(tmp, "wt", newline="") as handle:
-            writer = csv.DictWriter(handle, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
+from pyita.io.tables import write_csv
 
 
 def _raw_errors(results, out: Path) -> None:
@@ -42,8 +27,8 @@ def _raw_errors(results, out: Path) -> None:
             energy.append({"trial": trial, "condition": name, "structure": source, "error_meV_per_atom": err})
         force += [{"trial": trial, "condition": name, "component": k, "abs_error_eV_per_A": float(v)}
                   for k, v in enumerate(r.force_errors.ravel())]
-    _write_csv(out / "energy_errors.csv.gz", energy)
-    _write_csv(out / "force_errors.csv.gz", force)
+    write_csv(out / "energy_errors.csv.gz", energy)
+    write_csv(out / "force_errors.csv.gz", force)
 
 
 def _fmt(value, digits=3) -> str:
@@ -93,9 +78,9 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
         figure_files += plots.sweep(config, trials_table, figures)
         figure_files += plots.crossover(config, results, trials_table, figures)
         figure_files += plots.budget(config, conditions, figures)
-    _write_csv(out / "per_trial.csv", trials_table)
-    _write_csv(out / "conditions.csv", conditions)
-    _write_csv(out / "comparisons.csv", tests)
+    write_csv(out / "per_trial.csv", trials_table)
+    write_csv(out / "conditions.csv", conditions)
+    write_csv(out / "comparisons.csv", tests)
     _raw_errors(results, out)
     subset = _subset_used(config, results)
     summary = {"pyita_version": __version__, "config": config.as_dict(), "plain_summary": plain_summary(tests),

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from pyita.train.metrics import summarize as error_summary
+from pyita.metrics import summarize as error_summary
 
 #: Verdict codes of :func:`decide`.
 BETTER, NO_DIFFERENCE, WORSE, INSUFFICIENT = -1, 0, 1, 2
@@ -42,7 +42,7 @@ TABLE_STATISTICS = ("mae", "rmse", "median", "q1", "q3", "iqr", "min", "max", "n
 
 
 def summarize(errors) -> dict:
-    """The report's columns of ``pyita.train.metrics.summarize`` (the one error summary)."""
+    """The report's columns of ``pyita.metrics.summarize`` (the one error summary)."""
     summary = error_summary(errors)
     return {k: summary[k] for k in TABLE_STATISTICS}
 

@@ -22,7 +22,7 @@ from pyita import __version__
 from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError, PyitaError
 from pyita.model.potential import Potential, load_potential, resolve_device
-from pyita.reference import fit_reference_energies
+from pyita.reference import resolve_references
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
@@ -85,7 +85,8 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     ``test`` (optional) is only reported per epoch.
 
     ``reference_energies`` are the atomic energies subtracted before fitting (e.g. generate.in TYPES);
-    without them they are fitted by least squares on composition. ``species`` fixes the species order
+    species without one are fitted by least squares on composition with the given ones held fixed
+    (``resolve_references``). ``species`` fixes the species order
     (it decides the descriptor's typespin weights); by default TYPES order, then first appearance.
     With ``settings.initial_networks`` training starts from those networks and keeps their species,
     reference energies and normalisation (see ``initial_potential``).
@@ -116,11 +117,7 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     if untrained:
         warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
                       "are not trained (they keep their initial weights)", stacklevel=2)
-    if reference_energies is None:
-        reference_energies = fit_reference_energies(originals, species)
-    missing = [s for s in species if s not in reference_energies]
-    if missing:
-        raise PyitaError(f"no atomic reference energy for {', '.join(missing)} (give all or none)")
+    reference_energies = resolve_references(originals, species, reference_energies, warn=False).energies
     device = resolve_device(settings.device)
     if start is None:
         init_seed = settings.seed if settings.init_seed is None else settings.init_seed

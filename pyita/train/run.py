@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from pathlib import Path
@@ -12,11 +10,13 @@ from pyita import __version__
 from pyita.train.fit import initial_potential, train
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.io.atomic import atomic_write_text, existing_ancestor
+from pyita.io.atomic import existing_ancestor
 from pyita.io.locks import exclusive
 from pyita.io.outputs import data_inputs, guard_output
-from pyita.predict import error_tables, predict
-from pyita.reference import check_max_energy, check_reference_energies, fit_reference_energies
+from pyita.io.tables import write_csv
+from pyita.metrics import error_tables
+from pyita.predict import predict
+from pyita.reference import check_max_energy, check_reference_energies, resolve_references
 from pyita.structure import held_out_without_copies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import graceful_stop
@@ -88,15 +88,6 @@ def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, re
         guard_output(path, inputs, "train", overwrite or resume, folder=False, is_previous=is_previous)
 
 
-def history_csv(history: list[dict]) -> str:
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
-
-
 def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
                     validation_fraction: float = 0.0, max_energy: float | None = None,
                     references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
@@ -104,8 +95,9 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     """Train on ``data`` (anything ``open_source`` reads) and write ``out`` (the model) next to
     ``out.history.csv``; returns a summary with the final test errors.
 
-    Reference energies come from ``references``, else generate.in's TYPES, else a least-squares fit; with
-    ``settings.initial_networks``, from those networks (``references`` must then agree with them).
+    Reference energies follow ``resolve_references``: ``references``, else generate.in's TYPES (unless the
+    all-zero placeholders), else a least-squares fit on the originals; with ``settings.initial_networks``, those
+    networks' own (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
     max_energy = check_max_energy(max_energy)
@@ -126,18 +118,17 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     structures = list(source)
     if not structures:
         raise PyitaError(f"{data}: no structures")
+    originals = [s for s in structures if not s.is_derived]
+    types = source.generate_in.types if source.generate_in is not None else {}
+    order = list(references or types)
+    species = species_of(structures, order)
     if settings.initial_networks is not None:
-        references = initial_potential(settings.initial_networks, structures,
-                                       reference_energies=references).reference_energies()
-    elif references is None and source.generate_in is not None:
-        references = dict(source.generate_in.types)
-    order = list(references or ())
-    if references is None:
-        originals = [s for s in structures if not s.is_derived]
-        references = fit_reference_energies(originals, species_of(originals))
-    missing = sorted({sym for s in structures for sym in s.symbols} - references.keys())
-    if missing:
-        raise PyitaError(f"no atomic reference energy for {', '.join(missing)}")
+        theirs = initial_potential(settings.initial_networks, structures, reference_energies=references)
+        resolved = resolve_references(originals, species, theirs.reference_energies(),
+                                      given_origin="initial networks", warn=False)
+    else:
+        resolved = resolve_references(originals, species, references, types, warn=False)
+    references = resolved.energies
     kept = filter_max_energy(structures, references, max_energy)
     dropped = len(structures) - len(kept)
     structures = take(structures, kept)
@@ -150,14 +141,19 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     with graceful_stop() as stop:
         result = train(pick(train_idx), pick(val_idx), settings, test=pick(test_idx),
                        reference_energies=references,
-                       species=None if settings.initial_networks else species_of(structures, order),
+                       species=None if settings.initial_networks else species,
                        checkpoint=checkpoint, resume=resume, cache_dir=cache_dir, use_cache=use_cache,
                        progress=progress, stop=stop)
     potential = result.potential
     test = pick(test_idx)
-    test_summary = error_tables(potential, test, predict(potential, test))[2] if test else {}
+    test_summary = {}
+    if test:
+        predictions = predict(potential, test)
+        test_summary = error_tables(test, [p.energy for p in predictions], [p.forces for p in predictions],
+                                    potential.reference_energies())[2]
     potential.metadata.update({
         "data": str(data),
+        "reference_energies_origin": resolved.origin,
         "max_energy": max_energy,
         "dropped_by_max_energy": dropped,
         "test_fraction": test_fraction,
@@ -168,7 +164,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
         "train_seconds": round(result.seconds, 2),
     })
     potential.save(out)
-    atomic_write_text(history_path(out), history_csv(result.history))
+    write_csv(history_path(out), result.history)
     checkpoint.unlink(missing_ok=True)   # the model holds everything it had; keep no 50× larger leftover
     return {"pyita_version": __version__, "model": str(out), "counts": {**result.counts, "dropped": dropped},
             "epochs": len(result.history), "best_epoch": potential.metadata["best_epoch"],

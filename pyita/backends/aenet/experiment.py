@@ -14,7 +14,6 @@ import numpy as np
 
 from pyita.backends import ConditionResult
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
-from pyita.backends.aenet.prepare import reference_energies_for
 from pyita.backends.aenet.executables import find_executables
 from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet.run import run_aenet
@@ -22,6 +21,7 @@ from pyita.backends.aenet.settings import AenetSettings
 from pyita.errors import PyitaError
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.records import jsonable
+from pyita.reference import resolve_references
 from pyita.structure import Structure
 
 
@@ -36,7 +36,7 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
     filter: the runner owns the split). Reference energies come from ``settings["reference_energies"]`` or
     are fitted on the training originals. ``workdir`` becomes the run folder (must be new or empty). To start
     several conditions from the same initial weights, run once with ``iterations = 0`` and pass that
-    folder as ``initial_networks``. Returns energy_errors, force_errors (rows as in ``error_rows``),
+    folder as ``initial_networks``. Returns energy_errors, force_errors (``pyita.metrics.error_tables`` rows),
     history (per epoch: epoch, train_energy_mae, train_energy_rmse in meV/atom; aenet's own test columns only
     when it had a test set), seconds (wall time of prepare + aenet), and rundir.
     """
@@ -52,7 +52,8 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
             if sym not in species:
                 species.append(sym)
     originals = [s for s in train_structures if not s.is_derived] or train_structures
-    refs, origin, fit_info = reference_energies_for(originals, species, settings.reference_energies or {}, {})
+    resolved = resolve_references(originals, species, settings.reference_energies)
+    refs = resolved.energies
     by_source = {s.source: s for s in originals if s.source}
     train = []
     for k, s in enumerate(train_structures):
@@ -70,7 +71,7 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
     assign_names(train, "xsf/train")
     assign_names(test, "xsf/test")
     record = {"command": "train_and_evaluate_aenet", "split": "given by the caller",
-              "reference_energies_origin": origin, "reference_energy_fit": fit_info,
+              "reference_energies_origin": resolved.origin, "reference_energy_fit": resolved.fit,
               "counts": {"structures": len(train) + len(test),
                          "derived": sum(1 for s in train_structures if s.is_derived)}}
     with atomic_output_dir(workdir) as tmp:
@@ -176,14 +177,14 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
     run = Path(workdir) if kept else Path(tempfile.mkdtemp(prefix="pyita-aenet-", dir=scratch)) / "run"
     result = train_and_evaluate_aenet(list(parents) + list(derived), list(test), settings, run,
                                       aenet_bin=aenet_bin)
-    rows = result["energy_errors"]
+    rows = [r for r in result["energy_errors"] if r["energy_ref_eV"] != ""]
     last = result["history"][-1] if result["history"] else {}
     if not kept:
         shutil.rmtree(run.parent, ignore_errors=True)
     return ConditionResult(
-        energy_ref=np.array([r["E_ref"] for r in rows]), energy_pred=np.array([r["E_pred"] for r in rows]),
-        n_atoms=np.array([r["n_atoms"] for r in rows]),
-        force_errors=np.array([r["F_pred"] - r["F_ref"] for r in result["force_errors"]]),
+        energy_ref=np.array([r["energy_ref_eV"] for r in rows]),
+        energy_pred=np.array([r["energy_pred_eV"] for r in rows]), n_atoms=np.array([r["n_atoms"] for r in rows]),
+        force_errors=np.array([r[f"f{c}_error"] for r in result["force_errors"] if r["fx_ref"] != "" for c in "xyz"]),
         history=jsonable(result["history"]), seconds=time.perf_counter() - start,
         train_energy_mae=last.get("train_energy_mae", float("nan")),
         train_energy_rmse=last.get("train_energy_rmse", float("nan")),

@@ -18,7 +18,7 @@ from pyita.io import match_names, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.progress import progress_bar
-from pyita.reference import cohesive_per_atom, fit_references
+from pyita.reference import cohesive_per_atom, resolve_references
 from pyita.structure import Structure, held_out_without_copies, link_parents
 
 
@@ -143,10 +143,11 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
                 species.append(sym)
     present = {sym for s in structures for sym in s.symbols}
     species = [s for s in species if s in present]
-    refs, origin, fit_info = reference_energies_for(
+    resolved = resolve_references(
         [structures[k] for k in train_idx if not structures[k].is_derived] or
         [structures[k] for k in train_idx], species, {**(settings.reference_energies or {}), **(types or {})},
         source.generate_in.types if source.generate_in is not None else {})
+    refs = resolved.energies
     # ---- MAXENERGY, applied by PyITA to training and test structures alike (aenet would filter training only)
     removed = {"train": 0, "test": 0}
     if settings.max_energy is not None:
@@ -186,7 +187,7 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
     n_derived = sum(1 for s in structures if s.is_derived)
     record = {
         "command": "aenet prepare", "data": str(data), "split": how, "seed": seed,
-        "reference_energies_origin": origin, "reference_energy_fit": fit_info,
+        "reference_energies_origin": resolved.origin, "reference_energy_fit": resolved.fit,
         "counts": {"structures": len(structures), "originals": len(originals), "derived": n_derived,
                    "test_parents": len([k for k in originals if group[k] in test_groups]),
                    "derived_of_test_parents_dropped": dropped_derived,
@@ -204,38 +205,3 @@ def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | d
         record["seconds"] = round(time.perf_counter() - start, 3)
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def reference_energies_for(train: list[Structure], species: list[str], user: dict[str, float],
-                        from_input: dict[str, float]):
-    """Reference energies with their origin: user (--types / settings), the input generate.in, or fitted."""
-    refs: dict[str, float] = {}
-    origin: dict[str, str] = {}
-    unknown = set(user) - set(species)
-    if unknown:
-        warnings.warn(f"reference energies given for species not in the data: {sorted(unknown)}", stacklevel=3)
-    for s in species:
-        if s in user:
-            refs[s], origin[s] = float(user[s]), "user"
-    # An all-zero TYPES block is what `pyita augment` writes as a placeholder; treat it as missing.
-    placeholder = bool(from_input) and all(v == 0.0 for v in from_input.values())
-    for s in species:
-        if s not in refs and s in from_input and not placeholder:
-            refs[s], origin[s] = float(from_input[s]), "generate.in"
-    missing = [s for s in species if s not in refs]
-    fit_info: dict = {}
-    if missing:
-        fitted, fit_info = fit_references(train, species, fixed=refs)
-        for s in missing:
-            refs[s], origin[s] = fitted[s], "fitted"
-        note = (f"atomic reference energies of {', '.join(missing)} fitted by least squares on composition "
-                f"({fit_info['n_structures']} training structures, residual "
-                f"{1000 * fit_info['residual_rms_eV_per_atom']:.1f} meV/atom RMS)")
-        if placeholder:
-            note += "; the input generate.in had placeholder TYPES energies (all 0.0)"
-        if fit_info.get("rank_deficient"):
-            note += ("; the compositions do not separate the species, so the minimum-norm split is used "
-                     "(cohesive energies of these compositions are unaffected)")
-        fit_info["note"] = note
-        warnings.warn(note, stacklevel=3)
-    return refs, origin, fit_info

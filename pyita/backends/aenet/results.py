@@ -12,20 +12,21 @@ from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet.settings import LOGS, STRUCTURES_CSV
 from pyita.errors import PyitaError
 from pyita.io.aenet_outputs import read_energies_file, read_predict_output, read_train_output
-from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.atomic import atomic_write_text
 from pyita.io.records import jsonable
+from pyita.io.tables import write_csv
 from pyita.io.xsf import read_xsf
-from pyita.train.metrics import summarize
+from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 
 
-def error_rows(predictions: Sequence[dict], references, sources: dict[str, str] | None = None) -> dict:
-    """Per-structure and per-force-component error rows from predict.x results and reference structures.
+def error_rows(predictions: Sequence[dict], references, reference_energies: dict[str, float] | None = None,
+               sources: dict[str, str] | None = None) -> tuple[list[dict], list[dict], dict]:
+    """predict.x's results against the reference structures as ``pyita.metrics.error_tables`` (the tables
+    `pyita predict` writes): (energy rows, force rows, summary).
 
     ``references``: a dict keyed by the predict.in file names, or a sequence aligned with ``predictions``.
-    The reference energy is compared with predict.x's total energy (its cohesive energy when the reference
-    is a cohesive energy). Energy rows: file, source, n_atoms, E_ref, E_pred (eV), error_meV_atom
-    ((E_pred − E_ref)/N in meV/atom, signed). Force rows: file, atom (1-based), symbol, component, F_ref,
-    F_pred, abs_error (|F_ref − F_pred|, eV/Å); none for references without forces.
+    predict.x's total energy is compared with the reference's (a cohesive reference plus ``reference_energies``,
+    the run's TYPES); ``sources`` name the structures by file (default: the reference's own source).
     """
     if isinstance(references, dict):
         refs = []
@@ -37,24 +38,14 @@ def error_rows(predictions: Sequence[dict], references, sources: dict[str, str] 
         refs = list(references)
         if len(refs) != len(predictions):
             raise PyitaError(f"{len(predictions)} predictions but {len(refs)} reference structures")
-    energy_rows, force_rows = [], []
     for p, ref in zip(predictions, refs):
         n = len(ref)
         if p["n_atoms"] != n or (p["symbols"] and list(p["symbols"]) != list(ref.symbols)):
             raise PyitaError(f"{p['file']}: predict.x reports {p['n_atoms']} atoms ({''.join(p['symbols'][:6])}…) "
                              f"but the reference has {n} ({''.join(ref.symbols[:6])}…)")
-        if ref.energy is not None:
-            pred = p["cohesive_energy"] if ref.energy_kind == "cohesive" else p["total_energy"]
-            energy_rows.append({"file": p["file"], "source": (sources or {}).get(p["file"], ref.source or ""),
-                                "n_atoms": n, "E_ref": float(ref.energy), "E_pred": float(pred),
-                                "error_meV_atom": 1000.0 * (pred - ref.energy) / n})
-        if ref.forces is not None and p["forces"] is not None:
-            for a in range(n):
-                for c, comp in enumerate("xyz"):
-                    fr, fp = float(ref.forces[a, c]), float(p["forces"][a, c])
-                    force_rows.append({"file": p["file"], "atom": a + 1, "symbol": ref.symbols[a],
-                                       "component": comp, "F_ref": fr, "F_pred": fp, "abs_error": abs(fr - fp)})
-    return {"energy": energy_rows, "forces": force_rows}
+    return error_tables(refs, [float(p["total_energy"]) for p in predictions], [p["forces"] for p in predictions],
+                        reference_energies or {},
+                        [(sources or {}).get(p["file"], ref.source or "") for p, ref in zip(predictions, refs)])
 
 
 def _predict_files(path: Path) -> list[str]:
@@ -83,7 +74,7 @@ def collect_results(rundir: str | Path, write: bool = True) -> dict:
     if (rundir / STRUCTURES_CSV).is_file():
         with open(rundir / STRUCTURES_CSV, newline="") as handle:
             sources = {row["file"]: row["source"] for row in csv.DictReader(handle)}
-    tables = error_rows(predictions, references, sources)
+    energy_rows, force_rows, errors = error_rows(predictions, references, record.get("reference_energies"), sources)
     # Per epoch in meV/atom, with the experiment runner's key names. With TESTPERCENT 0 aenet has no test set
     # (it prints MAE 0 and RMSE NaN for it), so the test keys are left out rather than reported as 0.
     with_test = bool(train["n_test"])
@@ -98,29 +89,16 @@ def collect_results(rundir: str | Path, write: bool = True) -> dict:
                       if (rundir / "energies.train.0").is_file() else [])
     summary = {
         "test_set": record.get("test_set"),
-        "energy_error_meV_atom": summarize([r["error_meV_atom"] for r in tables["energy"]]),
-        "force_error_eV_A": summarize([r["abs_error"] for r in tables["forces"]]),
+        **errors,
         "train_final": ({k: v for k, v in train["final"].items() if with_test or "_test_" not in k}
                         if train["final"] else None),
         "epochs": len(train["epochs"]) - 1 if train["epochs"] else 0,
         "n_train": train["n_train"], "n_train_energies": len(energies_train),
     }
     if write:
-        _write_csv(rundir / "errors-energy.csv", tables["energy"],
-                   ["file", "source", "n_atoms", "E_ref", "E_pred", "error_meV_atom"])
-        _write_csv(rundir / "errors-force.csv", tables["forces"],
-                   ["file", "atom", "symbol", "component", "F_ref", "F_pred", "abs_error"])
+        write_csv(rundir / "errors-energy.csv", energy_rows, ENERGY_COLUMNS)
+        write_csv(rundir / "errors-force.csv", force_rows, FORCE_COLUMNS)
         atomic_write_text(rundir / "results.json", json.dumps(jsonable(summary), indent=2) + "\n")
-    return {"energy_errors": tables["energy"], "force_errors": tables["forces"], "history": history,
+    return {"energy_errors": energy_rows, "force_errors": force_rows, "history": history,
             "summary": summary, "train_energies": energies_train}
 
-
-def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (f"{v:.15g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    atomic_write(path, write)
