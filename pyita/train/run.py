@@ -105,14 +105,15 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     ``out.history.csv``; returns a summary with the final test errors.
 
     Reference energies come from ``references``, else generate.in's TYPES, else a least-squares fit; with
-    ``settings.initial_networks``, from those networks (``references`` must then agree with them).
+    ``settings.model.initial_networks``, from those networks (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
     max_energy = check_max_energy(max_energy)
     references = check_reference_energies(references)
     started = time.perf_counter()
     source = open_source(data)
-    inputs = data_inputs(data, source) + ([Path(settings.initial_networks)] if settings.initial_networks else [])
+    initial = settings.model.initial_networks
+    inputs = data_inputs(data, source) + ([Path(initial)] if initial else [])
     guard_train_outputs(out, inputs, overwrite, resume)
     out = Path(out)
     with exclusive(existing_ancestor(out.parent) / f".{out.name}.lock", f"model {out}"):
@@ -126,8 +127,8 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     structures = list(source)
     if not structures:
         raise PyitaError(f"{data}: no structures")
-    if settings.initial_networks is not None:
-        references = initial_potential(settings.initial_networks, structures,
+    if settings.model.initial_networks is not None:
+        references = initial_potential(settings.model.initial_networks, structures,
                                        reference_energies=references).reference_energies()
     elif references is None and source.generate_in is not None:
         references = dict(source.generate_in.types)
@@ -150,7 +151,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     with graceful_stop() as stop:
         result = train(pick(train_idx), pick(val_idx), settings, test=pick(test_idx),
                        reference_energies=references,
-                       species=None if settings.initial_networks else species_of(structures, order),
+                       species=None if settings.model.initial_networks else species_of(structures, order),
                        checkpoint=checkpoint, resume=resume, cache_dir=cache_dir, use_cache=use_cache,
                        progress=progress, stop=stop)
     potential = result.potential
