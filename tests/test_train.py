@@ -459,6 +459,20 @@ def test_bad_training_data_is_refused_clearly():
             TrainSettings.from_flat(**bad)
 
 
+def test_settings_record_is_flat_and_reads_back_and_making_settings_reads_no_file(tmp_path):
+    """The model file's flat record (``as_dict``) gives the same settings back; the augmentation draws with the
+    training seed; initial networks are read where training starts, not when the settings are made."""
+    settings = TrainSettings.from_flat(iterations=3, augment_a=2, augment_delta=0.02, on_the_fly=True, seed=4, **FAST)
+    record = settings.as_dict()
+    assert list(record) == list(TrainSettings.record_types()) and record["augment_delta"] == 0.02
+    assert TrainSettings.from_flat(**record) == settings and settings.augment.seed == 4
+    assert TrainSettings().augment is None and TrainSettings().as_dict()["augment_a"] == 0.0
+    later = TrainSettings.from_flat(initial_networks=tmp_path / "written-later.pt")
+    assert later.model.initial_networks == str(tmp_path / "written-later.pt") and later.model.hidden is None
+    with pytest.raises(PyitaError, match="unknown trainer settings"):
+        TrainSettings.from_flat(hiden="3:tanh")
+
+
 def test_time_budget_stops_after_the_epoch_that_reaches_it():
     structures = emt_structures(10)
     settings = TrainSettings.from_flat(iterations=50, max_minutes=1e-9, **FAST)

@@ -11,6 +11,7 @@ from pyita.augment.settings import AugmentSettings
 from pyita.errors import PyitaError, SettingError, whole_number
 from pyita.io.aenet_inputs import ChebyshevSetup
 from pyita.model.network import WEIGHT_INITS, hidden_layers
+from pyita.model.potential import Potential
 from pyita.train.data import ENERGY_NORMALIZATIONS
 
 METHODS = ("lbfgs", "adam")
@@ -116,7 +117,7 @@ class ModelSettings:
         except (TypeError, ValueError) as exc:
             raise SettingError(f"descriptor settings {self.descriptor}: {exc}") from None
 
-    def adopt(self, start) -> ModelSettings:
+    def adopt(self, start: Potential) -> ModelSettings:
         """These settings with the hidden layers and descriptor of ``start`` (the initial networks' potential);
         given ones must agree with them."""
         theirs = {k: v for k, v in start.descriptor.settings().items() if k != "species"}
