@@ -79,10 +79,11 @@ def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, thr
         structures = structures + augment(structures, a=1, delta=0.03, seed=0)
     row = {"part": part, "reps": "x".join(map(str, reps)), "atoms_per_cell": len(structures[0]),
            "structures": len(structures), "atoms": sum(len(s) for s in structures), "epochs": epochs}
-    settings = TrainSettings(iterations=epochs, device="cpu", seed=0, **PARTS[part])
-    if settings.force_weight > 0:   # what the stored Jacobians of the force-trained share take, and dense ones would
+    settings = TrainSettings.from_flat(iterations=epochs, device="cpu", seed=0, **PARTS[part])
+    loss = settings.loss
+    if loss.force_weight > 0:   # what the stored Jacobians of the force-trained share take, and dense ones would
         descriptor = ChebyshevDescriptor(tuple(TYPES))
-        trained = max(1, round(settings.force_fraction * len(structures)))
+        trained = max(1, round(loss.force_fraction * len(structures)))
         row["jacobian_gib"] = jacobian_bytes(structures, descriptor) / len(structures) * trained / 2**30
         row["dense_jacobian_gib"] = len(structures[0]) ** 2 * descriptor.n_features * 3 * 8 * trained / 2**30
     start = time.perf_counter()

@@ -87,9 +87,9 @@ def run_part(part: str, epochs: int, threads: int) -> dict:
         from pyita.augment import augment
 
         structures = structures + augment(structures, a=6, delta=0.03, seed=0)
-    settings = TrainSettings(iterations=epochs, force_weight=1.0 if part == "forces" else 0.0, device="cpu",
-                             seed=0, derived_weight=0.0 if part == "parent-child" else 1.0,
-                             parent_child_weight=10.0 if part == "parent-child" else 0.0)
+    settings = TrainSettings.from_flat(iterations=epochs, force_weight=1.0 if part == "forces" else 0.0,
+                                       device="cpu", seed=0, derived_weight=0.0 if part == "parent-child" else 1.0,
+                                       parent_child_weight=10.0 if part == "parent-child" else 0.0)
     start = time.perf_counter()
     result = train(structures, settings=settings, reference_energies=TYPES, use_cache=False)
     total = time.perf_counter() - start

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from pyita.augment.settings import DEFAULT_DELTA
 from pyita.errors import Interrupted, PyitaError
 from pyita.io.aenet_inputs import ChebyshevSetup
 
@@ -212,7 +213,7 @@ def train(
     force_fraction_of: str = typer.Option("structures", help="What --force-fraction is a share of: structures "
                                                              "(whole ones) | atoms (of every structure)."),
     augment_a: float = typer.Option(0.0, help="Taylor-derived structures per training parent (0: none)."),
-    augment_delta: float = typer.Option(0.03, help="Displacement δ in Å."),
+    augment_delta: float = typer.Option(DEFAULT_DELTA, help="Displacement δ in Å."),
     augment_strategy: str = typer.Option("balanced", help="sequential | balanced | random-all."),
     on_the_fly: bool = typer.Option(False, "--on-the-fly", help="Draw fresh derived structures every epoch."),
     derived_weight: float = typer.Option(1.0, help="Loss weight of derived structures (originals: 1)."),
@@ -255,20 +256,16 @@ def train(
     from pyita.train.run import train_from_data
     from pyita.train.settings import TrainSettings
 
-    if patience is not None and validation_fraction <= 0:
-        raise PyitaError("--patience needs a validation set (--validation-fraction > 0)")
     descriptor = {k: v for k, v in dict(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc,
                                         angular_n=angular_n).items() if v is not None}
-    settings = TrainSettings(method=method, iterations=iterations, hidden=hidden, force_weight=force_weight,
-                             force_fraction=force_fraction, force_fraction_of=force_fraction_of,
-                             derived_weight=derived_weight, parent_child_weight=parent_child_weight,
-                             batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
-                             energy_normalization=energy_normalization,
-                             patience=patience, max_minutes=max_minutes, seed=seed, augment_a=augment_a,
-                             augment_delta=augment_delta,
-                             augment_strategy=augment_strategy, on_the_fly=on_the_fly, device=device,
-                             checkpoint_every=checkpoint_every, descriptor=descriptor,
-                             initial_networks=None if initial_networks is None else str(initial_networks))
+    settings = TrainSettings.from_flat(
+        method=method, iterations=iterations, hidden=hidden, force_weight=force_weight, force_fraction=force_fraction,
+        force_fraction_of=force_fraction_of, derived_weight=derived_weight, parent_child_weight=parent_child_weight,
+        batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
+        energy_normalization=energy_normalization, patience=patience, max_minutes=max_minutes, seed=seed,
+        augment_a=augment_a, augment_delta=augment_delta, augment_strategy=augment_strategy, on_the_fly=on_the_fly,
+        device=device, checkpoint_every=checkpoint_every, descriptor=descriptor,
+        initial_networks=None if initial_networks is None else str(initial_networks))
     summary = train_from_data(data, out, settings, test_fraction=test_fraction,
                               validation_fraction=validation_fraction, max_energy=max_energy,
                               references=parse_types(types) or None, resume=resume, overwrite=overwrite,

@@ -94,7 +94,7 @@ def export_and_compare(case: str, potential: Potential, structures: list[Structu
 def fit(structures: list[Structure], **settings) -> Potential:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # e.g. the least-squares fit of reference energies
-        return train(structures, settings=TrainSettings(device="cpu", **settings), use_cache=False).potential
+        return train(structures, settings=TrainSettings.from_flat(device="cpu", **settings), use_cache=False).potential
 
 
 def alloy(n: int, species: list[str], seed: int = 0) -> list[Structure]:
@@ -332,18 +332,19 @@ def test_training_continues_from_trainx_networks_keeping_their_settings(trainx_r
     networks; the first step starts at their weights (a tiny Adam step changes nothing visible)."""
     start = load_potential(trainx_run)
     structures = [read_xsf(p) for p in sorted((DATA / "xsf").glob("s0*.xsf"))]
-    settings = TrainSettings(initial_networks=trainx_run, iterations=1, method="adam", learning_rate=1e-12,
-                             device="cpu")
-    assert settings.hidden == "5:tanh" and settings.descriptor == {k: v for k, v in
-                                                                 start.descriptor.settings().items()
+    settings = TrainSettings.from_flat(initial_networks=trainx_run, iterations=1, method="adam", learning_rate=1e-12,
+                                       device="cpu")
+    assert settings.model.hidden is None and settings.model.descriptor is None   # nothing read yet
+    result = train(structures, settings=settings, use_cache=False)
+    adopted, trained = result.settings.model, result.potential
+    assert adopted.hidden == "5:tanh" and adopted.descriptor == {k: v for k, v in start.descriptor.settings().items()
                                                                  if k != "species"}
-    trained = train(structures, settings=settings, use_cache=False).potential
     for name in ("feature_shift", "feature_scale", "energy_shift", "energy_scale", "reference"):
         assert torch.equal(getattr(trained, name), getattr(start, name)), name
     for p, q in zip(predict(start, structures), predict(trained, structures)):
         assert abs(p.energy - q.energy) < 1e-6
     with pytest.raises(PyitaError, match="radial_rc 6.0"):
-        TrainSettings(initial_networks=trainx_run, descriptor={"radial_rc": 6.0})
+        train(structures, settings=TrainSettings.from_flat(initial_networks=trainx_run, descriptor={"radial_rc": 6.0}))
     with pytest.raises(PyitaError, match="reference energies Ti"):
         train(structures, settings=settings, reference_energies={"Ti": -1.0, "O": E_O})
 
@@ -352,9 +353,11 @@ def test_training_continues_from_a_pyita_model_without_refitting_its_normalisati
     structures = alloy(8, ["Cu", "Ni", "Al"])
     first = fit(structures, iterations=2, hidden="4:tanh", descriptor=SMALL)
     first.save(tmp_path / "m.pt")
-    settings = TrainSettings(initial_networks=tmp_path / "m.pt", iterations=2, device="cpu")
-    assert settings.hidden == "4:tanh" and settings.descriptor == SMALL
-    again = train(structures[:4], settings=settings, use_cache=False).potential
+    settings = TrainSettings.from_flat(initial_networks=tmp_path / "m.pt", iterations=2, device="cpu")
+    result = train(structures[:4], settings=settings, use_cache=False)
+    again = result.potential
+    assert result.settings.model.hidden == "4:tanh" and result.settings.model.descriptor == SMALL
+    assert again.metadata["settings"]["hidden"] == "4:tanh" and again.metadata["settings"]["descriptor"] == SMALL
     assert again.species == first.species
     for name in ("feature_shift", "feature_scale", "energy_shift", "energy_scale", "reference"):
         assert torch.equal(getattr(again, name), getattr(first, name)), name

@@ -114,7 +114,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path, data_file, signum):
 def test_user_errors_are_one_clear_line(tmp_path, data_file):
     cases = [
         (["train", tmp_path / "missing.xyz"], "no such file"),
-        (["train", data_file, "--patience", 3], "--patience needs a validation set"),
+        (["train", data_file, "--patience", 3], "early stopping (patience) needs a validation set"),
         (["train", data_file, "--force-weight", 1, "--force-fraction", 0], "force fraction must be in (0, 1]"),
         (["train", data_file, "--weight-init", "xavier"], "weight_init must be one of aenet, pytorch"),
         (["train", data_file, "--force-weight", 1, "--force-fraction", 0.5, "--force-fraction-of", "pairs"],

@@ -212,8 +212,8 @@ def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
     (case / "xsf" / "copy-of-s01.xsf").write_bytes((case / "xsf" / "s01.xsf").read_bytes())
     gen = case / "generate.in"
     gen.write_text(gen.read_text().replace("FILES\n6\n", "FILES\n7\nxsf/copy-of-s01.xsf\n"))
-    settings = TrainSettings(iterations=1, hidden="3:tanh", descriptor={"radial_rc": 4.0, "radial_n": 3,
-                                                                         "angular_rc": 3.5, "angular_n": 2})
+    settings = TrainSettings.from_flat(iterations=1, hidden="3:tanh", descriptor={"radial_rc": 4.0, "radial_n": 3,
+                                                                                   "angular_rc": 3.5, "angular_n": 2})
     dropped = 0
     for seed in range(4):
         with warnings.catch_warnings(record=True) as caught:

@@ -277,7 +277,7 @@ def test_trainer_keeps_the_last_finite_checkpoint_when_it_diverges(tmp_path, mon
 
     monkeypatch.setattr(Trainer, "_record", diverge_in_epoch_3)
     checkpoint = tmp_path / "m.pt.ckpt"
-    settings = TrainSettings(iterations=5, hidden="3:tanh", descriptor=SMALL, checkpoint_every=every)
+    settings = TrainSettings.from_flat(iterations=5, hidden="3:tanh", descriptor=SMALL, checkpoint_every=every)
     with pytest.raises(TrainingDiverged, match=rf"loss became nan in epoch 3.*after epoch {kept}\)"):
         train([rutile(k) for k in range(4)], settings=settings, checkpoint=checkpoint, use_cache=False)
     saved = torch.load(checkpoint, weights_only=True)

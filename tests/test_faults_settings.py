@@ -55,7 +55,7 @@ def test_python_api_refuses_the_same_settings():
     for bad in ({"batch_size": -5}, {"batch_size": 2.5}, {"seed": -1}, {"init_seed": -3}, {"seed": True},
                 {"checkpoint_every": -1}, {"checkpoint_every": float("nan")}, {"hidden": "5:tanh,,5:tanh"}):
         with pytest.raises(SettingError):
-            TrainSettings(**bad)
+            TrainSettings.from_flat(**bad)
     with pytest.raises(SettingError, match="unknown device"):
         resolve_device("tpu")
     with pytest.raises(SettingError, match="batch size"):

@@ -29,6 +29,11 @@ from trainer_data import SMALL_DESCRIPTOR, emt_molecule, emt_structures
 FAST = dict(hidden="5:tanh,5:tanh", descriptor=SMALL_DESCRIPTOR, device="cpu")
 
 
+def changed(settings: TrainSettings, **record) -> TrainSettings:
+    """``settings`` with some record keys changed."""
+    return TrainSettings.from_flat(**{**settings.as_dict(), **record})
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Keep the feature cache of these tests out of the user's ~/.cache."""
@@ -222,7 +227,7 @@ def test_feature_cache_reuses_features_from_disk(tmp_path, monkeypatch):
 
 def test_only_original_structures_enter_the_feature_cache(tmp_path):
     parents, structures = family(5, a=2)
-    train(structures, settings=TrainSettings(iterations=1, **FAST), cache_dir=tmp_path)
+    train(structures, settings=TrainSettings.from_flat(iterations=1, **FAST), cache_dir=tmp_path)
     keys = [k for shard in tmp_path.rglob("*.pt") for k in torch.load(shard, weights_only=True)["keys"]]
     assert sorted(keys) == sorted(structure_key(p) for p in parents)
 
@@ -234,7 +239,7 @@ def test_energy_normalization_by_hand(how):
     structures = emt_structures(6)
     refs = fit_references(structures, ["Cu", "Au"])[0]
     cohesive = np.array([(s.energy - sum(refs[x] for x in s.symbols)) / len(s) for s in structures])
-    result = train(structures, settings=TrainSettings(iterations=1, energy_normalization=how, **FAST),
+    result = train(structures, settings=TrainSettings.from_flat(iterations=1, energy_normalization=how, **FAST),
                    reference_energies=refs)
     shift, scale = float(result.potential.energy_shift), float(result.potential.energy_scale)
     if how == "range":
@@ -244,12 +249,12 @@ def test_energy_normalization_by_hand(how):
         assert shift == pytest.approx(cohesive.mean(), abs=1e-12)
         assert scale == pytest.approx(cohesive.std(), abs=1e-12)
     with pytest.raises(PyitaError, match="energy_normalization must be one of range, std"):
-        TrainSettings(energy_normalization="minmax")
+        TrainSettings.from_flat(energy_normalization="minmax")
 
 
 def test_lbfgs_keeps_improving_and_is_seeded():
     structures = emt_structures(30)
-    settings = TrainSettings(iterations=25, seed=2, **FAST)
+    settings = TrainSettings.from_flat(iterations=25, seed=2, **FAST)
     result = train(structures[:24], test=structures[24:], settings=settings, use_cache=False)
     rmse = [row["train_rmse"] for row in result.history]
     assert rmse[-1] < 0.2 * rmse[0]
@@ -278,23 +283,25 @@ def test_force_fraction_uses_a_seeded_share_of_the_structures():
     descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
     chosen = {}
     for seed in (0, 0, 1):
-        settings = TrainSettings(force_weight=1.0, force_fraction=0.25, seed=seed, **FAST)
+        settings = TrainSettings.from_flat(force_weight=1.0, force_fraction=0.25, seed=seed, **FAST)
         loss, jac = _force_training(descriptor, structures, [], settings, "cpu")
         members = jac["train"].structures.tolist()
         chosen.setdefault(seed, []).append(members)
         reference = np.concatenate([structures[k].forces.ravel() for k in members])
         assert len(members) == 5 and loss.scale == pytest.approx(np.sqrt(np.mean(reference ** 2)), rel=1e-12)
     assert chosen[0][0] == chosen[0][1] != chosen[1][0]
-    _, everything = _force_training(descriptor, structures, [], TrainSettings(force_weight=1.0, **FAST), "cpu")
+    _, everything = _force_training(descriptor, structures, [], TrainSettings.from_flat(force_weight=1.0, **FAST),
+                                    "cpu")
     assert everything["train"].structures.tolist() == list(range(20))
-    result = train(structures, settings=TrainSettings(iterations=2, force_weight=1.0, force_fraction=0.25, **FAST),
+    result = train(structures, settings=TrainSettings.from_flat(iterations=2, force_weight=1.0, force_fraction=0.25,
+                                                                **FAST),
                    use_cache=False)
     assert "train_force_rmse" in result.history[-1]
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(PyitaError, match=r"force fraction must be in \(0, 1\]"):
-            TrainSettings(force_weight=1.0, force_fraction=bad)
+            TrainSettings.from_flat(force_weight=1.0, force_fraction=bad)
     with pytest.raises(PyitaError, match="force_fraction_of must be structures or atoms, got 'pairs'"):
-        TrainSettings(force_weight=1.0, force_fraction=0.5, force_fraction_of="pairs")
+        TrainSettings.from_flat(force_weight=1.0, force_fraction=0.5, force_fraction_of="pairs")
 
 
 def test_force_fraction_of_atoms_keeps_only_their_columns():
@@ -306,9 +313,9 @@ def test_force_fraction_of_atoms_keeps_only_their_columns():
 
     structures = emt_structures(6)
     descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
-    settings = TrainSettings(force_weight=1.0, force_fraction=0.3, force_fraction_of="atoms", seed=3, **FAST)
+    settings = TrainSettings.from_flat(force_weight=1.0, force_fraction=0.3, force_fraction_of="atoms", seed=3, **FAST)
     loss, jac = _force_training(descriptor, structures, [], settings, "cpu")
-    _, full = _force_training(descriptor, structures, [], replace(settings, force_fraction=1.0), "cpu")
+    _, full = _force_training(descriptor, structures, [], changed(settings, force_fraction=1.0), "cpu")
     part, full = jac["train"], full["train"]
     assert part.structures.tolist() == list(range(6))
     starts = np.cumsum([0] + [len(s) for s in structures])
@@ -334,18 +341,18 @@ def test_force_fraction_of_atoms_keeps_only_their_columns():
     streamed = StreamedJacobians(descriptor, structures, range(6), columns=columns)
     assert torch.equal(streamed.atoms, part.atoms)
     torch.testing.assert_close(streamed.forces(v.detach()), forces.detach(), rtol=1e-13, atol=1e-13)
-    result = train(structures, settings=replace(settings, iterations=2), use_cache=False)
+    result = train(structures, settings=changed(settings, iterations=2), use_cache=False)
     assert result.potential.metadata["settings"]["force_fraction_of"] == "atoms"
 
 
 @pytest.mark.parametrize("method", ["lbfgs", "adam"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     structures = emt_structures(12)
-    settings = TrainSettings(iterations=6, method=method, batch_size=4, learning_rate=0.01, seed=5,
+    settings = TrainSettings.from_flat(iterations=6, method=method, batch_size=4, learning_rate=0.01, seed=5,
                              checkpoint_every=0, force_weight=0.5, **FAST)
     straight = train(structures, settings=settings, use_cache=False)
     ckpt = tmp_path / "run.ckpt"
-    train(structures, settings=replace(settings, iterations=3), checkpoint=ckpt, use_cache=False)
+    train(structures, settings=changed(settings, iterations=3), checkpoint=ckpt, use_cache=False)
     resumed = train(structures, settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
     assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
     seconds = [r["seconds"] for r in resumed.history]
@@ -355,7 +362,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     with pytest.raises(PyitaError, match="different training data"):
         train(structures[:-1], settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
     with pytest.raises(PyitaError, match=r"settings differ \(hidden\)"):
-        train(structures, settings=replace(settings, hidden="4:tanh"), checkpoint=ckpt, resume=True,
+        train(structures, settings=changed(settings, hidden="4:tanh"), checkpoint=ckpt, resume=True,
               use_cache=False)
     # a checkpoint from before a setting existed: the setting counts as its default there
     saved = torch.load(ckpt, weights_only=True)
@@ -364,13 +371,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, method):
     again = train(structures, settings=settings, checkpoint=ckpt, resume=True, use_cache=False)
     assert [r["epoch"] for r in again.history] == list(range(1, 7))
     with pytest.raises(PyitaError, match=r"settings differ \(force_fraction_of\)"):
-        train(structures, settings=replace(settings, force_fraction_of="atoms"), checkpoint=ckpt, resume=True,
+        train(structures, settings=changed(settings, force_fraction_of="atoms"), checkpoint=ckpt, resume=True,
               use_cache=False)
 
 
 def test_early_stopping_restores_the_best_validation_epoch():
     structures = emt_structures(16)
-    settings = TrainSettings(iterations=200, patience=3, method="adam", learning_rate=0.05, batch_size=2, **FAST)
+    settings = TrainSettings.from_flat(iterations=200, patience=3, method="adam", learning_rate=0.05, batch_size=2,
+                                       **FAST)
     result = train(structures[:8], structures[8:], settings, use_cache=False)
     losses = [row["val_loss"] for row in result.history]
     best = int(np.argmin(losses))
@@ -385,7 +393,7 @@ def test_early_stopping_restores_the_best_validation_epoch():
 
 def test_derived_structures_get_their_weight_and_parent_links():
     parents, structures = family(6, a=2)
-    settings = TrainSettings(iterations=2, derived_weight=0.25, **FAST)
+    settings = TrainSettings.from_flat(iterations=2, derived_weight=0.25, **FAST)
     potential = train(structures, settings=settings, use_cache=False).potential
     features = [torch.zeros(len(s), potential.descriptor.n_features) for s in structures]
     data = FeatureSet.build(structures, features, potential, [0.25 if "parent" in s.info else 1 for s in structures])
@@ -400,7 +408,7 @@ def test_on_the_fly_augmentation_draws_fresh_structures_each_epoch(monkeypatch):
     real = fit._derive
     monkeypatch.setattr(fit, "_derive", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
     structures = emt_structures(8)
-    settings = TrainSettings(iterations=3, augment_a=2, on_the_fly=True, method="adam", **FAST)
+    settings = TrainSettings.from_flat(iterations=3, augment_a=2, on_the_fly=True, method="adam", **FAST)
     result = train(structures, settings=settings, use_cache=False)
     assert len(result.history) == 3
     epochs = drawn[1:]  # the first draw only checks the settings
@@ -432,7 +440,7 @@ def test_experiment_entry_point_holds_out_validation_parents_with_their_children
 
 def test_bad_training_data_is_refused_clearly():
     structures = emt_structures(3)
-    settings = TrainSettings(iterations=1, **FAST)
+    settings = TrainSettings.from_flat(iterations=1, **FAST)
     with pytest.raises(PyitaError, match="training data is empty"):
         train([], settings=settings, use_cache=False)
     with pytest.raises(PyitaError, match="at least 2 original structures"):
@@ -446,19 +454,33 @@ def test_bad_training_data_is_refused_clearly():
         train([structures[0], structures[1].copy(forces=forces)], settings=settings, use_cache=False)
     for bad in (dict(method="sgd"), dict(iterations=0), dict(hidden="3:relu"), dict(on_the_fly=True)):
         with pytest.raises(PyitaError):
-            TrainSettings(**bad)
+            TrainSettings.from_flat(**bad)
+
+
+def test_settings_record_is_flat_and_reads_back_and_making_settings_reads_no_file(tmp_path):
+    """The model file's flat record (``as_dict``) gives the same settings back; the augmentation draws with the
+    training seed; initial networks are read where training starts, not when the settings are made."""
+    settings = TrainSettings.from_flat(iterations=3, augment_a=2, augment_delta=0.02, on_the_fly=True, seed=4, **FAST)
+    record = settings.as_dict()
+    assert list(record) == list(TrainSettings.record_types()) and record["augment_delta"] == 0.02
+    assert TrainSettings.from_flat(**record) == settings and settings.augment.seed == 4
+    assert TrainSettings().augment is None and TrainSettings().as_dict()["augment_a"] == 0.0
+    later = TrainSettings.from_flat(initial_networks=tmp_path / "written-later.pt")
+    assert later.model.initial_networks == str(tmp_path / "written-later.pt") and later.model.hidden is None
+    with pytest.raises(PyitaError, match="unknown trainer settings"):
+        TrainSettings.from_flat(hiden="3:tanh")
 
 
 def test_time_budget_stops_after_the_epoch_that_reaches_it():
     structures = emt_structures(10)
-    settings = TrainSettings(iterations=50, max_minutes=1e-9, **FAST)
+    settings = TrainSettings.from_flat(iterations=50, max_minutes=1e-9, **FAST)
     result = train(structures, settings=settings, use_cache=False)
     assert len(result.history) == 1 and result.potential.metadata["settings"]["max_minutes"] == 1e-9
-    assert len(train(structures, settings=replace(settings, max_minutes=None, iterations=3),
+    assert len(train(structures, settings=changed(settings, max_minutes=None, iterations=3),
                      use_cache=False).history) == 3
     for bad in (0.0, -1.0):
         with pytest.raises(PyitaError, match="time budget must be > 0 minutes"):
-            TrainSettings(max_minutes=bad)
+            TrainSettings.from_flat(max_minutes=bad)
 
 
 def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
@@ -469,8 +491,8 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
     from pyita.train.jacobian import ForceJacobians, StreamedJacobians
 
     structures = emt_structures(16)
-    settings = TrainSettings(method="adam", iterations=3, batch_size=4, force_weight=1.0, seed=2, **FAST)
-    still = replace(settings, learning_rate=1e-12)   # steps too small to move the weights
+    settings = TrainSettings.from_flat(method="adam", iterations=3, batch_size=4, force_weight=1.0, seed=2, **FAST)
+    still = changed(settings, learning_rate=1e-12)   # steps too small to move the weights
     stored = [train(structures[:12], structures[12:], run, use_cache=False).history for run in (settings, still)]
     need = fit.jacobian_bytes(structures, ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR))
     monkeypatch.setattr(fit, "_available_memory", lambda: need // 2)
@@ -486,13 +508,13 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
     _, jac = fit._force_training(descriptor, structures, [], settings, "cpu")
     assert isinstance(jac["train"], StreamedJacobians)
     with pytest.raises(PyitaError, match=r"needs \d+\.\d GiB for descriptor Jacobians .*--method adam"):
-        fit._force_training(descriptor, structures, [], replace(settings, method="lbfgs"), "cpu")
+        fit._force_training(descriptor, structures, [], changed(settings, method="lbfgs"), "cpu")
     with pytest.raises(PyitaError, match=r"one mini-batch of 16 structures needs up to"):
-        fit._force_training(descriptor, structures, [], replace(settings, batch_size=16), "cpu")
+        fit._force_training(descriptor, structures, [], changed(settings, batch_size=16), "cpu")
     # Adam copies a batch's blocks out of the stored ones: memory that holds the Jacobians but not that copy too
     # streams with Adam and stores with L-BFGS
     monkeypatch.setattr(fit, "_available_memory", lambda: int(need / 0.8) + 1)
-    lbfgs = replace(settings, method="lbfgs")
+    lbfgs = changed(settings, method="lbfgs")
     assert isinstance(fit._force_training(descriptor, structures, [], lbfgs, "cpu")[1]["train"], ForceJacobians)
     with pytest.warns(UserWarning, match="computed per mini-batch instead"):
         assert isinstance(fit._force_training(descriptor, structures, [], settings, "cpu")[1]["train"],

@@ -6,10 +6,12 @@ Translates an experiment condition (its trainer table and augmentation) into ``T
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
+from pyita.augment.settings import AugmentSettings
 from pyita.backends import ConditionResult
 from pyita.errors import PyitaError
 from pyita.predict import predict
@@ -23,9 +25,10 @@ __all__ = ["train_and_evaluate", "train_settings"]
 
 #: Experiment-config names that differ from TrainSettings' own.
 _TRAINER_ALIASES = {"early_stopping": "patience"}
-_AUGMENT_FIELDS = {"a": "augment_a", "delta": "augment_delta", "strategy": "augment_strategy",
-                   "max_force": "augment_max_force", "on_the_fly": "on_the_fly", "weight": "derived_weight",
-                   "parent_child_weight": "parent_child_weight"}
+#: The keys of a condition's augment table that are training settings (by their record names); the others are
+#: AugmentSettings'.
+_AUGMENT_TRAINING_KEYS = {"on_the_fly": "on_the_fly", "weight": "derived_weight",
+                          "parent_child_weight": "parent_child_weight"}
 
 
 def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure], test: Sequence[Structure],
@@ -34,7 +37,7 @@ def train_and_evaluate(parents: Sequence[Structure], derived: Sequence[Structure
                        progress: bool = False, init_seed_offset: int = 0) -> dict:
     """One experiment condition: train on parents (+ fixed derived structures), evaluate on ``test``.
 
-    ``trainer`` holds TrainSettings fields (``early_stopping`` = patience, with a 10 % validation split
+    ``trainer`` holds TrainSettings' record keys (``early_stopping`` = patience, with a 10 % validation split
     unless ``validation_fraction`` is given there or here); ``augment`` the condition's
     augmentation (a, delta, strategy, max_force, on_the_fly, weight). Fixed derived structures come in
     ``derived``; on-the-fly ones are drawn here. A validation split (by parent, from ``parents``) is
@@ -70,19 +73,15 @@ def train_settings(trainer: dict, augment: dict | None = None, seed: int = 0, in
     if fields.get("patience") is not None and not validation_fraction:
         validation_fraction = 0.1  # early stopping needs something to watch
     augment = dict(augment or {})
-    unsupported = sorted(set(augment) - set(_AUGMENT_FIELDS))
+    unsupported = sorted(set(augment) - {*_AUGMENT_TRAINING_KEYS, *AugmentSettings.__dataclass_fields__})
     if unsupported:
         raise PyitaError(f"augmentation options {unsupported} are not supported by the embedded trainer")
-    if augment.get("on_the_fly"):
-        fields.update({_AUGMENT_FIELDS[k]: v for k, v in augment.items()})
-    else:  # fixed derived structures arrive made; only their loss weights apply here
-        fields.update({_AUGMENT_FIELDS[k]: augment[k] for k in ("weight", "parent_child_weight") if k in augment})
-    known = set(TrainSettings.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise PyitaError(f"unknown trainer settings {unknown}; the embedded trainer knows {sorted(known)}")
-    settings = TrainSettings(**{**fields, "seed": seed,
-                                **({"init_seed": seed + init_seed_offset} if init_seed_offset else {})})
+    on_the_fly = augment.pop("on_the_fly", False)
+    fields.update({_AUGMENT_TRAINING_KEYS[k]: augment[k] for k in _AUGMENT_TRAINING_KEYS if k in augment})
+    settings = TrainSettings.from_flat(**{**fields, "seed": seed,
+                                          **({"init_seed": seed + init_seed_offset} if init_seed_offset else {})})
+    if on_the_fly:   # drawn here; fixed derived structures arrive made, and only their loss weights apply here
+        settings = replace(settings, augment=AugmentSettings.from_table(augment, seed), on_the_fly=True)
     return settings, validation_fraction
 
 

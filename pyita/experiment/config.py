@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+from pyita.augment.settings import DEFAULT_DELTA, AugmentSettings
 from pyita.backends import check_settings
 from pyita.errors import InputError, PyitaError
 from pyita.experiment.results import refuse_shared_file_names
@@ -229,7 +230,7 @@ def _expand_condition(entry: dict) -> list[Condition]:
     augment = entry.get("augment")
     trainer = dict(entry.get("trainer", {}))
     if augment is not None:
-        a_list, d_list = _as_list(augment.get("a", 4)), _as_list(augment.get("delta", 0.03))
+        a_list, d_list = _as_list(augment.get("a", 4)), _as_list(augment.get("delta", DEFAULT_DELTA))
     else:
         a_list = d_list = [None]
     offset = entry.get("init_seed_offset", 0)
@@ -245,7 +246,7 @@ def _expand_condition(entry: dict) -> list[Condition]:
         if len(it_list) > 1:
             name += f" it={iterations}"
         aug = None if augment is None else {**augment, "a": a, "delta": delta,
-                                            "strategy": augment.get("strategy", "balanced")}
+                                            "strategy": augment.get("strategy", AugmentSettings.strategy)}
         overrides = dict(trainer) if iterations is None else {**trainer, "iterations": iterations}
         out.append(Condition(name, aug, overrides, offset, backend))
     return out
@@ -273,8 +274,6 @@ def _validate(config: ExperimentConfig, path) -> None:
 def _check_values(config: ExperimentConfig, path) -> None:
     """Each trainer's and the augmentation's own checks of values (a method, hidden layers, δ, …), made now
     on what every condition will train with: [trainer] alone first, so that its mistakes are named there."""
-    from pyita.augment import AugmentSettings
-
     tables = [("[trainer]", config.backend, config.trainer, None)] + [
         (f"condition {c.name!r}", backend_of(config, c), {**config.trainer, **c.trainer}, c.augment)
         for c in config.conditions]
@@ -283,8 +282,7 @@ def _check_values(config: ExperimentConfig, path) -> None:
             with warnings.catch_warnings():   # those of the settings (e.g. a large δ) come when they are used
                 warnings.simplefilter("ignore")
                 if augment:
-                    AugmentSettings(a=augment["a"], delta=augment["delta"], strategy=augment["strategy"],
-                                    max_force=augment.get("max_force"))
+                    AugmentSettings.from_table(augment)
                 check_settings(backend, {k: v for k, v in trainer.items() if k != "keep_runs"}, augment)
         except PyitaError as exc:
             raise InputError(f"{where}: {exc}", path) from None

@@ -5,14 +5,14 @@ is written, and turns the first failure into one line naming the table, the key,
 as given (``trials = "2"``: a string). The schema says what may be given, never a default: those live with
 the settings themselves (``ExperimentConfig``, ``TrainSettings``, ``AenetSettings``, ``AugmentSettings``),
 whose own checks of values (a training method, a hidden-layer spec, δ) run right after, on the same tables.
-The trainer keys are ``TrainSettings``' own, with their types, so a new setting is known here at once.
+The trainer keys are ``TrainSettings``' record keys, with their types, so a new setting is known here at once.
 """
 
 from __future__ import annotations
 
 import json
 import types
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -67,7 +67,7 @@ def _described(hint) -> str:
             dict: "a table"}.get(get_origin(hint) or hint, str(hint))
 
 
-_HINTS = get_type_hints(TrainSettings)
+_HINTS = TrainSettings.record_types()
 #: The experiment's names for settings the trainers take under other names or only here.
 _TRAINER_EXTRAS = {
     "iterations": (int, _key("an integer ≥ 1", ge=1)),

@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from pyita import __version__
+from pyita.augment.settings import AugmentSettings
 from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError, PyitaError
 from pyita.model.potential import Potential, load_potential, resolve_device
@@ -88,8 +89,9 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     species without one are fitted by least squares on composition with the given ones held fixed
     (``resolve_references``). ``species`` fixes the species order
     (it decides the descriptor's typespin weights); by default TYPES order, then first appearance.
-    With ``settings.initial_networks`` training starts from those networks and keeps their species,
-    reference energies and normalisation (see ``initial_potential``).
+    With ``settings.model.initial_networks`` training starts from those networks and keeps their species,
+    reference energies, normalisation, hidden layers and descriptor (see ``initial_potential`` and
+    ``ModelSettings.adopt``); the result's settings are those adopted ones.
     Features of original structures are cached on disk (``cache_dir``, default ``~/.cache/pyita``),
     keyed by geometry and descriptor settings; ``use_cache=False`` skips the cache.
     """
@@ -101,15 +103,17 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     for name, data in (("validation data", validation), ("test data", test)):
         if data:
             check_structures(data, name)
-    if settings.patience is not None and not validation:
+    if settings.optimizer.patience is not None and not validation:
         raise PyitaError("early stopping (patience) needs a validation set")
     originals = [s for s in train if not s.is_derived]
     if len(originals) < 2:
         raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
                          "(energy normalisation and any fit need more than one label)")
     start = None
-    if settings.initial_networks is not None:
-        start = initial_potential(settings.initial_networks, train + validation + test, species, reference_energies)
+    if settings.model.initial_networks is not None:
+        start = initial_potential(settings.model.initial_networks, train + validation + test, species,
+                                  reference_energies)
+        settings = replace(settings, model=settings.model.adopt(start))
         species, reference_energies = start.species, start.reference_energies()
     else:
         species = species_of(train + validation + test, preferred=species or list(reference_energies or ()))
@@ -118,40 +122,41 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
         warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
                       "are not trained (they keep their initial weights)", stacklevel=2)
     reference_energies = resolve_references(originals, species, reference_energies, warn=False).energies
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.runtime.device)
     if start is None:
         init_seed = settings.seed if settings.init_seed is None else settings.init_seed
-        start = Potential(ChebyshevDescriptor(species, **settings.descriptor), settings.hidden, reference_energies,
-                          seed=init_seed, weight_init=settings.weight_init)
+        model = settings.model
+        start = Potential(ChebyshevDescriptor(species, **model.descriptor), model.hidden, reference_energies,
+                          seed=init_seed, weight_init=model.weight_init)
     potential = start.to(device)
     descriptor = potential.descriptor
 
-    if settings.augment_a > 0 and not settings.on_the_fly:
-        train = train + _derive(originals, settings, settings.seed)
+    if settings.augment is not None and not settings.on_the_fly:
+        train = train + _derive(originals, settings.augment, settings.seed)
     elif settings.on_the_fly:
-        _derive(originals[:1], settings, settings.seed)  # check the augmentation settings now, not at epoch 1
+        _derive(originals[:1], settings.augment, settings.seed)  # refuse unusable parents now, not at epoch 1
     features = _features(descriptor, train + validation + test, cache_dir if use_cache else False, device,
                          progress)
     train_features = features[:len(train)]
     val_features = features[len(train):len(train) + len(validation)]
     test_features = features[len(train) + len(validation):]
-    if settings.initial_networks is None:   # initial networks keep the normalisation they were trained with
-        fit_normalization(potential, train, train_features, settings.energy_normalization)
+    if settings.model.initial_networks is None:   # initial networks keep the normalisation they were trained with
+        fit_normalization(potential, train, train_features, settings.model.energy_normalization)
 
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}
-    if settings.force_weight > 0:
+    if settings.loss.force_weight > 0:
         force_loss, jac = _force_training(descriptor, train, validation, settings, device)
         losses.append(force_loss)
-    train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.derived_weight),
+    train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.loss.derived_weight),
                                  jac.get("train"))
     val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
     test_set = FeatureSet.build(test, test_features, potential) if test else None
     del features, train_features, val_features, test_features, jac  # the sets hold what training needs
 
     fresh = _fresh_epochs(train_set, train, potential, settings) if settings.on_the_fly else None
-    if settings.parent_child_weight > 0:
-        losses.append(_parent_child_loss(train_set, fresh, settings.parent_child_weight))
+    if settings.loss.parent_child_weight > 0:
+        losses.append(_parent_child_loss(train_set, fresh, settings.loss.parent_child_weight))
     trainer = Trainer(potential, settings, train_set, losses, validation=val_set, test=test_set, fresh=fresh,
                       checkpoint=checkpoint, fingerprint=_fingerprint(train, validation))
     history = trainer.run(progress=progress, resume=resume, stop=stop)
@@ -217,31 +222,32 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     if not with_forces["train"]:
         raise PyitaError("force training needs training structures with force labels")
     columns = None   # with a fraction of atoms: structure → the atoms whose forces the term uses
-    if settings.force_fraction < 1 and settings.force_fraction_of == "structures":
+    loss, method = settings.loss, settings.optimizer.method
+    if loss.force_fraction < 1 and loss.force_fraction_of == "structures":
         chosen = np.random.default_rng([settings.seed, 7]).permutation(len(with_forces["train"]))
-        keep = max(1, int(round(settings.force_fraction * len(chosen))))
+        keep = max(1, int(round(loss.force_fraction * len(chosen))))
         with_forces["train"] = sorted(with_forces["train"][k] for k in chosen[:keep])
-    elif settings.force_fraction < 1:
+    elif loss.force_fraction < 1:
         draw = np.random.default_rng([settings.seed, 8])
-        columns = {k: np.sort(draw.choice(n, max(1, int(round(settings.force_fraction * n))), replace=False))
+        columns = {k: np.sort(draw.choice(n, max(1, int(round(loss.force_fraction * n))), replace=False))
                    for k in with_forces["train"] for n in [len(train[k])]}
     share = {k: len(atoms) / len(train[k]) for k, atoms in (columns or {}).items()}   # of a structure's blocks, ≈
     sizes = {name: [jacobian_bytes([data[k]], descriptor) * (share.get(k, 1.0) if name == "train" else 1.0)
                     for k in with_forces[name]] for name, data in (("train", train), ("val", validation))}
     need, free = sum(map(sum, sizes.values())), _available_memory()
     # Adam copies a mini-batch's blocks out of the stored ones: the largest batch comes on top
-    batch = sum(sorted(sizes["train"])[-settings.batch_size:]) if settings.method == "adam" else 0
+    batch = sum(sorted(sizes["train"])[-settings.optimizer.batch_size:]) if method == "adam" else 0
     streamed = free is not None and need + batch > 0.8 * free
     if streamed:
         fits = f"--force-fraction {max(0.01, 0.5 * free / need):.2g} fits"
-        if settings.method != "adam":
+        if method != "adam":
             raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but only "
                              f"{free / 2**30:.1f} GiB is free; use a force fraction below 1 ({fits}), fewer "
                              "structures, or --method adam (Jacobians then computed per mini-batch)")
         if batch > 0.8 * free:
-            raise PyitaError(f"one mini-batch of {settings.batch_size} structures needs up to {batch / 2**30:.1f} GiB "
-                             f"for descriptor Jacobians but only {free / 2**30:.1f} GiB is free; use a smaller "
-                             f"--batch-size or a force fraction below 1")
+            raise PyitaError(f"one mini-batch of {settings.optimizer.batch_size} structures needs up to "
+                             f"{batch / 2**30:.1f} GiB for descriptor Jacobians but only {free / 2**30:.1f} GiB "
+                             "is free; use a smaller --batch-size or a force fraction below 1")
         warnings.warn(f"storing the descriptor Jacobians would take {need / 2**30:.1f} GiB "
                       f"({free / 2**30:.1f} GiB free): they are computed per mini-batch instead, which makes "
                       "each epoch several times slower", stacklevel=3)
@@ -250,7 +256,7 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     build = partial(StreamedJacobians, descriptor) if streamed else partial(descriptor_jacobians, descriptor)
     jacobians = {name: build(data, with_forces[name], device=device, columns=columns if name == "train" else None)
                  for name, data in (("train", train), ("val", validation)) if with_forces[name]}
-    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, settings.force_weight), jacobians
+    return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, loss.force_weight), jacobians
 
 
 def _features(descriptor, structures: list[Structure], cache_dir, device, progress: bool) -> list:
@@ -278,25 +284,27 @@ def _fresh_epochs(train_set: FeatureSet, train: list[Structure], potential: Pote
     originals = [train[k] for k in positions]
 
     def epoch_set(epoch: int) -> FeatureSet:
-        derived = _derive(originals, settings, settings.seed * 100_003 + epoch, quiet=True)
+        derived = _derive(originals, settings.augment, settings.seed * 100_003 + epoch, quiet=True)
         features = featurize(potential.descriptor, derived, device=potential.device)
-        extra = FeatureSet.build(derived, features, potential, [settings.derived_weight] * len(derived),
+        extra = FeatureSet.build(derived, features, potential, [settings.loss.derived_weight] * len(derived),
                                  parents=[positions[d.info["parent"]] for d in derived])
         return train_set.concat(extra)
 
     return epoch_set
 
 
-def _derive(parents: list[Structure], settings: TrainSettings, seed: int, quiet: bool = False) -> list[Structure]:
-    """Taylor-derived copies of the training parents (``info["parent"]`` indexes ``parents``).
+def _derive(parents: list[Structure], augment: AugmentSettings, seed: int, quiet: bool = False) -> list[Structure]:
+    """Taylor-derived copies of the training parents (``info["parent"]`` indexes ``parents``), drawn with ``seed``.
 
-    ``quiet`` silences warnings already given for the first draw (e.g. a large δ), not to repeat them
-    every epoch.
+    ``quiet`` silences warnings already given for the first draw (e.g. a shortfall), not to repeat them every
+    epoch; those of the settings themselves (a large δ) came when they were made.
     """
-    from pyita.augment import augment
+    from pyita.augment import iter_augmented
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        draw = replace(augment, seed=seed)
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
-        return augment(parents, settings.augment_a, settings.augment_delta, settings.augment_strategy,
-                       seed=seed, max_force=settings.augment_max_force)
+        return [d for _, _, derived in iter_augmented(parents, draw, len(parents)) for d in derived]

@@ -96,7 +96,7 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     ``out.history.csv``; returns a summary with the final test errors.
 
     Reference energies follow ``resolve_references``: ``references``, else generate.in's TYPES (unless the
-    all-zero placeholders), else a least-squares fit on the originals; with ``settings.initial_networks``, those
+    all-zero placeholders), else a least-squares fit on the originals; with ``settings.model.initial_networks``, those
     networks' own (``references`` must then agree with them).
     The split is by parent and seeded; the test set's sources are recorded in the model.
     """
@@ -104,7 +104,8 @@ def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fr
     references = check_reference_energies(references)
     started = time.perf_counter()
     source = open_source(data)
-    inputs = data_inputs(data, source) + ([Path(settings.initial_networks)] if settings.initial_networks else [])
+    initial = settings.model.initial_networks
+    inputs = data_inputs(data, source) + ([Path(initial)] if initial else [])
     guard_train_outputs(out, inputs, overwrite, resume)
     out = Path(out)
     with exclusive(existing_ancestor(out.parent) / f".{out.name}.lock", f"model {out}"):
@@ -122,8 +123,8 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     types = source.generate_in.types if source.generate_in is not None else {}
     order = list(references or types)
     species = species_of(structures, order)
-    if settings.initial_networks is not None:
-        theirs = initial_potential(settings.initial_networks, structures, reference_energies=references)
+    if settings.model.initial_networks is not None:
+        theirs = initial_potential(settings.model.initial_networks, structures, reference_energies=references)
         resolved = resolve_references(originals, species, theirs.reference_energies(),
                                       given_origin="initial networks", warn=False)
     else:
@@ -141,7 +142,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
     with graceful_stop() as stop:
         result = train(pick(train_idx), pick(val_idx), settings, test=pick(test_idx),
                        reference_energies=references,
-                       species=None if settings.initial_networks else species,
+                       species=None if settings.model.initial_networks else species,
                        checkpoint=checkpoint, resume=resume, cache_dir=cache_dir, use_cache=use_cache,
                        progress=progress, stop=stop)
     potential = result.potential

@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -119,14 +118,15 @@ class Trainer:
         self.fingerprint = fingerprint
         self.needs_forces = any(term.needs_forces for term in losses)
         params = list(potential.networks.parameters())
-        if settings.method == "lbfgs":
+        if settings.optimizer.method == "lbfgs":
             # One iteration per step; max_eval bounds the line search (its default, 5·max_iter/4 = 1 here,
             # would leave the line search no evaluation at all and stall after a few epochs).
             self.optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=26,
-                                               history_size=settings.lbfgs_history, line_search_fn="strong_wolfe",
-                                               tolerance_grad=1e-15, tolerance_change=0.0)
+                                               history_size=settings.optimizer.lbfgs_history,
+                                               line_search_fn="strong_wolfe", tolerance_grad=1e-15,
+                                               tolerance_change=0.0)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=settings.learning_rate)
+            self.optimizer = torch.optim.Adam(params, lr=settings.optimizer.learning_rate)
         self.history: list[dict] = []
         self._memo: dict | None = None
         self._batch_outputs: _BatchOutputs | None = None
@@ -166,13 +166,13 @@ class Trainer:
         return closure
 
     def _step(self, data: FeatureSet, epoch: int) -> None:
-        if self.settings.method == "lbfgs":
+        if self.settings.optimizer.method == "lbfgs":
             self.optimizer.step(self._lbfgs_closure(data))
             return
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + epoch)
         streamed = data is self.train and isinstance(data.jacobians, StreamedJacobians)
         self._batch_outputs = _BatchOutputs(data) if streamed else None
-        for indices in data.batches(self.settings.batch_size, generator):
+        for indices in data.batches(self.settings.optimizer.batch_size, generator):
             batch = data.subset(indices)
             self.optimizer.zero_grad()
             value, outputs = self.loss(batch)
@@ -187,25 +187,26 @@ class Trainer:
         history."""
         if resume:
             self._load_checkpoint()
-        settings = self.settings
+        limits = self.settings.optimizer
         if self.checkpoint is not None and not resume:
             self.save_checkpoint()   # the first finite state: what a run that diverges early keeps for --resume
         last_save = time.monotonic()
         # "seconds" in the history is training time, summed over interrupted and resumed sessions.
         started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
-        with progress_bar(settings.iterations, "train (MAE/RMSE meV/atom)", "epochs", enabled=progress) as advance:
+        with progress_bar(limits.iterations, "train (MAE/RMSE meV/atom)", "epochs", enabled=progress) as advance:
             advance(self.epoch)
-            while self.epoch < settings.iterations:
+            while self.epoch < limits.iterations:
                 data = self.train if self.fresh is None else self.fresh(self.epoch)
                 self._step(data, self.epoch)
                 row = self._record(time.perf_counter() - started)
                 self._check_finite(row)
                 advance(1, **self._status(row))
                 self.epoch += 1
-                budget = settings.max_minutes
+                budget = limits.max_minutes
                 finished = self._early_stop() or (budget is not None and row["seconds"] >= 60 * budget)
-                if self.checkpoint is not None and (finished or self.epoch == settings.iterations or
-                                                    time.monotonic() - last_save >= settings.checkpoint_every):
+                due = finished or self.epoch == limits.iterations or \
+                    time.monotonic() - last_save >= self.settings.runtime.checkpoint_every
+                if self.checkpoint is not None and due:
                     self.save_checkpoint()
                     last_save = time.monotonic()
                 if finished:
@@ -253,7 +254,7 @@ class Trainer:
             return
         what = f"the training loss became {row['loss']}" if not math.isfinite(row["loss"]) else \
             "the network weights became NaN or infinite"
-        hint = " with a smaller --learning-rate" if self.settings.method == "adam" else ""
+        hint = " with a smaller --learning-rate" if self.settings.optimizer.method == "adam" else ""
         kept = (f"; the last finite state saved (after epoch {self._saved_epoch}) is kept in {self.checkpoint}: "
                 f"continue from it with --resume{hint}") if self.checkpoint is not None else \
             ("; try a smaller learning rate" if hint else "")
@@ -278,7 +279,8 @@ class Trainer:
             self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        return self.settings.patience is not None and self.bad_epochs >= self.settings.patience
+        patience = self.settings.optimizer.patience
+        return patience is not None and self.bad_epochs >= patience
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -309,15 +311,15 @@ class Trainer:
             raise PyitaError(f"cannot resume from {path}: it was made with different training data")
         mine, theirs = self.settings.as_dict(), saved["settings"]
         # a setting newer than the checkpoint counts as its default there
-        defaults = {f.name: f.default for f in fields(TrainSettings)}
+        defaults = TrainSettings().as_dict()
         changed = [k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k, defaults[k])]
         if changed:
             raise PyitaError(f"cannot resume from {path}: settings differ ({', '.join(changed)})")
         self.potential.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        if self.settings.method == "adam":   # the learning rate given now (it may differ: RESUMABLE_CHANGES)
+        if self.settings.optimizer.method == "adam":   # the learning rate given now (it may differ: RESUMABLE_CHANGES)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.settings.learning_rate
+                group["lr"] = self.settings.optimizer.learning_rate
         self.epoch, self.history = saved["epoch"], saved["history"]
         self._saved_epoch = self.epoch
         self.best, self.bad_epochs = saved["best"], saved["bad_epochs"]
