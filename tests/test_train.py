@@ -543,7 +543,7 @@ def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tm
     from pyita.reference import resolve_references
     from pyita.train.run import train_from_data
 
-    settings = TrainSettings(iterations=1, **FAST)
+    settings = TrainSettings.from_flat(iterations=1, **FAST)
     placeholder = _generate_in_for_sample_tio2(tmp_path, {"Ti": 0.0, "O": 0.0})
     train_from_data(str(placeholder), tmp_path / "fitted.pt", settings, test_fraction=0.2, progress=False)
     model = Potential.load(tmp_path / "fitted.pt")
@@ -567,7 +567,7 @@ def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tm
 def test_missing_reference_energies_are_fitted_with_the_given_ones_held_fixed():
     """One rule for every command: `train` used to refuse a partial set ("give all or none")."""
     structures = emt_structures(6) + emt_structures(4, seed=2, atoms_per_cell=8)
-    result = train(structures, settings=TrainSettings(iterations=1, **FAST), reference_energies={"Cu": 0.0},
+    result = train(structures, settings=TrainSettings.from_flat(iterations=1, **FAST), reference_energies={"Cu": 0.0},
                    use_cache=False)
     refs = result.potential.reference_energies()
     assert refs["Cu"] == 0.0
