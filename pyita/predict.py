@@ -21,7 +21,7 @@ from pyita.errors import whole_number
 from pyita.geometry import warn_close_atoms
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
-from pyita.model.potential import Potential, load_potential, resolve_device
+from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
 from pyita.reference import total_energy
 from pyita.structure import Structure

@@ -21,7 +21,7 @@ import numpy as np
 from pyita import __version__
 from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError, PyitaError
-from pyita.model.potential import Potential, load_potential, resolve_device
+from pyita.model import Potential, load_potential, resolve_device
 from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
