@@ -1,4 +1,5 @@
-"""Atomic-environment descriptors (aenet's Chebyshev basis) and the neighbour batches they read."""
+"""Atomic-environment descriptors (aenet's Chebyshev basis), the neighbour batches they read and their exact
+Jacobians dG/dR (``pyita.descriptors.jacobian``, for force training)."""
 
 from pyita.descriptors.chebyshev import ChebyshevDescriptor, typespin
 from pyita.descriptors.featurize import featurize

@@ -26,7 +26,7 @@ from pyita.reference import fit_reference_energies
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
-from pyita.train.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
+from pyita.descriptors.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer
 from pyita.train.settings import TrainSettings
