@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pyita.io.aenet_inputs import ChebyshevSetup, format_stp
+from pyita.architecture import ChebyshevSetup
+from pyita.io.aenet_inputs import format_stp
 from pyita.io.xsf import format_xsf
 from pyita.structure import Structure
 

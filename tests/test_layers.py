@@ -16,7 +16,7 @@ import pyita
 PACKAGE = Path(pyita.__file__).resolve().parent
 #: Layers from the bottom up; a module's layer is its first name below ``pyita``.
 LAYERS = [
-    {"errors", "paths", "structure", "geometry", "reference", "progress", "parallel", "sample", "data"},
+    {"errors", "paths", "structure", "geometry", "reference", "progress", "parallel", "sample", "data", "architecture"},
     {"io"},
     {"augment"},
     {"descriptors"},

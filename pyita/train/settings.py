@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pyita.errors import PyitaError, SettingError, whole_number
-from pyita.io.aenet_inputs import ChebyshevSetup
+from pyita.architecture import ChebyshevSetup
 from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.load import load_potential
 from pyita.train.data import ENERGY_NORMALIZATIONS
