@@ -9,7 +9,8 @@ import warnings
 from collections import deque
 from contextlib import contextmanager
 
-from pyita.augment import AugmentSettings, iter_moves, moves_for
+from pyita.augment import AugmentSettings
+from pyita.augment.derive import iter_moves, moves_for
 from pyita.augment.strategies import SequentialPlan
 from pyita.augment.writers import write_derived_xsf
 from pyita.errors import PyitaError

@@ -10,7 +10,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-from pyita.augment import AugmentSettings, describe, iter_moves
+from pyita.augment import AugmentSettings
+from pyita.augment.derive import describe, iter_moves
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError
 from pyita.io import DataSource
