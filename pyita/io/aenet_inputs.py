@@ -88,7 +88,8 @@ def _number(value) -> str:
 # ----------------------------------------------------------------------------------------------- networks
 
 def _networks_hidden(layers: Sequence[tuple[int, str]]) -> str:
-    """aenet's architecture text in train.in's NETWORKS block: the number of hidden layers, then ``nodes:activation`` per layer."""
+    """The hidden layers as train.in's NETWORKS block writes them: their number, then ``nodes:activation`` each
+    (PyITA's own spelling is ``pyita.architecture.format_hidden``)."""
     return f"{len(layers)}  " + " ".join(f"{n}:{a}" for n, a in layers)
 
 

@@ -135,120 +135,139 @@ def _parse(lines: list[str], path, require_labels: bool):
     body_start, clean = None, True
     comments: list[str] = []
     cell = None
-    atoms: list[tuple[str, list[float], list[float] | None]] = []
-    atom_lines: list[int] = []
-    expected = None
-    i = 0
-    n = len(lines)
-
-    def need(count: int, keyword: str) -> None:
-        if i + count >= n:
-            raise InputError(f"file ends inside the {keyword} block (truncated?)", path, n)
-
+    i, n = 0, len(lines)
     while i < n:
-        raw = lines[i]
-        stripped = raw.strip()
+        stripped = lines[i].strip()
         lineno = i + 1
-        if stripped.startswith("#") or not stripped:
+        is_comment = stripped.startswith("#") or not stripped
+        keyword = None if is_comment else stripped.split()[0].upper()
+        # aenet also takes the energy line without a leading '#'
+        found = _parse_energy(stripped, path, lineno) if stripped and keyword not in _KEYWORDS else None
+        if found:
+            if energy is not None:
+                raise InputError("second energy line", path, lineno)
+            energy_kind, energy = found
+        elif is_comment and stripped:
+            comments.append(stripped.lstrip("#").strip())
+        if is_comment or found:
             clean = body_start is None
-            found = _parse_energy(stripped, path, lineno) if stripped else None
-            if found:
-                if energy is not None:
-                    raise InputError("second energy line", path, lineno)
-                energy_kind, energy = found
-            elif stripped:
-                comments.append(stripped.lstrip("#").strip())
             i += 1
             continue
-        keyword = stripped.split()[0].upper()
-        if keyword not in _KEYWORDS:
-            # aenet also takes the energy line without a leading '#'
-            found = _parse_energy(stripped, path, lineno)
-            if found:
-                if energy is not None:
-                    raise InputError("second energy line", path, lineno)
-                energy_kind, energy = found
-                clean = body_start is None
-                i += 1
-                continue
         if body_start is None:
             body_start = i
         if keyword in ("CRYSTAL", "MOLECULE", "SLAB", "POLYMER"):
             i += 1
         elif keyword in ("PRIMVEC", "CONVVEC"):
-            need(3, keyword)
-            rows = []
-            for k in range(1, 4):
-                fields = lines[i + k].split()
-                if len(fields) != 3:
-                    raise InputError(f"{keyword} row needs 3 numbers, got {len(fields)}", path, i + k + 1)
-                rows.append([_number(t, path, i + k + 1, "lattice vector") for t in fields])
+            rows = _vectors(lines, i, keyword, path)
             if keyword == "PRIMVEC":
-                cell = np.array(rows)
-                (a, b, c), (d, e, f), (g, h, k) = rows
-                if abs(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)) < 1e-8:
-                    raise InputError("PRIMVEC lattice vectors are linearly dependent", path, lineno)
+                cell = _cell(rows, path, lineno)
             i += 4
         elif keyword == "PRIMCOORD":
             if cell is None:
                 raise InputError("PRIMCOORD before PRIMVEC", path, lineno)
-            need(1, keyword)
-            fields = lines[i + 1].split()
-            try:
-                expected = int(fields[0])
-            except (IndexError, ValueError):
-                raise InputError("PRIMCOORD must be followed by 'N 1' (atom count)", path, i + 2) from None
-            if expected <= 0:
-                raise InputError(f"atom count must be positive, got {expected}", path, i + 2)
-            i += 2
-            end = i + expected
-            if end <= n and (end == n or not lines[end].strip()):
-                fast = _fast_block(lines[i:end])
-                if fast is not None:
-                    return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
-                            (body_start, i) if clean else None)
-            count_line = i
-            while i < n and lines[i].strip() and len(atoms) < expected:
-                atoms.append(_parse_atom(lines[i], path, i + 1))
-                atom_lines.append(i + 1)
-                i += 1
-            if len(atoms) < expected:
-                where = "the file ends" if i >= n else "a blank line ends the atom block"
-                raise InputError(f"PRIMCOORD announces {expected} atoms (line {count_line}) but only "
-                                 f"{len(atoms)} follow before {where}", path, min(i + 1, n))
-            if i < n and lines[i].strip():
-                raise InputError(f"more than the {expected} atoms PRIMCOORD announces (or text directly "
-                                 "after the atom block, which aenet rejects)", path, i + 1)
+            start = i + 2
+            atoms, first_atom_line = _primcoord_atoms(lines, start, _atom_count(lines, i, path), path)
             break
         elif keyword == "ATOMS":
-            i += 1
-            end = i
-            while end < n and lines[end].strip():
-                end += 1
-            fast = _fast_block(lines[i:end]) if end > i else None
-            if fast is not None:
-                return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
-                        (body_start, i) if clean else None)
-            while i < n and lines[i].strip():
-                atoms.append(_parse_atom(lines[i], path, i + 1))
-                atom_lines.append(i + 1)
-                i += 1
-            if not atoms:
-                raise InputError("ATOMS block holds no atoms", path, lineno)
+            start = i + 1
+            atoms, first_atom_line = _atoms_block(lines, start, path, lineno)
             break
         else:
             raise InputError(f"unexpected line {stripped[:40]!r}", path, lineno)
-    if not atoms:
+    else:
         raise InputError("no atoms (no PRIMCOORD or ATOMS block)", path, n or None)
+    structure = _finish(atoms, cell, energy, energy_kind, comments, path, require_labels, first_atom_line)
+    return structure, (body_start, start) if clean and first_atom_line is None else None
+
+
+def _need(lines: list[str], i: int, count: int, keyword: str, path) -> None:
+    if i + count >= len(lines):
+        raise InputError(f"file ends inside the {keyword} block (truncated?)", path, len(lines))
+
+
+def _vectors(lines: list[str], i: int, keyword: str, path) -> list[list[float]]:
+    """The three rows after a PRIMVEC or CONVVEC line ``i``."""
+    _need(lines, i, 3, keyword, path)
+    rows = []
+    for k in range(1, 4):
+        fields = lines[i + k].split()
+        if len(fields) != 3:
+            raise InputError(f"{keyword} row needs 3 numbers, got {len(fields)}", path, i + k + 1)
+        rows.append([_number(t, path, i + k + 1, "lattice vector") for t in fields])
+    return rows
+
+
+def _cell(rows: list[list[float]], path, lineno: int) -> np.ndarray:
+    (a, b, c), (d, e, f), (g, h, k) = rows
+    if abs(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)) < 1e-8:
+        raise InputError("PRIMVEC lattice vectors are linearly dependent", path, lineno)
+    return np.array(rows)
+
+
+def _atom_count(lines: list[str], i: int, path) -> int:
+    """The atom count on the line after PRIMCOORD (line ``i``)."""
+    _need(lines, i, 1, "PRIMCOORD", path)
+    fields = lines[i + 1].split()
+    try:
+        expected = int(fields[0])
+    except (IndexError, ValueError):
+        raise InputError("PRIMCOORD must be followed by 'N 1' (atom count)", path, i + 2) from None
+    if expected <= 0:
+        raise InputError(f"atom count must be positive, got {expected}", path, i + 2)
+    return expected
+
+
+def _primcoord_atoms(lines: list[str], start: int, expected: int, path):
+    """(symbols, positions, forces) of the ``expected`` atom lines from ``start``, and the first atom line's
+    number where they were read line by line (None: read in bulk by ``_fast_block``)."""
+    n = len(lines)
+    end = start + expected
+    if end <= n and (end == n or not lines[end].strip()):
+        fast = _fast_block(lines[start:end])
+        if fast is not None:
+            return fast, None
+    i = start
+    while i < n and lines[i].strip() and i - start < expected:
+        i += 1
+    atoms = _atom_rows(lines, start, i, path)   # a bad atom line is named before a wrong count
+    if len(atoms) < expected:
+        where = "the file ends" if i >= n else "a blank line ends the atom block"
+        raise InputError(f"PRIMCOORD announces {expected} atoms (line {start}) but only "
+                         f"{len(atoms)} follow before {where}", path, min(i + 1, n))
+    if i < n and lines[i].strip():
+        raise InputError(f"more than the {expected} atoms PRIMCOORD announces (or text directly "
+                         "after the atom block, which aenet rejects)", path, i + 1)
+    return _columns(atoms, start, path), start + 1
+
+
+def _atoms_block(lines: list[str], start: int, path, lineno: int):
+    """As ``_primcoord_atoms`` for an ATOMS block (line ``lineno``): the atom lines up to a blank line or the end."""
+    end = start
+    while end < len(lines) and lines[end].strip():
+        end += 1
+    if end == start:
+        raise InputError("ATOMS block holds no atoms", path, lineno)
+    fast = _fast_block(lines[start:end])
+    if fast is not None:
+        return fast, None
+    return _columns(_atom_rows(lines, start, end, path), start, path), start + 1
+
+
+def _atom_rows(lines: list[str], start: int, end: int, path) -> list[tuple[str, list[float], list[float] | None]]:
+    """Atom lines ``start`` to ``end`` read one by one, naming the line at fault."""
+    return [_parse_atom(lines[i], path, i + 1) for i in range(start, end)]
+
+
+def _columns(atoms, start: int, path):
+    """(symbols, positions, forces) of the atoms read from line ``start`` on: forces on all of them or none."""
     with_forces = [f is not None for _, _, f in atoms]
     if any(with_forces) and not all(with_forces):
-        bad = atom_lines[with_forces.index(False)]
-        raise InputError("forces missing on this atom line while other atoms have them", path, bad)
+        raise InputError("forces missing on this atom line while other atoms have them", path,
+                         start + 1 + with_forces.index(False))
     symbols = [a[0] for a in atoms]
     positions = np.array([a[1] for a in atoms])
     forces = np.array([a[2] for a in atoms]) if all(with_forces) else None
-    return _finish((symbols, positions, forces), cell, energy, energy_kind, comments, path, require_labels,
-                   atom_lines[0]), None
+    return symbols, positions, forces
 
 
 def _fast_block(block: list[str]):
