@@ -1,5 +1,7 @@
-"""Atomic-environment descriptors (aenet's Chebyshev basis), the neighbour batches they read and their exact
-Jacobians dG/dR (``pyita.descriptors.jacobian``, for force training)."""
+"""Atomic-environment descriptors (aenet's Chebyshev basis), their neighbour batches and exact Jacobians.
+
+The Jacobians dG/dR (``pyita.descriptors.jacobian``) let force training skip the descriptor's double backward.
+"""
 
 from pyita.descriptors.chebyshev import ChebyshevDescriptor, typespin
 from pyita.descriptors.featurize import featurize
