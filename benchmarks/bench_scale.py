@@ -63,7 +63,7 @@ def run_part(part: str, count: int, reps: tuple[int, int, int], epochs: int, thr
     from pyita.descriptors import ChebyshevDescriptor
     from pyita.errors import PyitaError
     from pyita.train.fit import train
-    from pyita.train.jacobian import jacobian_bytes
+    from pyita.descriptors.jacobian import jacobian_bytes
     from pyita.train.settings import TrainSettings
 
     torch.set_num_threads(threads)

@@ -41,7 +41,7 @@ def where_the_rmse_comes_from(model: Path) -> dict:
     """Test errors per structure of a trained model: the worst five, their distance below MAXENERGY, the RMSE
     without them."""
     from pyita.io import read_xsf
-    from pyita.model.potential import load_potential
+    from pyita.model.load import load_potential
     from pyita.metrics import error_tables
     from pyita.predict import predict
     from pyita.reference import cohesive_per_atom
@@ -97,7 +97,7 @@ def main() -> None:
         env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
         subprocess.run(command, check=True, env=env)
         wall = time.perf_counter() - start
-        from pyita.model.potential import load_potential
+        from pyita.model.load import load_potential
 
         meta = load_potential(model).metadata
         test = meta["test_errors"]

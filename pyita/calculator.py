@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from pyita.descriptors import make_batch
 from pyita.errors import InputError
-from pyita.model.potential import Potential, load_potential, resolve_device
+from pyita.model import Potential, load_potential, resolve_device
 from pyita.structure import Structure
 
 

@@ -18,7 +18,7 @@ from pyita.io.atomic import atomic_output_dir
 from pyita.io.tables import write_csv
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
-from pyita.model.potential import Potential, load_potential, resolve_device
+from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
 from pyita.structure import Structure
 

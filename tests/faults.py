@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pyita.io.aenet_inputs import ChebyshevSetup, format_stp
-from pyita.io.xsf import format_xsf
+from pyita.architecture import ChebyshevSetup
+from pyita.io.aenet_inputs import format_stp
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 #: Rutile TiO2 (u = 0.3), fractional coordinates: no two atoms closer than 1.9 Å.

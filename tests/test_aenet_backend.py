@@ -28,9 +28,9 @@ from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet import settings as aenet_settings
 from pyita.io import aenet_outputs
 from pyita.errors import InputError, PyitaError
-from pyita.io.aenet_inputs import (METHOD_PARAMS, BehlerSetup, ChebyshevSetup, PredictIn, TrainIn,
-                                   check_readval_keys, format_method_line, format_predict_in, format_stp,
-                                   format_train_in, parse_hidden)
+from pyita.architecture import ChebyshevSetup, parse_hidden
+from pyita.io.aenet_inputs import (METHOD_PARAMS, BehlerSetup, PredictIn, TrainIn, check_readval_keys,
+                                   format_method_line, format_predict_in, format_stp, format_train_in)
 from pyita.io.generate_in import read_generate_in
 from pyita.io.xsf import read_xsf
 from pyita.structure import Structure

@@ -13,7 +13,8 @@ import pytest
 
 from pyita.backends import aenet
 from pyita.errors import PyitaError
-from pyita.io.aenet_inputs import ChebyshevSetup, format_stp
+from pyita.architecture import ChebyshevSetup
+from pyita.io.aenet_inputs import format_stp
 from pyita.io.generate_in import read_generate_in
 
 from faults import run_cli

@@ -26,9 +26,10 @@ from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import PredictIn, format_predict_in
 from pyita.io.aenet_nn import read_nn, write_nn
 from pyita.io.aenet_outputs import read_predict_output
-from pyita.io.xsf import read_xsf, write_xsf
+from pyita.io.xsf import read_xsf
+from pyita.io.xsf_write import write_xsf
 from pyita.model.aenet import network_file_names, potential_to_nn, read_aenet_potential
-from pyita.model.potential import Potential, load_potential
+from pyita.model import Potential, load_potential
 from pyita.predict import predict
 from pyita.sample import load_sample
 from pyita.structure import Structure

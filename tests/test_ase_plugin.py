@@ -11,7 +11,8 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io.formats import ioformats
 
-from pyita.io.xsf import DERIVED_MARK, format_xsf, read_xsf
+from pyita.io.xsf import DERIVED_MARK, read_xsf
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 TEXT = """\

@@ -20,7 +20,8 @@ from pyita.augment.strategies import DIRECTIONS, copies_for, draw_distinct
 from pyita.errors import InputError, PyitaError
 from pyita.io import open_source
 from pyita.io.generate_in import read_generate_in
-from pyita.io.xsf import DERIVED_MARK, format_xsf, read_xsf
+from pyita.io.xsf import DERIVED_MARK, read_xsf
+from pyita.io.xsf_write import format_xsf
 from pyita.parallel import usable_cores
 from pyita.structure import Structure
 

@@ -18,7 +18,8 @@ import pytest
 
 import pyita
 from pyita.io.generate_in import read_generate_in
-from pyita.io.xsf import format_xsf, read_xsf
+from pyita.io.xsf import read_xsf
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 TIO2_NAMES = ["structure0001.xsf", "structure0002.xsf", "structure0005.xsf", "structure0007.xsf",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from faults import error_line, rutile, run_cli
 from pyita.errors import PyitaError
 from pyita.experiment.runner import prepare_experiment
-from pyita.io.xsf import format_xsf
+from pyita.io.xsf_write import format_xsf
 
 GOOD = '[experiment]\ndata = "sample:tio2-md"\ntrials = 1\n\n[trainer]\niterations = 1\nhidden = "2:tanh"\n'
 

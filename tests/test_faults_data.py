@@ -17,7 +17,7 @@ import pytest
 
 from faults import error_line, make_case, nothing_written, run_cli, rutile, tree_hashes, warning_lines
 from pyita.errors import PyitaError
-from pyita.model.potential import load_potential
+from pyita.model.load import load_potential
 from pyita.parallel import plan_workers, usable_cores
 
 

@@ -19,7 +19,7 @@ from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError
 from pyita.io.aenet_nn import write_nn
 from pyita.model.aenet import potential_to_nn
-from pyita.model.potential import Potential, load_potential
+from pyita.model import Potential, load_potential
 from pyita.train import cache
 from pyita.train.cache import cached_features
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pyita.errors import SettingError
-from pyita.io.aenet_inputs import parse_hidden
-from pyita.model.potential import resolve_device
+from pyita.architecture import parse_hidden
+from pyita.model.load import resolve_device
 from pyita.predict import predict
 from pyita.reference import parse_types
 from pyita.train.settings import TrainSettings

@@ -13,7 +13,8 @@ import ase.io
 
 from pyita.errors import InputError
 from pyita.io import check_labels, open_source, read_structures
-from pyita.io.xsf import format_xsf, read_xsf
+from pyita.io.xsf import read_xsf
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 

@@ -20,7 +20,7 @@ from pyita.reference import fit_references
 from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_groups,
                               split_by_parent, take)
 from pyita.structure import Structure
-from pyita.train.jacobian import descriptor_jacobians
+from pyita.descriptors.jacobian import descriptor_jacobians
 from pyita.train.losses import ForceLoss
 from pyita.train.settings import TrainSettings
 from test_model import small_potential
@@ -123,7 +123,7 @@ def test_jacobian_products_equal_autograd_on_cells_of_2_to_300_atoms():
     torch.testing.assert_close(forces, expected_forces, rtol=0, atol=1e-10 * float(expected_forces.abs().max()))
     torch.testing.assert_close(got_jg, expected_jg, rtol=0, atol=1e-10 * float(expected_jg.abs().max()))
     # Linear memory: the big cell stores N × (its neighbours + 1) blocks, far fewer than N².
-    from pyita.train.jacobian import block_count
+    from pyita.descriptors.jacobian import block_count
     neighbours = torch.bincount(torch.cat([batch.pair_i, batch.pair_j]), minlength=len(batch.positions))
     assert block_count(big, descriptor) <= int(neighbours[2:].sum()) + len(big) < 0.5 * len(big) ** 2
     assert sum(len(rows) for rows, _, _ in jacobians.parts) == block_count(two, descriptor) + block_count(big, descriptor)
@@ -309,7 +309,7 @@ def test_force_fraction_of_atoms_keeps_only_their_columns():
     and the force-loss gradient, are those of the full Jacobians at exactly those atoms, from a fraction of the
     blocks; the term's scale is the RMS force of those atoms."""
     from pyita.train.fit import _force_training
-    from pyita.train.jacobian import StreamedJacobians
+    from pyita.descriptors.jacobian import StreamedJacobians
 
     structures = emt_structures(6)
     descriptor = ChebyshevDescriptor(["Cu", "Au"], **SMALL_DESCRIPTOR)
@@ -488,7 +488,7 @@ def test_jacobians_too_large_to_store_are_computed_per_mini_batch(monkeypatch):
     number; full-batch L-BFGS, and a mini-batch that alone would not fit, are refused before training with the
     memory needed."""
     from pyita.train import fit
-    from pyita.train.jacobian import ForceJacobians, StreamedJacobians
+    from pyita.descriptors.jacobian import ForceJacobians, StreamedJacobians
 
     structures = emt_structures(16)
     settings = TrainSettings.from_flat(method="adam", iterations=3, batch_size=4, force_weight=1.0, seed=2, **FAST)

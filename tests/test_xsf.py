@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyita.errors import InputError
-from pyita.io.xsf import DERIVED_MARK, XsfTemplate, format_xsf, parse_xsf, read_xsf, read_xsf_layout, write_xsf
+from pyita.io.xsf import DERIVED_MARK, parse_xsf, read_xsf, read_xsf_layout
+from pyita.io.xsf_write import XsfTemplate, format_xsf, write_xsf
 from pyita.structure import Structure
 
 # A periodic aenet file as in aenet-formats.md (line numbers matter below: they are written next to the lines).

@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 from pyita import __version__
-from pyita.augment import AugmentSettings, shortfall_message, why_nothing_made
+from pyita.augment.settings import AugmentSettings
+from pyita.augment.derive import shortfall_message, why_nothing_made
 from pyita.augment.strategies import copies_for, copies_total
 from pyita.augment.workers import CHUNK, Job, worker_processes, workers_for, xsf_results
 from pyita.augment.writers import MANIFEST_FIELDS, ExtxyzWriter, XsfWriter

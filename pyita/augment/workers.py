@@ -9,13 +9,15 @@ import warnings
 from collections import deque
 from contextlib import contextmanager
 
-from pyita.augment import AugmentSettings, iter_moves, moves_for
+from pyita.augment.settings import AugmentSettings
+from pyita.augment.derive import iter_moves, moves_for
 from pyita.augment.strategies import SequentialPlan
 from pyita.augment.writers import write_derived_xsf
 from pyita.errors import PyitaError
 from pyita.geometry import close_atoms
 from pyita.io import DataSource
-from pyita.io.xsf import XsfTemplate, read_xsf, read_xsf_layout
+from pyita.io.xsf import read_xsf, read_xsf_layout
+from pyita.io.xsf_write import XsfTemplate
 from pyita.parallel import plan_workers, usable_cores, worker_pool
 
 

@@ -10,12 +10,14 @@ import shutil
 import warnings
 from pathlib import Path
 
-from pyita.augment import AugmentSettings, describe, iter_moves
+from pyita.augment.settings import AugmentSettings
+from pyita.augment.derive import describe, iter_moves
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError
 from pyita.io import DataSource
 from pyita.io.generate_in import GenerateIn, format_generate_in
-from pyita.io.xsf import ORIGINAL_MARK, XsfTemplate, aenet_text, format_xsf, read_xsf
+from pyita.io.xsf import ORIGINAL_MARK, aenet_text, read_xsf
+from pyita.io.xsf_write import XsfTemplate, format_xsf
 
 
 MANIFEST_FIELDS = ["file", "parent_index", "parent", "copy", "atom", "direction", "dx", "dy", "dz",

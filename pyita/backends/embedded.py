@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from pyita.augment.settings import AugmentSettings
-from pyita.backends import ConditionResult
+from pyita.backends.condition import ConditionResult
 from pyita.errors import PyitaError
 from pyita.predict import predict
 from pyita.reference import total_energy

@@ -7,8 +7,10 @@
 
 from pyita.check.calculators import (PRESETS, CalculationError, CalculatorError, CalculatorSpec, compute,
                                      make_calculator, resolve_calculator)
-from pyita.check.check import CheckResult, CheckSettings, check, fit_slope, recommend, run_check, write_check
+from pyita.check.check import check, fit_slope, recommend, run_check
 from pyita.check.label import Checkpoint, label, label_structures
+from pyita.check.report import CheckResult, write_check
+from pyita.check.settings import CheckSettings
 
 __all__ = ["PRESETS", "CalculationError", "CalculatorError", "CalculatorSpec", "compute", "make_calculator",
            "resolve_calculator", "CheckResult", "CheckSettings", "check", "fit_slope", "recommend", "run_check",

@@ -17,12 +17,9 @@ below a tolerance (meV/atom).
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -30,92 +27,18 @@ import numpy as np
 from scipy.stats import linregress
 
 from pyita import __version__
-from pyita.augment import AugmentSettings, iter_augmented
-from pyita.augment.strategies import STRATEGIES
+from pyita.augment import iter_augmented
 from pyita.check.calculators import resolve_calculator
 from pyita.check.label import Checkpoint, CheckpointFolder, fingerprint, label_structures
+from pyita.check.report import CheckResult, write_check
+from pyita.check.settings import CheckSettings
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.io.records import jsonable
 from pyita.structure import Structure
 from pyita.metrics import summarize
 
 
-__all__ = ["CheckSettings", "CheckResult", "check", "run_check", "write_check", "summarise", "recommend",
-           "fit_slope", "DEFAULT_DELTAS", "CSV_FIELDS", "print_report"]
-
-DEFAULT_DELTAS = (0.005, 0.01, 0.02, 0.03, 0.05)
-DEFAULT_STRATEGIES = ("balanced", "random-all")
-CSV_FIELDS = ["strategy", "delta", "parent_index", "parent", "copy", "atom", "direction", "n_atoms",
-              "max_displacement_A", "E_parent_eV", "E_taylor_eV", "E_true_eV", "error_eV",
-              "abs_error_meV", "abs_error_meV_per_atom", "signal_meV", "signal_meV_per_atom", "snr"]
-OUTPUT_FILES = ("errors.csv", "check.json", "check.png", "check.svg")
-
-
-def _as_tuple(value, kind) -> tuple:
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
-    try:
-        return tuple(kind(v) for v in value)
-    except ValueError:
-        raise PyitaError(f"cannot read {value!r} as a comma-separated list") from None
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    """Everything that decides the study; recorded in check.json."""
-
-    deltas: tuple[float, ...] = DEFAULT_DELTAS
-    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
-    parents: int = 20
-    a: float = 2
-    seed: int = 0
-    tolerance: float = 1.0  # meV/atom, on the 95th percentile
-    max_force: float | None = None
-    cap: float = 3.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "deltas", tuple(sorted(set(_as_tuple(self.deltas, float)))))
-        object.__setattr__(self, "strategies", tuple(dict.fromkeys(_as_tuple(self.strategies, str))))
-        if not self.deltas:
-            raise PyitaError("give at least one δ (--delta)")
-        if self.deltas[0] <= 0:
-            raise PyitaError(f"every δ must be > 0 Å, got {self.deltas[0]}")
-        for strategy in self.strategies:
-            if strategy not in STRATEGIES:
-                raise PyitaError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-        if not self.strategies:
-            raise PyitaError("give at least one strategy (--strategy)")
-        if self.parents < 1:
-            raise PyitaError(f"--parents must be ≥ 1, got {self.parents}")
-        if not self.a > 0:
-            raise PyitaError(f"--a must be > 0, got {self.a}")
-        if not self.tolerance > 0:
-            raise PyitaError(f"--tolerance must be > 0 meV/atom, got {self.tolerance}")
-        for delta in self.deltas:  # the augment layer's own validation (and its warning for large δ)
-            self.augment_settings(self.strategies[0], delta)
-
-    def augment_settings(self, strategy: str, delta: float) -> AugmentSettings:
-        return AugmentSettings(a=self.a, delta=delta, strategy=strategy, seed=self.seed,
-                               max_force=self.max_force, cap=self.cap)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["deltas"], d["strategies"] = list(self.deltas), list(self.strategies)
-        return d
-
-
-@dataclass
-class CheckResult:
-    rows: list[dict]
-    summary: dict
-    parents: list[Structure] = field(default_factory=list)
-
-    @property
-    def recommendation(self) -> dict:
-        return self.summary["recommendation"]
+__all__ = ["check", "run_check", "summarise", "recommend", "fit_slope", "print_report"]
 
 
 # --- statistics -------------------------------------------------------------------------------------------
@@ -243,19 +166,7 @@ def check(data, calculator, settings: CheckSettings | None = None, *, calc_kwarg
     parents = [s.copy(energy=e, forces=f, energy_kind="total", info={**s.info, "derived": False})
                for s, (e, f) in zip(chosen, labels)]
 
-    derived: list[tuple[str, float, int, Structure, Structure]] = []
-    for strategy in settings.strategies:
-        for delta in settings.deltas:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # large-δ warnings were given once, by CheckSettings
-                for k, parent, children in iter_augmented(parents, settings.augment_settings(strategy, delta),
-                                                          n_parents=len(parents)):
-                    for child in children:
-                        child.source = (f"derived from {names[k]}: {strategy}, delta {delta:g} A, "
-                                        f"copy {child.info['copy'] + 1}")
-                        if "fold" in parent.info:  # evaluate children exactly as their parent
-                            child.info["fold"] = parent.info["fold"]
-                        derived.append((strategy, delta, k, parent, child))
+    derived = _derive(parents, names, settings)
     if not derived:
         raise PyitaError("no derived structures were made (every parent skipped: --max-force too low, or "
                          "single-atom structures with random-all?)")
@@ -264,30 +175,10 @@ def check(data, calculator, settings: CheckSettings | None = None, *, calc_kwarg
                             need_forces=False, progress=progress, description="check: derived",
                             noun="derived structure", threads=threads)
 
-    rows = []
-    for (strategy, delta, k, parent, child), (e_true, _) in zip(derived, true):
-        n = len(child)
-        displacement = child.positions - parent.positions
-        error = child.energy - e_true
-        signal = abs(child.info["taylor_shift"])
-        rows.append({
-            "strategy": strategy, "delta": delta, "parent_index": indices[k], "parent": names[k],
-            "copy": child.info["copy"], "atom": child.info["atom"] + 1 if child.info["atom"] >= 0 else "all",
-            "direction": child.info["direction"], "n_atoms": n,
-            "max_displacement_A": float(np.linalg.norm(displacement, axis=1).max()),
-            "E_parent_eV": parent.energy, "E_taylor_eV": child.energy, "E_true_eV": e_true,
-            "error_eV": error, "abs_error_meV": abs(error) * 1000, "abs_error_meV_per_atom": abs(error) * 1000 / n,
-            "signal_meV": signal * 1000, "signal_meV_per_atom": signal * 1000 / n,
-            "snr": signal / abs(error) if error != 0 else math.inf,
-        })
+    rows = [_row(strategy, delta, indices[k], names[k], parent, child, e_true)
+            for (strategy, delta, k, parent, child), (e_true, _) in zip(derived, true)]
     table = summarise(rows, settings)
-    slopes = {}
-    for strategy in settings.strategies:
-        entries = [t for t in table if t["strategy"] == strategy]
-        ds = [t["delta"] for t in entries]
-        slopes[strategy] = {"median": fit_slope(ds, [t["error_meV_per_atom"]["median"] for t in entries]),
-                            "p95": fit_slope(ds, [t["error_meV_per_atom"]["p95"] for t in entries]),
-                            "snr_median": fit_slope(ds, [t["snr"]["median"] for t in entries])}
+    slopes = _slopes(table, settings)
     summary = {
         "pyita_version": __version__,
         "command": "check",
@@ -317,6 +208,57 @@ def check(data, calculator, settings: CheckSettings | None = None, *, calc_kwarg
     return CheckResult(rows=rows, summary=summary, parents=parents)
 
 
+def _derive(parents: list[Structure], names: list[str], settings: CheckSettings
+            ) -> list[tuple[str, float, int, Structure, Structure]]:
+    """(strategy, δ, parent's place, parent, derived structure) for every strategy and δ of the study, made
+    exactly as ``pyita augment`` makes them."""
+    derived = []
+    for strategy in settings.strategies:
+        for delta in settings.deltas:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # large-δ warnings were given once, by CheckSettings
+                for k, parent, children in iter_augmented(parents, settings.augment_settings(strategy, delta),
+                                                          n_parents=len(parents)):
+                    for child in children:
+                        child.source = (f"derived from {names[k]}: {strategy}, delta {delta:g} A, "
+                                        f"copy {child.info['copy'] + 1}")
+                        if "fold" in parent.info:  # evaluate children exactly as their parent
+                            child.info["fold"] = parent.info["fold"]
+                        derived.append((strategy, delta, k, parent, child))
+    return derived
+
+
+def _row(strategy: str, delta: float, index: int, name: str, parent: Structure, child: Structure,
+         e_true: float) -> dict:
+    """errors.csv's row of one derived structure: its Taylor error and signal."""
+    n = len(child)
+    displacement = child.positions - parent.positions
+    error = child.energy - e_true
+    signal = abs(child.info["taylor_shift"])
+    return {
+        "strategy": strategy, "delta": delta, "parent_index": index, "parent": name,
+        "copy": child.info["copy"], "atom": child.info["atom"] + 1 if child.info["atom"] >= 0 else "all",
+        "direction": child.info["direction"], "n_atoms": n,
+        "max_displacement_A": float(np.linalg.norm(displacement, axis=1).max()),
+        "E_parent_eV": parent.energy, "E_taylor_eV": child.energy, "E_true_eV": e_true,
+        "error_eV": error, "abs_error_meV": abs(error) * 1000, "abs_error_meV_per_atom": abs(error) * 1000 / n,
+        "signal_meV": signal * 1000, "signal_meV_per_atom": signal * 1000 / n,
+        "snr": signal / abs(error) if error != 0 else math.inf,
+    }
+
+
+def _slopes(table: Sequence[dict], settings: CheckSettings) -> dict:
+    """Per strategy, the fitted log-log slopes of the median and 95th-percentile error and of the median SNR."""
+    slopes = {}
+    for strategy in settings.strategies:
+        entries = [t for t in table if t["strategy"] == strategy]
+        ds = [t["delta"] for t in entries]
+        slopes[strategy] = {"median": fit_slope(ds, [t["error_meV_per_atom"]["median"] for t in entries]),
+                            "p95": fit_slope(ds, [t["error_meV_per_atom"]["p95"] for t in entries]),
+                            "snr_median": fit_slope(ds, [t["snr"]["median"] for t in entries])}
+    return slopes
+
+
 def _agreement(original: Sequence[Structure], recomputed: Sequence[Structure]) -> dict:
     """How far the calculator's parent labels are from the data's own (when the data has labels): zero
     when the data was made with this calculator, else a measure of how well its PES stands in."""
@@ -336,77 +278,7 @@ def _agreement(original: Sequence[Structure], recomputed: Sequence[Structure]) -
     return out
 
 
-# --- output -----------------------------------------------------------------------------------------------
-
-def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
-    """errors.csv (one row per derived structure), check.json (summary), check.png/.svg (the plot)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "errors.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
-    (folder / "check.json").write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
-    plot_check(result.summary, folder / "check.png", folder / "check.svg")
-    return [folder / name for name in OUTPUT_FILES]
-
-
-def plot_check(summary: dict, *paths: Path) -> None:
-    """Log-log error versus δ per strategy (median, 95th percentile, max), the median signal |F·D|/N,
-    a δ² reference line and the tolerance."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 5.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    table = summary["table"]
-    settings = summary["settings"]
-    anchor_x, anchor_y = [], []
-    for color, strategy in zip(colors, settings["strategies"]):
-        entries = [t for t in table if t["strategy"] == strategy and t["n"] > 0]
-        if not entries:
-            continue
-        d = np.array([t["delta"] for t in entries])
-        med = np.array([t["error_meV_per_atom"]["median"] for t in entries])
-        p95 = np.array([t["error_meV_per_atom"]["p95"] for t in entries])
-        mx = np.array([t["error_meV_per_atom"]["max"] for t in entries])
-        sig = np.array([t["signal_meV_per_atom"]["median"] for t in entries])
-        slope = summary["slopes"][strategy]["median"]["slope"]
-        label = f"{strategy}: median error" + (f" (slope {slope:.2f})" if slope is not None else "")
-        ax.plot(d, med, "o-", color=color, label=label)
-        ax.plot(d, p95, "^--", color=color, label=f"{strategy}: 95th percentile")
-        ax.plot(d, mx, ":", color=color, alpha=0.6, label=f"{strategy}: max")
-        ax.plot(d, sig, "x-", color=color, alpha=0.35, lw=1, label=f"{strategy}: signal |F·D|/N (median)")
-        good = med > 0
-        anchor_x += list(d[good])
-        anchor_y += list(med[good])
-    if anchor_x:
-        x, y = np.array(anchor_x), np.array(anchor_y)
-        c = math.exp(float(np.mean(np.log(y) - 2 * np.log(x))))
-        xs = np.geomspace(x.min() * 0.8, x.max() * 1.25, 20)
-        ax.plot(xs, c * xs ** 2, "k--", lw=1, alpha=0.7, label="∝ δ² (reference slope 2)")
-    ax.axhline(settings["tolerance"], color="grey", lw=1, ls="-.",
-               label=f"tolerance {settings['tolerance']:g} meV/atom")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    ax.xaxis.set_major_locator(FixedLocator(settings["deltas"]))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{d:g}" for d in settings["deltas"]])
-    ax.set_xlabel("δ (Å; random-all: RMS per atom)")
-    ax.set_ylabel("meV/atom: |E_taylor − E_true|/N, and signal |F·D|/N")
-    calc = summary["calculator"]["name"]
-    ax.set_title(f"First-order Taylor error vs δ — {calc}, {summary['counts']['parents']} parents, "
-                 f"a={settings['a']:g}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="best")
-    for path in paths:
-        fig.savefig(path, dpi=150)
-
+# --- console ----------------------------------------------------------------------------------------------
 
 def print_report(summary: dict, console) -> None:
     """The study's numbers as tables on a rich console."""

@@ -1,4 +1,7 @@
-"""Atomic-environment descriptors (aenet's Chebyshev basis) and the neighbour batches they read."""
+"""Atomic-environment descriptors (aenet's Chebyshev basis), their neighbour batches and exact Jacobians.
+
+The Jacobians dG/dR (``pyita.descriptors.jacobian``) let force training skip the descriptor's double backward.
+"""
 
 from pyita.descriptors.chebyshev import ChebyshevDescriptor, typespin
 from pyita.descriptors.featurize import featurize

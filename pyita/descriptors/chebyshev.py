@@ -49,8 +49,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pyita.architecture import ChebyshevSetup
 from pyita.descriptors.neighbors import AtomsBatch
-from pyita.io.aenet_inputs import ChebyshevSetup
 
 #: aenet's value of pi in sfbasis.f90 (differs from math.pi by 3e-15); used in the cutoff function.
 AENET_PI = 3.14159265358979
@@ -124,7 +124,7 @@ def _cutoff(r: torch.Tensor, rc: float) -> torch.Tensor:
     return 0.5 * (torch.cos((AENET_PI / rc) * r) + 1.0)
 
 
-#: The settings' one home (aenet's TiO2 example): ``pyita.io.aenet_inputs.ChebyshevSetup``.
+#: The settings' one home (aenet's TiO2 example): ``pyita.architecture.ChebyshevSetup``.
 _DEFAULTS = ChebyshevSetup()
 
 

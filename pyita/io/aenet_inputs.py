@@ -24,18 +24,15 @@ from typing import Iterable, Sequence
 
 from ase.data import chemical_symbols
 
-from pyita.errors import SettingError
+from pyita.architecture import ChebyshevSetup
 from pyita.io.generate_in import quote_token
 
-__all__ = ["ACTIVATIONS", "METHOD_PARAMS", "ChebyshevSetup", "BehlerSetup", "TrainIn", "PredictIn",
-           "parse_hidden", "format_hidden", "arch_tag", "format_method_line", "format_train_in",
-           "format_predict_in", "format_stp", "feature_count", "check_readval_keys", "check_single_token",
-           "check_symbol", "PATHLEN"]
+__all__ = ["METHOD_PARAMS", "BehlerSetup", "TrainIn", "PredictIn", "arch_tag", "format_method_line",
+           "format_train_in", "format_predict_in", "format_stp", "chebyshev_line", "feature_count",
+           "check_readval_keys", "check_single_token", "check_symbol", "PATHLEN"]
 
 PATHLEN = 1024
 _SYMBOLS = frozenset(chemical_symbols[1:])
-ACTIVATIONS = ("linear", "tanh", "sigmoid", "mtanh", "twist")
-_ACTIVATION_ALIASES = {"l": "linear", "t": "tanh", "s": "sigmoid", "m": "mtanh", "tw": "twist"}
 #: Parameters aenet's train.x reads for each METHOD (input.f90), in an order safe for its substring search.
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "bfgs": (),
@@ -90,44 +87,9 @@ def _number(value) -> str:
 
 # ----------------------------------------------------------------------------------------------- networks
 
-def parse_hidden(spec, activations: Sequence[str] = ACTIVATIONS, allow_empty: bool = False) -> list[tuple[int, str]]:
-    """Hidden layers from ``"15:tanh,15:tanh"``, ``"15:tanh 15:tanh"``, ``[15, 15]`` (tanh) or pairs; aenet's
-    one-letter activations (t, s, l, m) too. ``activations``: those the caller's networks have (aenet's by
-    default); ``allow_empty``: an empty spec means no hidden layer (aenet needs one)."""
-    if isinstance(spec, str):
-        parts = spec.split(",") if spec.strip() else []
-        if any(not part.strip() for part in parts):   # "5:tanh,,5:tanh" is a typo, not two layers
-            raise SettingError(f"hidden layers {spec!r}: an empty entry between commas; write e.g. 15:tanh,15:tanh")
-        items = [s for part in parts for s in part.split()]
-    else:
-        items = list(spec)
-    layers = []
-    for item in items:
-        if isinstance(item, (tuple, list)):
-            nodes, act = item
-        elif isinstance(item, int):
-            nodes, act = item, "tanh"
-        else:
-            text = str(item)
-            nodes, _, act = text.partition(":")
-            act = act or "tanh"
-        try:
-            nodes = int(nodes)
-        except ValueError:
-            raise SettingError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)") from None
-        act = _ACTIVATION_ALIASES.get(str(act).lower(), str(act).lower())
-        if act not in activations:
-            raise SettingError(f"hidden layer {item!r}: unknown activation; choose {', '.join(activations)}")
-        if nodes < 1:
-            raise SettingError(f"hidden layer {item!r}: width must be a positive integer (e.g. 15:tanh)")
-        layers.append((nodes, act))
-    if not layers and not allow_empty:
-        raise SettingError("at least one hidden layer is needed")
-    return layers
-
-
-def format_hidden(layers: Sequence[tuple[int, str]]) -> str:
-    """aenet's architecture text: the number of hidden layers, then ``nodes:activation`` per layer."""
+def _networks_hidden(layers: Sequence[tuple[int, str]]) -> str:
+    """The hidden layers as train.in's NETWORKS block writes them: their number, then ``nodes:activation`` each
+    (PyITA's own spelling is ``pyita.architecture.format_hidden``)."""
     return f"{len(layers)}  " + " ".join(f"{n}:{a}" for n, a in layers)
 
 
@@ -210,7 +172,7 @@ def format_train_in(t: TrainIn) -> str:
     out += ["NETWORKS", "! species  file  hidden-layers  nodes:activation"]
     width = max(len(check_single_token(f)) for f in t.networks.values())
     for sym, nn in t.networks.items():
-        out.append(f"  {check_symbol(sym):<3} {check_single_token(nn):<{width}}  {format_hidden(t.hidden)}")
+        out.append(f"  {check_symbol(sym):<3} {check_single_token(nn):<{width}}  {_networks_hidden(t.hidden)}")
     return "\n".join(out) + "\n"
 
 
@@ -264,57 +226,6 @@ def format_predict_in(p: PredictIn) -> str:
 
 # ------------------------------------------------------------------------------------------ descriptors
 
-@dataclass
-class ChebyshevSetup:
-    """aenet's Chebyshev descriptor (Artrith, Urban & Ceder, PRB 96, 014112 (2017)): the one home of its
-    settings and their defaults (aenet's TiO2 example), for the embedded descriptor, the .stp writer and
-    the command line. Cutoffs in Å; ``rmin`` is generate.x's RMIN (aenet only)."""
-
-    radial_rc: float = 8.0
-    radial_n: int = 16
-    angular_rc: float = 6.5
-    angular_n: int = 4
-    rmin: float = 0.55
-
-    def __post_init__(self) -> None:
-        if not (self.radial_rc > 0 and self.angular_rc > 0):
-            raise ValueError("Chebyshev cutoffs must be > 0 Å")
-        if self.radial_n < 0 or self.angular_n < 0 or int(self.radial_n) != self.radial_n \
-                or int(self.angular_n) != self.angular_n:
-            raise ValueError("Chebyshev orders must be integers ≥ 0")
-        if not 0 < self.rmin < min(self.radial_rc, self.angular_rc):
-            raise ValueError("RMIN must be > 0 and below the cutoffs")
-
-    kind = "chebyshev"
-    #: aenet's own spelling of the four parameters (the .stp line, and PyITA's records of aenet runs).
-    AENET_NAMES = {"radial_rc": "radial_Rc", "radial_n": "radial_N", "angular_rc": "angular_Rc",
-                   "angular_n": "angular_N"}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ChebyshevSetup":
-        """From settings in either spelling (``radial_rc`` or aenet's ``radial_Rc``)."""
-        plain = {v: k for k, v in cls.AENET_NAMES.items()}
-        return cls(**{plain.get(k, k): v for k, v in values.items() if k != "type"})
-
-    def descriptor_settings(self) -> dict:
-        """The keyword arguments of ``pyita.descriptors.ChebyshevDescriptor`` (all but ``rmin``)."""
-        return {name: getattr(self, name) for name in self.AENET_NAMES}
-
-    def line(self) -> str:
-        text = (f"radial_Rc = {_number(float(self.radial_rc))}  radial_N = {int(self.radial_n)} "
-                f"angular_Rc = {_number(float(self.angular_rc))}  angular_N = {int(self.angular_n)}")
-        check_readval_keys(text, tuple(self.AENET_NAMES.values()))
-        return text
-
-    def n_features(self, n_env: int) -> int:
-        n = int(self.radial_n) + int(self.angular_n) + 2
-        return 2 * n if n_env > 1 else n
-
-    def as_dict(self) -> dict:
-        return {"type": "chebyshev", **{self.AENET_NAMES[k]: v for k, v in self.descriptor_settings().items()},
-                "rmin": self.rmin}
-
-
 #: Behler's radial η set (Å⁻², Rs = 0) and a small angular set; Rc as in aenet's TiO2 example.
 BEHLER_RADIAL_ETA = (0.003214, 0.035711, 0.071421, 0.124987, 0.214264, 0.357106, 0.714213, 1.428426)
 BEHLER_ANGULAR = tuple((eta, lam, zeta) for eta in (0.000357, 0.028569, 0.089277)
@@ -366,6 +277,14 @@ def feature_count(setup, n_env: int) -> int:
     return setup.n_features(n_env)
 
 
+def chebyshev_line(setup: ChebyshevSetup) -> str:
+    """The line after ``BASIS type=Chebyshev``: all four parameters, in aenet's spelling."""
+    text = (f"radial_Rc = {_number(float(setup.radial_rc))}  radial_N = {int(setup.radial_n)} "
+            f"angular_Rc = {_number(float(setup.angular_rc))}  angular_N = {int(setup.angular_n)}")
+    check_readval_keys(text, tuple(setup.AENET_NAMES.values()))
+    return text
+
+
 def format_stp(species: str, env: Sequence[str], setup, description: Sequence[str] = ()) -> str:
     """One species' set-up file; ``env`` lists every species of the data set (aenet's ENV)."""
     check_symbol(species)
@@ -383,7 +302,7 @@ def format_stp(species: str, env: Sequence[str], setup, description: Sequence[st
     out += ["", f"RMIN {_number(float(setup.rmin))}d0", ""]
     if isinstance(setup, ChebyshevSetup):
         # aenet reads the four parameters from the single line after BASIS; split lines give a wrong basis.
-        out += ["BASIS type=Chebyshev", setup.line()]
+        out += ["BASIS type=Chebyshev", chebyshev_line(setup)]
     elif isinstance(setup, BehlerSetup):
         functions = setup.functions(env)
         # The count and the function lines are read raw: no comment or blank line may come between.

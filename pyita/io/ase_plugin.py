@@ -38,7 +38,7 @@ def read_aenet_xsf(fileobj, **kwargs):
 
 def write_aenet_xsf(fileobj, atoms, **kwargs):
     """Write ``atoms`` (energy and forces from its calculator, or ``info``/``arrays``) as an aenet XSF."""
-    from pyita.io.xsf import format_xsf
+    from pyita.io.xsf_write import format_xsf
     from pyita.structure import Structure
 
     if isinstance(atoms, (list, tuple)):

@@ -43,7 +43,7 @@ def input_files_of(data) -> list[Path]:
     """``data_inputs`` of a data argument, or nothing for structures given in memory."""
     if not isinstance(data, (str, Path)):
         return []
-    from pyita.io import open_source
+    from pyita.io.sources import open_source
 
     return data_inputs(data, open_source(data, require_labels=False))
 

@@ -1,4 +1,4 @@
-"""aenet's XSF structure files, read and written exactly as aenet 2.0.4 expects them.
+"""aenet's XSF structure files, read exactly as aenet 2.0.4 reads them (``pyita.io.xsf_write`` writes them).
 
 ASE's own xsf reader drops the energy comment and treats force columns as Hartree-based, so aenet data
 needs this module. Rules (see docs/aenet-formats.md): the energy is a comment line containing lower-case
@@ -9,7 +9,6 @@ eV/Å with chemical symbols, never atomic numbers; the atom block ends at a blan
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from pathlib import Path
@@ -24,9 +23,6 @@ from pyita.structure import Structure
 _ENERGY = re.compile(r"(total|cohesive) energy\s*=\s*(\S+)")
 _KNOWN_SYMBOLS = frozenset(chemical_symbols[1:])
 _KEYWORDS = frozenset(("CRYSTAL", "MOLECULE", "SLAB", "POLYMER", "PRIMVEC", "CONVVEC", "PRIMCOORD", "ATOMS"))
-#: Fixed-point digits written for coordinates, forces and energies: the TiO2 files carry 8, so reading
-#: and writing them back reproduces every value exactly.
-DIGITS = 10
 #: First words of the provenance comment PyITA writes into derived files (followed by the parent's name).
 DERIVED_MARK = "pyita derived structure: parent"
 #: Comment on a parent copied into an XSF file by PyITA: the name derived structures use for it.
@@ -139,120 +135,139 @@ def _parse(lines: list[str], path, require_labels: bool):
     body_start, clean = None, True
     comments: list[str] = []
     cell = None
-    atoms: list[tuple[str, list[float], list[float] | None]] = []
-    atom_lines: list[int] = []
-    expected = None
-    i = 0
-    n = len(lines)
-
-    def need(count: int, keyword: str) -> None:
-        if i + count >= n:
-            raise InputError(f"file ends inside the {keyword} block (truncated?)", path, n)
-
+    i, n = 0, len(lines)
     while i < n:
-        raw = lines[i]
-        stripped = raw.strip()
+        stripped = lines[i].strip()
         lineno = i + 1
-        if stripped.startswith("#") or not stripped:
+        is_comment = stripped.startswith("#") or not stripped
+        keyword = None if is_comment else stripped.split()[0].upper()
+        # aenet also takes the energy line without a leading '#'
+        found = _parse_energy(stripped, path, lineno) if stripped and keyword not in _KEYWORDS else None
+        if found:
+            if energy is not None:
+                raise InputError("second energy line", path, lineno)
+            energy_kind, energy = found
+        elif is_comment and stripped:
+            comments.append(stripped.lstrip("#").strip())
+        if is_comment or found:
             clean = body_start is None
-            found = _parse_energy(stripped, path, lineno) if stripped else None
-            if found:
-                if energy is not None:
-                    raise InputError("second energy line", path, lineno)
-                energy_kind, energy = found
-            elif stripped:
-                comments.append(stripped.lstrip("#").strip())
             i += 1
             continue
-        keyword = stripped.split()[0].upper()
-        if keyword not in _KEYWORDS:
-            # aenet also takes the energy line without a leading '#'
-            found = _parse_energy(stripped, path, lineno)
-            if found:
-                if energy is not None:
-                    raise InputError("second energy line", path, lineno)
-                energy_kind, energy = found
-                clean = body_start is None
-                i += 1
-                continue
         if body_start is None:
             body_start = i
         if keyword in ("CRYSTAL", "MOLECULE", "SLAB", "POLYMER"):
             i += 1
         elif keyword in ("PRIMVEC", "CONVVEC"):
-            need(3, keyword)
-            rows = []
-            for k in range(1, 4):
-                fields = lines[i + k].split()
-                if len(fields) != 3:
-                    raise InputError(f"{keyword} row needs 3 numbers, got {len(fields)}", path, i + k + 1)
-                rows.append([_number(t, path, i + k + 1, "lattice vector") for t in fields])
+            rows = _vectors(lines, i, keyword, path)
             if keyword == "PRIMVEC":
-                cell = np.array(rows)
-                (a, b, c), (d, e, f), (g, h, k) = rows
-                if abs(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)) < 1e-8:
-                    raise InputError("PRIMVEC lattice vectors are linearly dependent", path, lineno)
+                cell = _cell(rows, path, lineno)
             i += 4
         elif keyword == "PRIMCOORD":
             if cell is None:
                 raise InputError("PRIMCOORD before PRIMVEC", path, lineno)
-            need(1, keyword)
-            fields = lines[i + 1].split()
-            try:
-                expected = int(fields[0])
-            except (IndexError, ValueError):
-                raise InputError("PRIMCOORD must be followed by 'N 1' (atom count)", path, i + 2) from None
-            if expected <= 0:
-                raise InputError(f"atom count must be positive, got {expected}", path, i + 2)
-            i += 2
-            end = i + expected
-            if end <= n and (end == n or not lines[end].strip()):
-                fast = _fast_block(lines[i:end])
-                if fast is not None:
-                    return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
-                            (body_start, i) if clean else None)
-            count_line = i
-            while i < n and lines[i].strip() and len(atoms) < expected:
-                atoms.append(_parse_atom(lines[i], path, i + 1))
-                atom_lines.append(i + 1)
-                i += 1
-            if len(atoms) < expected:
-                where = "the file ends" if i >= n else "a blank line ends the atom block"
-                raise InputError(f"PRIMCOORD announces {expected} atoms (line {count_line}) but only "
-                                 f"{len(atoms)} follow before {where}", path, min(i + 1, n))
-            if i < n and lines[i].strip():
-                raise InputError(f"more than the {expected} atoms PRIMCOORD announces (or text directly "
-                                 "after the atom block, which aenet rejects)", path, i + 1)
+            start = i + 2
+            atoms, first_atom_line = _primcoord_atoms(lines, start, _atom_count(lines, i, path), path)
             break
         elif keyword == "ATOMS":
-            i += 1
-            end = i
-            while end < n and lines[end].strip():
-                end += 1
-            fast = _fast_block(lines[i:end]) if end > i else None
-            if fast is not None:
-                return (_finish(fast, cell, energy, energy_kind, comments, path, require_labels),
-                        (body_start, i) if clean else None)
-            while i < n and lines[i].strip():
-                atoms.append(_parse_atom(lines[i], path, i + 1))
-                atom_lines.append(i + 1)
-                i += 1
-            if not atoms:
-                raise InputError("ATOMS block holds no atoms", path, lineno)
+            start = i + 1
+            atoms, first_atom_line = _atoms_block(lines, start, path, lineno)
             break
         else:
             raise InputError(f"unexpected line {stripped[:40]!r}", path, lineno)
-    if not atoms:
+    else:
         raise InputError("no atoms (no PRIMCOORD or ATOMS block)", path, n or None)
+    structure = _finish(atoms, cell, energy, energy_kind, comments, path, require_labels, first_atom_line)
+    return structure, (body_start, start) if clean and first_atom_line is None else None
+
+
+def _need(lines: list[str], i: int, count: int, keyword: str, path) -> None:
+    if i + count >= len(lines):
+        raise InputError(f"file ends inside the {keyword} block (truncated?)", path, len(lines))
+
+
+def _vectors(lines: list[str], i: int, keyword: str, path) -> list[list[float]]:
+    """The three rows after a PRIMVEC or CONVVEC line ``i``."""
+    _need(lines, i, 3, keyword, path)
+    rows = []
+    for k in range(1, 4):
+        fields = lines[i + k].split()
+        if len(fields) != 3:
+            raise InputError(f"{keyword} row needs 3 numbers, got {len(fields)}", path, i + k + 1)
+        rows.append([_number(t, path, i + k + 1, "lattice vector") for t in fields])
+    return rows
+
+
+def _cell(rows: list[list[float]], path, lineno: int) -> np.ndarray:
+    (a, b, c), (d, e, f), (g, h, k) = rows
+    if abs(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g)) < 1e-8:
+        raise InputError("PRIMVEC lattice vectors are linearly dependent", path, lineno)
+    return np.array(rows)
+
+
+def _atom_count(lines: list[str], i: int, path) -> int:
+    """The atom count on the line after PRIMCOORD (line ``i``)."""
+    _need(lines, i, 1, "PRIMCOORD", path)
+    fields = lines[i + 1].split()
+    try:
+        expected = int(fields[0])
+    except (IndexError, ValueError):
+        raise InputError("PRIMCOORD must be followed by 'N 1' (atom count)", path, i + 2) from None
+    if expected <= 0:
+        raise InputError(f"atom count must be positive, got {expected}", path, i + 2)
+    return expected
+
+
+def _primcoord_atoms(lines: list[str], start: int, expected: int, path):
+    """(symbols, positions, forces) of the ``expected`` atom lines from ``start``, and the first atom line's
+    number where they were read line by line (None: read in bulk by ``_fast_block``)."""
+    n = len(lines)
+    end = start + expected
+    if end <= n and (end == n or not lines[end].strip()):
+        fast = _fast_block(lines[start:end])
+        if fast is not None:
+            return fast, None
+    i = start
+    while i < n and lines[i].strip() and i - start < expected:
+        i += 1
+    atoms = _atom_rows(lines, start, i, path)   # a bad atom line is named before a wrong count
+    if len(atoms) < expected:
+        where = "the file ends" if i >= n else "a blank line ends the atom block"
+        raise InputError(f"PRIMCOORD announces {expected} atoms (line {start}) but only "
+                         f"{len(atoms)} follow before {where}", path, min(i + 1, n))
+    if i < n and lines[i].strip():
+        raise InputError(f"more than the {expected} atoms PRIMCOORD announces (or text directly "
+                         "after the atom block, which aenet rejects)", path, i + 1)
+    return _columns(atoms, start, path), start + 1
+
+
+def _atoms_block(lines: list[str], start: int, path, lineno: int):
+    """As ``_primcoord_atoms`` for an ATOMS block (line ``lineno``): the atom lines up to a blank line or the end."""
+    end = start
+    while end < len(lines) and lines[end].strip():
+        end += 1
+    if end == start:
+        raise InputError("ATOMS block holds no atoms", path, lineno)
+    fast = _fast_block(lines[start:end])
+    if fast is not None:
+        return fast, None
+    return _columns(_atom_rows(lines, start, end, path), start, path), start + 1
+
+
+def _atom_rows(lines: list[str], start: int, end: int, path) -> list[tuple[str, list[float], list[float] | None]]:
+    """Atom lines ``start`` to ``end`` read one by one, naming the line at fault."""
+    return [_parse_atom(lines[i], path, i + 1) for i in range(start, end)]
+
+
+def _columns(atoms, start: int, path):
+    """(symbols, positions, forces) of the atoms read from line ``start`` on: forces on all of them or none."""
     with_forces = [f is not None for _, _, f in atoms]
     if any(with_forces) and not all(with_forces):
-        bad = atom_lines[with_forces.index(False)]
-        raise InputError("forces missing on this atom line while other atoms have them", path, bad)
+        raise InputError("forces missing on this atom line while other atoms have them", path,
+                         start + 1 + with_forces.index(False))
     symbols = [a[0] for a in atoms]
     positions = np.array([a[1] for a in atoms])
     forces = np.array([a[2] for a in atoms]) if all(with_forces) else None
-    return _finish((symbols, positions, forces), cell, energy, energy_kind, comments, path, require_labels,
-                   atom_lines[0]), None
+    return symbols, positions, forces
 
 
 def _fast_block(block: list[str]):
@@ -308,138 +323,3 @@ def _finish(atoms, cell, energy, energy_kind, comments, path, require_labels, fi
         comments=comments,
         info=info,
     )
-
-
-_NUM = f" %{DIGITS + 8}.{DIGITS}f"
-_ROW3 = _NUM * 3
-_ATOM4 = "%-3s" + _NUM * 3
-_ATOM7 = "%-3s" + _NUM * 6
-
-
-def _row(values) -> str:
-    return "".join(_NUM % v for v in values)
-
-
-def _check_comment(comment: str) -> str:
-    if "\n" in comment or "\r" in comment:
-        raise ValueError(f"comment would span several lines: {comment!r}")
-    lowered = comment.lower()
-    if "total energy" in comment or "cohesive energy" in comment or (
-            ("total energy" in lowered or "cohesive energy" in lowered) and "=" in comment):
-        raise ValueError(f"comment would be read by aenet as an energy line: {comment!r}")
-    return comment
-
-
-class XsfTemplate:
-    """A structure's XSF text split into parts, so many variants of it are written fast.
-
-    The cell block and the atom lines are formatted once; ``text`` then adds an energy line and comments
-    and replaces only the atom lines that moved (single-atom displacements change one line of N).
-    ``format_xsf`` is ``XsfTemplate(structure, forces).text(...)``, so both give identical text.
-    """
-
-    def __init__(self, structure: Structure, forces: np.ndarray | None = None, _lines=None):
-        if forces is None:
-            forces = structure.forces if structure.forces is not None else structure.info.get("placeholder_forces")
-        n = len(structure)
-        if forces is not None:
-            forces = np.asarray(forces, dtype=np.float64)
-            if forces.shape != (n, 3):
-                raise ValueError(f"forces have shape {forces.shape}, expected ({n}, 3)")
-            self._forces = forces.tolist()
-        else:
-            self._forces = None
-        self.symbols = structure.symbols
-        if _lines is not None:
-            body, self.atom_lines = _lines
-        else:
-            if structure.cell is not None:
-                body = ["CRYSTAL", "PRIMVEC"] + [_ROW3 % tuple(v) for v in structure.cell.tolist()]
-                body += ["PRIMCOORD", f"{n} 1"]
-            else:
-                body = ["ATOMS"]
-            self.atom_lines = self._atom_lines(structure.positions)
-        self._body = body
-        self._block = "\n".join(body + self.atom_lines) + "\n"
-        # where atom line k starts in _block (start + cumulative length + k newlines), to splice in one
-        # re-formatted line without joining all lines again
-        self._start = len(self._block) - sum(map(len, self.atom_lines)) - len(self.atom_lines)
-        self._cumulative = list(itertools.accumulate(map(len, self.atom_lines), initial=0))
-
-    @classmethod
-    def verbatim(cls, structure: Structure, lines: list[str], layout) -> "XsfTemplate":
-        """A template that keeps the file's own cell and atom lines (exactly the values read, in the file's
-        own digits) and re-formats only moved atoms; ``layout`` from ``read_xsf_layout``, or None to
-        format everything."""
-        if layout is None or structure.forces is None:
-            return cls(structure)
-        body_start, atoms_start = layout
-        atoms = aenet_lines(lines[atoms_start:atoms_start + len(structure)])
-        return cls(structure, None, (aenet_lines(lines[body_start:atoms_start]), atoms))
-
-    def _atom_lines(self, positions: np.ndarray) -> list[str]:
-        symbols, forces = self.symbols, self._forces
-        if forces is None:
-            return [_ATOM4 % (s, x, y, z) for s, (x, y, z) in zip(symbols, positions.tolist())]
-        return [_ATOM7 % (s, x, y, z, fx, fy, fz)
-                for s, (x, y, z), (fx, fy, fz) in zip(symbols, positions.tolist(), forces)]
-
-    def atom_line(self, k: int, xyz) -> str:
-        """The line of atom ``k`` (0-based) at Cartesian position ``xyz``."""
-        x, y, z = xyz
-        if self._forces is None:
-            return _ATOM4 % (self.symbols[k], x, y, z)
-        fx, fy, fz = self._forces[k]
-        return _ATOM7 % (self.symbols[k], x, y, z, fx, fy, fz)
-
-    @staticmethod
-    def _head(energy: float | None, comments, energy_kind: str) -> str:
-        """Energy line, comment lines and the blank line before the cell/atoms part."""
-        if energy_kind not in ("total", "cohesive"):
-            raise ValueError(f"energy_kind must be 'total' or 'cohesive', not {energy_kind!r}")
-        out = [] if energy is None else [f"# {energy_kind} energy = {energy:.{DIGITS}f} eV"]
-        if comments:
-            joined = "\x00".join(comments)
-            if "\n" in joined or "\r" in joined or "energy" in joined.lower():
-                for c in comments:
-                    _check_comment(c)
-            out += ["# " + c for c in comments]
-        out.append("\n")
-        return "\n".join(out)
-
-    def text_one(self, energy: float | None, comments, energy_kind: str, k: int, xyz) -> str:
-        """Full XSF text with only atom ``k`` moved to ``xyz`` (the hot path of single-atom augmentation)."""
-        block = self._block
-        start = self._start + self._cumulative[k] + k
-        end = start + len(self.atom_lines[k])
-        return self._head(energy, comments, energy_kind) + block[:start] + self.atom_line(k, xyz) + block[end:]
-
-    def text(self, energy: float | None, comments=(), energy_kind: str = "total",
-             positions: np.ndarray | None = None, moved: dict | None = None) -> str:
-        """Full XSF text: ``positions`` (N×3) replace every atom position, ``moved`` {atom: xyz} some."""
-        if moved and len(moved) == 1 and positions is None:
-            ((k, xyz),) = moved.items()
-            return self.text_one(energy, comments, energy_kind, k, xyz)
-        head = self._head(energy, comments, energy_kind)
-        if positions is not None:
-            atoms = self._atom_lines(np.asarray(positions, dtype=np.float64).reshape(len(self.symbols), 3))
-            return head + "\n".join(self._body + atoms) + "\n"
-        if moved:
-            atoms = list(self.atom_lines)
-            for k, xyz in moved.items():
-                atoms[k] = self.atom_line(k, xyz)
-            return head + "\n".join(self._body + atoms) + "\n"
-        return head + self._block
-
-
-def format_xsf(structure: Structure, forces: np.ndarray | None = None) -> str:
-    """XSF text for aenet. ``forces`` overrides the structure's own (e.g. placeholders for derived ones).
-
-    Comment lines go first, after the energy line, because a comment after the last atom line crashes aenet.
-    """
-    return XsfTemplate(structure, forces).text(structure.energy, structure.comments, structure.energy_kind)
-
-
-def write_xsf(path: str | Path, structure: Structure, forces: np.ndarray | None = None) -> None:
-    """Write one XSF file (callers wanting atomicity write into a temporary folder)."""
-    Path(path).write_text(format_xsf(structure, forces))

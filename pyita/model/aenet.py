@@ -29,12 +29,13 @@ import torch
 from torch import nn
 
 from pyita import __version__
+from pyita.architecture import ChebyshevSetup, format_hidden
 from pyita.descriptors import ChebyshevDescriptor
 from pyita.errors import InputError, PyitaError
-from pyita.io.aenet_inputs import ChebyshevSetup, arch_tag, check_symbol
+from pyita.io.aenet_inputs import arch_tag, check_symbol
 from pyita.io.aenet_nn import (ACTIVATION_NAMES, DESCRIPTION_LEN, PATHLEN, NNFile, NNNetwork, NNSetup,
                                NNTrainingSet, read_nn)
-from pyita.model.network import ACTIVATIONS, format_hidden
+from pyita.model.network import ACTIVATIONS
 from pyita.model.potential import Potential
 
 __all__ = ["potential_to_nn", "potential_from_nn", "read_aenet_potential", "network_file_names"]

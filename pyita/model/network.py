@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyita.io.aenet_inputs import parse_hidden as parse_layers
+from pyita.architecture import format_hidden, parse_hidden
 
 
 class ScaledTanh(nn.Module):
@@ -24,13 +24,9 @@ ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "linear": nn.Identity, "m
 
 def hidden_layers(spec) -> list[tuple[int, str]]:
     """``"15:tanh,15:tanh"`` → ``[(15, "tanh"), (15, "tanh")]`` with aenet's notation (one parser:
-    ``pyita.io.aenet_inputs.parse_hidden``), for the activations these networks have; an empty string means
+    ``pyita.architecture.parse_hidden``), for the activations these networks have; an empty string means
     no hidden layer."""
-    return parse_layers(spec, activations=tuple(ACTIVATIONS), allow_empty=True)
-
-
-def format_hidden(layers: list[tuple[int, str]]) -> str:
-    return ",".join(f"{width}:{activation}" for width, activation in layers)
+    return parse_hidden(spec, activations=tuple(ACTIVATIONS), allow_empty=True)
 
 
 #: Initial weight ranges: uniform in ±bound(fan_in), for weights and biases alike.

@@ -17,7 +17,7 @@ from torch import nn
 
 from pyita import __version__
 from pyita.descriptors import AtomsBatch, ChebyshevDescriptor
-from pyita.errors import InputError, PyitaError, SettingError
+from pyita.errors import InputError, PyitaError
 from pyita.io.atomic import atomic_write
 from pyita.model.network import SpeciesNetworks
 
@@ -199,30 +199,3 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
-
-
-def load_potential(model: "str | Path | Potential | list", device=None) -> Potential:
-    """Accept a Potential, a path to a model file, or aenet networks — a folder of .nn files, one .nn file or
-    a list of them (``pyita.model.aenet.read_aenet_potential``) — the form every user-facing entry point
-    takes."""
-    if not isinstance(model, Potential) and (isinstance(model, (list, tuple)) or Path(model).is_dir()
-                                             or Path(model).suffix == ".nn"):
-        from pyita.model.aenet import read_aenet_potential   # it builds Potentials: imported here, not above
-
-        model = read_aenet_potential(model)
-    if isinstance(model, Potential):
-        return model.to(device) if device is not None else model
-    return Potential.load(model, device=device)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when present, else CPU; otherwise the device asked for (checked)."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SettingError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PyitaError("device cuda requested but CUDA is not available")
-    return device

@@ -1,4 +1,4 @@
-"""The embedded trainer: data preparation, feature cache, descriptor Jacobians, loss terms and the loop.
+"""The embedded trainer: data preparation, feature cache, loss terms and the loop.
 
 Most callers want :func:`pyita.train.fit.train` (structures in, potential out) or
 ``pyita train`` (:func:`pyita.train.run.train_from_data`).

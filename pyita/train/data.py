@@ -18,7 +18,7 @@ from pyita.errors import InputError, PyitaError
 from pyita.reference import cohesive_per_atom, max_energy_mask, total_energy
 from pyita.geometry import close_atoms, first_report, warn_close_atoms
 from pyita.structure import Structure, link_parents
-from pyita.train.jacobian import ForceJacobians, StreamedJacobians
+from pyita.descriptors.jacobian import ForceJacobians, StreamedJacobians
 
 
 def check_structures(structures: Sequence[Structure], what: str = "training data") -> None:
@@ -132,7 +132,7 @@ class FeatureSet:
 
     ``energy`` holds total energies (eV); ``forces`` NaN rows where a structure has no force labels;
     ``jacobians`` the dG/dR of the structures trained on forces (stored, or streamed when too large to store;
-    see :mod:`pyita.train.jacobian`), or None. ``parent`` is the index (in this set) of a derived structure's
+    see :mod:`pyita.descriptors.jacobian`), or None. ``parent`` is the index (in this set) of a derived structure's
     parent, or −1: the link a parent–child loss needs.
     """
 

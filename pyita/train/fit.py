@@ -22,12 +22,12 @@ from pyita import __version__
 from pyita.augment.settings import AugmentSettings
 from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError, PyitaError
-from pyita.model.potential import Potential, load_potential, resolve_device
+from pyita.model import Potential, load_potential, resolve_device
 from pyita.reference import resolve_references
 from pyita.structure import Structure
 from pyita.train.cache import cached_features, structure_key
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
-from pyita.train.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
+from pyita.descriptors.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer
 from pyita.train.settings import TrainSettings

@@ -9,7 +9,7 @@ from typing import Any, get_type_hints
 
 from pyita.augment.settings import AugmentSettings
 from pyita.errors import PyitaError, SettingError, whole_number
-from pyita.io.aenet_inputs import ChebyshevSetup
+from pyita.architecture import ChebyshevSetup
 from pyita.model.network import WEIGHT_INITS, hidden_layers
 from pyita.model.potential import Potential
 from pyita.train.data import ENERGY_NORMALIZATIONS

@@ -23,7 +23,7 @@ from pyita.errors import Interrupted, PyitaError
 from pyita.model.potential import atomic_torch_save
 from pyita.progress import progress_bar
 from pyita.train.data import FeatureSet, Outputs, evaluate
-from pyita.train.jacobian import StreamedJacobians
+from pyita.descriptors.jacobian import StreamedJacobians
 from pyita.metrics import per_atom_energy_errors, summarize
 from pyita.train.settings import TrainSettings
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pyita.backends import ConditionResult
+from pyita.backends.condition import ConditionResult
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
 from pyita.backends.aenet.executables import find_executables
 from pyita.backends.aenet.folder import read_record

@@ -21,7 +21,8 @@ from pyita.backends.aenet.settings import (INITIAL_DIR, RECORD, STRUCTURES_CSV, 
 from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_stp, format_train_in
 from pyita.io.generate_in import GenerateIn, format_generate_in
-from pyita.io.xsf import aenet_text, format_xsf
+from pyita.io.xsf import aenet_text
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 

@@ -10,7 +10,7 @@ from pyita.io.aenet_nn import write_nn
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import RECORDS, guard_output
 from pyita.model.aenet import network_file_names, potential_to_nn
-from pyita.model.potential import Potential, load_potential
+from pyita.model import Potential, load_potential
 
 __all__ = ["export_aenet"]
 

@@ -6,8 +6,9 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
+from pyita.architecture import ChebyshevSetup, parse_hidden
 from pyita.errors import PyitaError
-from pyita.io.aenet_inputs import BehlerSetup, ChebyshevSetup, format_method_line, parse_hidden
+from pyita.io.aenet_inputs import BehlerSetup, format_method_line
 from pyita.reference import check_max_energy, check_reference_energies
 
 

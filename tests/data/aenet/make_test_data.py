@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pyita.io.xsf import format_xsf, read_xsf
+from pyita.io.xsf import read_xsf
+from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
 
 HERE = Path(__file__).resolve().parent

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from pyita.descriptors import ChebyshevDescriptor, make_batch, typespin
-from pyita.descriptors.chebyshev import AENET_PI, _cutoff, chebyshev_in_legendre, chebyshev_t, real_harmonics
+from pyita.descriptors.chebyshev import (AENET_PI, ChebyshevDescriptor, _cutoff, chebyshev_in_legendre, chebyshev_t,
+                                        real_harmonics, typespin)
+from pyita.descriptors.neighbors import make_batch
 from pyita.structure import Structure
 
 #: Atoms whose blocks are assembled together; bounds the temporary memory (≈ 0.3 GB for dense oxides).
