@@ -7,7 +7,7 @@ that one home serves the command line, the embedded trainer and the aenet backen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from pyita.errors import SettingError
 
@@ -86,7 +86,7 @@ class ChebyshevSetup:
                    "angular_n": "angular_N"}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ChebyshevSetup":
+    def from_dict(cls, values: dict) -> ChebyshevSetup:
         """From settings in either spelling (``radial_rc`` or aenet's ``radial_Rc``)."""
         plain = {v: k for k, v in cls.AENET_NAMES.items()}
         return cls(**{plain.get(k, k): v for k, v in values.items() if k != "type"})

@@ -5,7 +5,7 @@ energies are approximations and they have no force labels."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

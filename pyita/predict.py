@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
     return results
 
 
-def predict_to_dir(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
+def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
                    batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
     predictions.csv, forces.csv, predictions.extxyz and summary.json; returns the summary."""

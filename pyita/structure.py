@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class Structure:
     def periodic(self) -> bool:
         return self.cell is not None
 
-    def copy(self, **changes) -> "Structure":
+    def copy(self, **changes) -> Structure:
         """A deep copy (arrays and metadata are not shared), with optional field changes."""
         new = replace(
             self,
@@ -106,7 +106,7 @@ class Structure:
         return atoms
 
     @classmethod
-    def from_ase(cls, atoms, source: str | None = None) -> "Structure":
+    def from_ase(cls, atoms, source: str | None = None) -> Structure:
         """Take energy and forces from the attached calculator (or ``info``/``arrays`` as ASE's extxyz stores them)."""
         energy = forces = None
         calc = atoms.calc

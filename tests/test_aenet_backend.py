@@ -58,7 +58,7 @@ def assert_same_lines(written: str, expected: str) -> None:
 def run_folder(tmp_path) -> Path:
     """A run folder for the synthetic data with s05, s06 held out and the TiO2 example's TYPES."""
     out = tmp_path / "run"
-    aenet.prepare_aenet(DATA / "xsf", out, test_parents=DATA / "test-parents.txt",
+    aenet.run_aenet_prepare(DATA / "xsf", out, test_parents=DATA / "test-parents.txt",
                         types={"Ti": E_TI, "O": E_O}, progress=False)
     return out
 
@@ -254,7 +254,7 @@ def test_rank_deficient_fit_is_flagged_and_keeps_cohesive_energies():
 
 def test_prepare_fits_missing_reference_energies_and_says_so(tmp_path):
     with pytest.warns(UserWarning, match="fitted by least squares"):
-        record = aenet.prepare_aenet(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
+        record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
                                      types={"Ti": E_TI}, progress=False)
     assert record["reference_energies_origin"] == {"Ti": "user", "O": "fitted"}
     assert "note" in record["reference_energy_fit"]
@@ -275,9 +275,9 @@ def test_parse_types():
 @pytest.fixture()
 def augmented(tmp_path) -> Path:
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
 
-    augment_to_disk(DATA / "xsf", tmp_path / "aug", AugmentSettings(a=2, delta=0.02), progress=False)
+    run_augment(DATA / "xsf", tmp_path / "aug", AugmentSettings(a=2, delta=0.02), progress=False)
     return tmp_path / "aug" / "generate.in"
 
 
@@ -288,7 +288,7 @@ def _parent_of(xsf_path: Path) -> str | None:
 
 def test_test_parents_and_their_derived_structures_stay_out_of_training(augmented, tmp_path):
     out = tmp_path / "run"
-    record = aenet.prepare_aenet(augmented, out, test_parents=DATA / "test-parents.txt",
+    record = aenet.run_aenet_prepare(augmented, out, test_parents=DATA / "test-parents.txt",
                                  types={"Ti": E_TI, "O": E_O}, progress=False)
     gen = read_generate_in(out / "generate.in")
     train_names = [Path(f).name for f in gen.files]
@@ -308,7 +308,7 @@ def test_test_parents_and_their_derived_structures_stay_out_of_training(augmente
 
 
 def test_random_test_fraction_splits_by_parent(augmented, tmp_path):
-    record = aenet.prepare_aenet(augmented, tmp_path / "run", test_fraction=0.34, seed=3,
+    record = aenet.run_aenet_prepare(augmented, tmp_path / "run", test_fraction=0.34, seed=3,
                                  types={"Ti": E_TI, "O": E_O}, progress=False)
     rows = (tmp_path / "run" / "structures.csv").read_text().splitlines()[1:]
     test = {Path(r.split(",")[3]).name for r in rows if ",test," in r}
@@ -325,7 +325,7 @@ def test_max_energy_filter_applies_to_train_and_test(tmp_path):
         per_atom[p.name] = (s.energy - sum(E_TI if x == "Ti" else E_O for x in s.symbols)) / len(s)
     threshold = -3.0855          # between s05 (-3.0911) and s06 (-3.0809), the two test parents
     assert per_atom["s06.xsf"] > threshold > per_atom["s05.xsf"] > max(per_atom[f"s0{k}.xsf"] for k in range(1, 5))
-    record = aenet.prepare_aenet(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
+    record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
                                  types={"Ti": E_TI, "O": E_O}, progress=False,
                                  settings={"max_energy": threshold})
     c = record["counts"]
@@ -333,7 +333,7 @@ def test_max_energy_filter_applies_to_train_and_test(tmp_path):
     assert f"MAXENERGY   {threshold!r}" in (tmp_path / "run" / "train.in").read_text()
     assert (tmp_path / "run" / "predict.in").read_text().endswith("FILES\n1\nxsf/test/s05.xsf\n")
     # aenet's own filter: above the threshold in eV/atom over the reference energies → training drops too.
-    record = aenet.prepare_aenet(DATA / "xsf", tmp_path / "run2", test_fraction=0, types={"Ti": E_TI, "O": E_O},
+    record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run2", test_fraction=0, types={"Ti": E_TI, "O": E_O},
                                  progress=False, settings={"max_energy": -3.099})
     assert record["counts"]["above_max_energy_train"] == sum(v > -3.099 for v in per_atom.values())
     assert "NOT test errors" in record["test_set"]
@@ -341,19 +341,19 @@ def test_max_energy_filter_applies_to_train_and_test(tmp_path):
 
 def test_extxyz_input_gets_placeholder_forces(tmp_path):
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
 
-    augment_to_disk(DATA / "xsf", tmp_path / "aug", AugmentSettings(a=1, delta=0.02), fmt="extxyz",
+    run_augment(DATA / "xsf", tmp_path / "aug", AugmentSettings(a=1, delta=0.02), fmt="extxyz",
                     progress=False)
     out = tmp_path / "run"
-    aenet.prepare_aenet(tmp_path / "aug" / "augmented.extxyz", out, test_fraction=0.2,
+    aenet.run_aenet_prepare(tmp_path / "aug" / "augmented.extxyz", out, test_fraction=0.2,
                         types={"Ti": E_TI, "O": E_O}, progress=False)
     for f in read_generate_in(out / "generate.in").resolved_files():
         s = read_xsf(f, require_labels=True)       # generate.x needs energy and force columns everywhere
         if s.info.get("derived"):
             assert "placeholder_forces" in s.info
     # Test parents named by their original file names are found through the frames' recorded sources.
-    record = aenet.prepare_aenet(tmp_path / "aug" / "augmented.extxyz", tmp_path / "run2",
+    record = aenet.run_aenet_prepare(tmp_path / "aug" / "augmented.extxyz", tmp_path / "run2",
                                  test_parents=DATA / "test-parents.txt", types={"Ti": E_TI, "O": E_O},
                                  progress=False)
     assert record["counts"]["test_parents"] == 2 and record["counts"]["derived_of_test_parents_dropped"] == 2
@@ -362,11 +362,11 @@ def test_extxyz_input_gets_placeholder_forces(tmp_path):
 
 def test_prepare_refuses_bad_input(tmp_path):
     with pytest.raises(PyitaError, match="test-fraction"):
-        aenet.prepare_aenet(DATA / "xsf", tmp_path / "a", test_fraction=1.5, progress=False)
+        aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "a", test_fraction=1.5, progress=False)
     bad = tmp_path / "tp.txt"
     bad.write_text("nothing.xsf\n")
     with pytest.raises(InputError, match="matches a structure"), pytest.warns(UserWarning):
-        aenet.prepare_aenet(DATA / "xsf", tmp_path / "b", test_parents=bad, progress=False)
+        aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "b", test_parents=bad, progress=False)
     with pytest.raises(PyitaError, match="fits energies only"):
         aenet.AenetSettings.from_dict({"force_weight": 0.1})
     with pytest.raises(PyitaError, match="method"):
@@ -540,7 +540,7 @@ def standin(tmp_path) -> Path:
 def test_run_detects_error_printed_with_exit_status_0(run_folder, standin):
     with pytest.raises(PyitaError, match=r"generate\.x failed: Error: incomplete output data in : "
                                          r"xsf/train/s01\.xsf"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False)
     state = aenet_run._read_state(run_folder)
     assert state["status"] == "failed" and state["steps"][0]["returncode"] == 0
     assert (run_folder / "generate.out").is_file() and (run_folder / "aenet.train").is_file()
@@ -548,19 +548,19 @@ def test_run_detects_error_printed_with_exit_status_0(run_folder, standin):
     # A re-run removes the partial output of the failed run (ours), so it fails the same way again
     # instead of on "file already exists".
     with pytest.raises(PyitaError, match="incomplete output data"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False)
     assert "aenet.train" in aenet_run._read_state(run_folder)["removed_before_run"]
 
 
 def test_run_refuses_output_it_did_not_write(run_folder, standin):
     (run_folder / "aenet.train").write_text("from an earlier run.sh\n")
     with pytest.raises(PyitaError, match="did not write.*aenet.train"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False)
     assert (run_folder / "aenet.train").read_text() == "from an earlier run.sh\n"
     (run_folder / "aenet.train").unlink()
     (run_folder / "STOP").write_text("")
     with pytest.raises(PyitaError, match="STOP"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False)
 
 
 def test_rerun_after_a_finished_run_needs_overwrite(run_folder, standin):
@@ -571,10 +571,10 @@ def test_rerun_after_a_finished_run_needs_overwrite(run_folder, standin):
         shutil.copyfile(DATA / name, run_folder / name)
     (run_folder / aenet_settings.RUN_STATE).write_text(json.dumps({"status": "done", "outputs": outputs}))
     with pytest.raises(PyitaError, match="--overwrite"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False)
     assert all((run_folder / n).exists() for n in outputs)
     with pytest.raises(PyitaError, match="incomplete output data"):
-        aenet.run_aenet(run_folder, aenet_bin=standin, progress=False, overwrite=True)
+        aenet.run_aenet_run(run_folder, aenet_bin=standin, progress=False, overwrite=True)
     assert not any((run_folder / n).exists() for n in outputs)
     assert (run_folder / "generate.in").exists() and (run_folder / "xsf/test/s05.xsf").exists()
 

@@ -87,7 +87,7 @@ def assert_agree(case: str, potential: Potential, structures: list[Structure], r
 
 def export_and_compare(case: str, potential: Potential, structures: list[Structure], tmp_path: Path) -> None:
     """Export ``potential``, run predict.x with the files, compare with PyITA's own predictions."""
-    aenet.export_aenet(potential, tmp_path / "nets")
+    aenet.run_aenet_export(potential, tmp_path / "nets")
     networks = {s: tmp_path / "nets" / name for s, name in network_file_names(potential).items()}
     assert_agree(case, potential, structures, run_predict(networks, structures, tmp_path / "predict"))
 
@@ -243,7 +243,7 @@ def test_export_refuses_angular_cutoff_beyond_radial_for_several_species(tmp_pat
     with pytest.warns(UserWarning, match="angular_rc > radial_rc"):
         potential = small_potential(radial_rc=3.5, angular_rc=4.0)
     with pytest.raises(PyitaError, match="stale typespin"):
-        aenet.export_aenet(potential, tmp_path / "nets")
+        aenet.run_aenet_export(potential, tmp_path / "nets")
     assert not (tmp_path / "nets").exists()
     single = small_potential(("Cu",), radial_rc=3.5, angular_rc=4.0)   # no typespin: exportable
     assert set(potential_to_nn(single)) == {"Cu"}

@@ -15,7 +15,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from pyita.augment import AugmentSettings, augment, iter_augmented
-from pyita.augment.run import augment_to_disk
+from pyita.augment.run import run_augment
 from pyita.augment.strategies import DIRECTIONS, copies_for, draw_distinct
 from pyita.errors import InputError, PyitaError
 from pyita.io import open_source
@@ -343,7 +343,7 @@ def test_disk_output_matches_memory_for_any_number_of_workers(tmp_path, strategy
     runs = {}
     for workers in (1, 2):
         out = tmp_path / f"out{workers}"
-        summary = augment_to_disk(gen, out, settings, progress=False, workers=workers)
+        summary = run_augment(gen, out, settings, progress=False, workers=workers)
         assert summary["counts"]["derived"] == 36 and summary["workers"] == min(workers, usable_cores())
         runs[workers] = tree(out)
     run_json = [json.loads(runs[w].pop("run.json")) for w in (1, 2)]
@@ -373,7 +373,7 @@ def test_disk_derived_files_keep_unmoved_parent_lines(tmp_path, tio2_xsf_dir):
     for name in ("structure0001.xsf", "structure0100.xsf"):
         (folder / name).write_text((tio2_xsf_dir / name).read_text())
     out = tmp_path / "out"
-    augment_to_disk(folder, out, AugmentSettings(a=3, delta=0.03), progress=False, workers=1)
+    run_augment(folder, out, AugmentSettings(a=3, delta=0.03), progress=False, workers=1)
     for row in csv.DictReader((out / "manifest.csv").open()):
         parent_lines = Path(row["parent"]).read_text().splitlines()[2:]
         child_lines = (out / row["file"]).read_text().splitlines()
@@ -389,7 +389,7 @@ def test_disk_exclude_file(tmp_path):
     exclude = tmp_path / "test-split.txt"
     exclude.write_text("# test structures\nxsf/p01.xsf\np03.xsf\n")  # as in generate.in, and a bare name
     out = tmp_path / "out"
-    summary = augment_to_disk(gen, out, AugmentSettings(a=2, delta=0.03), exclude_file=exclude, progress=False)
+    summary = run_augment(gen, out, AugmentSettings(a=2, delta=0.03), exclude_file=exclude, progress=False)
     assert summary["counts"]["excluded"] == 2 and summary["counts"]["derived"] == 6
     parents_used = {row["parent"] for row in csv.DictReader((out / "manifest.csv").open())}
     assert {Path(p).name for p in parents_used} == {"p00.xsf", "p02.xsf", "p04.xsf"}
@@ -404,7 +404,7 @@ def test_disk_error_leaves_nothing(tmp_path):
     bad.write_text("\n".join(bad.read_text().splitlines()[:-1]) + "\n")  # truncated: one atom short
     for workers in (1, 2):
         with pytest.raises(InputError) as info:
-            augment_to_disk(gen, tmp_path / "out", AugmentSettings(a=2, delta=0.03), progress=False,
+            run_augment(gen, tmp_path / "out", AugmentSettings(a=2, delta=0.03), progress=False,
                             workers=workers)
         assert str(bad) in str(info.value) and info.value.line is not None
         assert not (tmp_path / "out").exists()
@@ -417,7 +417,7 @@ def test_sequential_on_real_tio2_uses_only_the_first_parents(tio2_xsf_dir):
     settings = AugmentSettings(a=4, delta=0.03, strategy="sequential")
     source = open_source(tio2_xsf_dir)
     used, total = 0, 0
-    for index, parent, derived in iter_augmented(source, settings, len(source)):
+    for _, _, derived in iter_augmented(source, settings, len(source)):
         used += bool(derived)
         total += len(derived)
     assert total == 31260 and 150 < used < 300
@@ -428,7 +428,7 @@ def test_species_missing_from_types_is_an_error(tmp_path):
     parents[1].symbols[0] = "Zr"
     gen = write_set(tmp_path / "in", parents)
     with pytest.raises(InputError) as info:
-        augment_to_disk(gen, tmp_path / "out", AugmentSettings(a=1, delta=0.03), progress=False)
+        run_augment(gen, tmp_path / "out", AugmentSettings(a=1, delta=0.03), progress=False)
     assert "Zr" in str(info.value) and str(gen) in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -440,7 +440,7 @@ def test_parents_from_an_ase_file_are_written_as_xsf(tmp_path):
     path = tmp_path / "set.extxyz"
     ase.io.write(path, [p.to_ase() for p in parents], format="extxyz")
     out = tmp_path / "out"
-    summary = augment_to_disk(path, out, AugmentSettings(a=2, delta=0.03), progress=False)
+    summary = run_augment(path, out, AugmentSettings(a=2, delta=0.03), progress=False)
     assert summary["counts"]["derived"] == 6
     gen = read_generate_in(out / "generate.in")  # every entry exists, relative to the output folder
     assert [f for f in gen.files if f.startswith("parents/")] == ["parents/set-00000.xsf", "parents/set-00001.xsf",
@@ -457,7 +457,7 @@ def test_real_subset_of_1000_on_disk(tio2_subset_1000, tmp_path):
     gen.write_text("OUTPUT TiO.train\nTYPES\n2\nTi -1626.66972707\nO -433.23448532\nSETUPS\nTi Ti.stp\nO O.stp\n"
                    f"FILES\n{len(tio2_subset_1000)}\n" + "".join(f"{p}\n" for p in tio2_subset_1000))
     out = tmp_path / "out"
-    summary = augment_to_disk(gen, out, AugmentSettings(a=1, delta=0.03, seed=3), progress=False, workers=1)
+    summary = run_augment(gen, out, AugmentSettings(a=1, delta=0.03, seed=3), progress=False, workers=1)
     assert summary["counts"] == {"parents": 1000, "excluded": 0, "augmented_parents": 1000, "derived": 1000}
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert len(rows) == 1000 and len(read_generate_in(out / "generate.in").files) == 2000

@@ -16,7 +16,7 @@ import pytest
 from ase.build import bulk
 
 from pyita.augment import iter_augmented
-from pyita.check import (CalculationError, CalculatorError, CheckSettings, check, label, label_structures,
+from pyita.check import (CalculationError, CalculatorError, CheckSettings, check, label_structures, run_label,
                          make_calculator, resolve_calculator, run_check)
 from pyita.check.label import Checkpoint
 from pyita.errors import PyitaError
@@ -135,7 +135,7 @@ def test_recommendation_matches_independent_numbers(emt_result):
     for strategy in settings.strategies:
         for delta in settings.deltas:
             errors = []
-            for _, parent, children in iter_augmented(parents, settings.augment_settings(strategy, delta), 3):
+            for _, _, children in iter_augmented(parents, settings.augment_settings(strategy, delta), 3):
                 for child in children:
                     atoms = child.to_ase()
                     atoms.calc = EMT()
@@ -260,7 +260,7 @@ def test_label_failure_keeps_results_and_rerun_resumes(helpers, tmp_path):
     out = tmp_path / "labelled.extxyz"
     helpers.CountingEMT.fail_on = 3
     with pytest.raises(CalculationError) as info:
-        label(structures, helpers.CountingEMT, out, progress=False)
+        run_label(structures, helpers.CountingEMT, out, progress=False)
     message = str(info.value)
     assert "structure 3 (metal2)" in message and "SCF exploded" in message
     assert "2 of 5 finished results are kept" in message and "rerun" in message
@@ -268,7 +268,7 @@ def test_label_failure_keeps_results_and_rerun_resumes(helpers, tmp_path):
     partial = out.with_name(out.name + ".partial")
     assert len(partial.read_text().splitlines()) == 1 + 2
     helpers.CountingEMT.calls, helpers.CountingEMT.fail_on = 0, None
-    summary = label(structures, helpers.CountingEMT, out, progress=False)
+    summary = run_label(structures, helpers.CountingEMT, out, progress=False)
     assert helpers.CountingEMT.calls == 3  # structures 3, 4, 5 only
     assert summary["resumed"] == 2 and summary["computed"] == 3
     assert not partial.exists()
@@ -317,16 +317,16 @@ def test_checkpoint_refuses_another_run_and_survives_a_torn_line(tmp_path):
     assert set(cp.results) == {0}
     assert partial.read_text().endswith("\n")
     partial.unlink()
-    label(structures[:2], "emt", out, progress=False)
+    run_label(structures[:2], "emt", out, progress=False)
     out.unlink()
     # a leftover checkpoint from another calculator is refused, not mixed in
     partial.write_text(json.dumps({"pyita_checkpoint": 1, "meta": {"kind": "label", "calculator": "x"}}) + "\n")
     with pytest.raises(PyitaError, match="belongs to a different run.*--restart"):
-        label(structures[:2], "emt", out, progress=False)
-    label(structures[:2], "emt", out, progress=False, restart=True)
+        run_label(structures[:2], "emt", out, progress=False)
+    run_label(structures[:2], "emt", out, progress=False, restart=True)
     assert out.exists() and not partial.exists()
     with pytest.raises(PyitaError, match="exists"):
-        label(structures[:2], "emt", out, progress=False)
+        run_label(structures[:2], "emt", out, progress=False)
 
 
 def test_parallel_labels_equal_serial(tmp_path):

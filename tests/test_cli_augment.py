@@ -252,11 +252,11 @@ def test_parents_copied_from_non_file_sources_stay_linked_to_their_children(tmp_
     """Derived files name their parent by its original source ("tio2-md[3]"); the parent copies under
     parents/ record that name, so a split by parent keeps every child with its parent."""
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
     from pyita.io import read_structures
     from pyita.train.data import parent_groups
 
-    augment_to_disk("sample:tio2-md", tmp_path / "aug", AugmentSettings(a=2, delta=0.03), progress=False)
+    run_augment("sample:tio2-md", tmp_path / "aug", AugmentSettings(a=2, delta=0.03), progress=False)
     structures = read_structures(tmp_path / "aug" / "generate.in")
     groups = parent_groups(structures)
     derived = [k for k, s in enumerate(structures) if s.info.get("derived")]

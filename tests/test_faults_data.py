@@ -206,7 +206,7 @@ def test_archive_members_of_one_name_are_refused(case):
 
 
 def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
-    from pyita.train.run import train_from_data
+    from pyita.train.run import run_train
     from pyita.train.settings import TrainSettings
 
     (case / "xsf" / "copy-of-s01.xsf").write_bytes((case / "xsf" / "s01.xsf").read_bytes())
@@ -218,7 +218,7 @@ def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
     for seed in range(4):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            summary = train_from_data(str(gen), tmp_path / f"m{seed}.pt",
+            summary = run_train(str(gen), tmp_path / f"m{seed}.pt",
                                       replace(settings, seed=seed), test_fraction=0.5, use_cache=False,
                                       progress=False)
         pair_in_test = [s for s in load_potential(tmp_path / f"m{seed}.pt").metadata["test_sources"]

@@ -40,31 +40,31 @@ def digest_folder(folder: Path) -> dict[str, str]:
 
 def _augment_xsf(out: Path) -> None:
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
 
-    augment_to_disk("sample:tio2-md", out, AugmentSettings(a=2, delta=0.03, seed=3), progress=False, workers=1)
+    run_augment("sample:tio2-md", out, AugmentSettings(a=2, delta=0.03, seed=3), progress=False, workers=1)
 
 
 def _augment_extxyz(out: Path) -> None:
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
 
-    augment_to_disk("sample:tio2-diverse", out, AugmentSettings(a=1.5, delta=0.02, strategy="random-all", seed=7),
+    run_augment("sample:tio2-diverse", out, AugmentSettings(a=1.5, delta=0.02, strategy="random-all", seed=7),
                     fmt="extxyz", progress=False)
 
 
 def _augment_sequential(out: Path) -> None:
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import augment_to_disk
+    from pyita.augment.run import run_augment
 
-    augment_to_disk("sample:tio2-diverse", out, AugmentSettings(a=3, delta=0.03, strategy="sequential"),
+    run_augment("sample:tio2-diverse", out, AugmentSettings(a=3, delta=0.03, strategy="sequential"),
                     only_derived=True, progress=False, workers=1)
 
 
 def _aenet_prepare(out: Path) -> None:
-    from pyita.backends.aenet import prepare_aenet
+    from pyita.backends.aenet import run_aenet_prepare
 
-    prepare_aenet("sample:tio2-md", out, {"iterations": 15, "max_energy": 1.0}, test_fraction=0.2, seed=4,
+    run_aenet_prepare("sample:tio2-md", out, {"iterations": 15, "max_energy": 1.0}, test_fraction=0.2, seed=4,
                   progress=False)
 
 

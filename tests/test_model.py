@@ -48,7 +48,7 @@ def test_parse_hidden_accepts_aenet_forms_and_rejects_nonsense():
 
 def test_initial_weights_depend_only_on_the_seed():
     a, b, c = small_potential(seed=7), small_potential(seed=7), small_potential(seed=8)
-    for pa, pb, pc in zip(a.networks.parameters(), b.networks.parameters(), c.networks.parameters()):
+    for pa, pb, _ in zip(a.networks.parameters(), b.networks.parameters(), c.networks.parameters()):
         assert torch.equal(pa, pb)
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.networks.parameters(), c.networks.parameters()))
 

@@ -15,7 +15,7 @@ from pyita.calculator import PyitaCalculator
 from pyita.errors import InputError
 from pyita.io import write_xsf
 from pyita.metrics import error_tables
-from pyita.predict import predict, predict_to_dir
+from pyita.predict import predict, run_predict
 from test_model import small_potential
 from trainer_data import emt_molecule, emt_structures
 
@@ -112,7 +112,7 @@ def test_predict_to_dir_writes_tables_that_read_back(model_file, tmp_path):
     for k, s in enumerate(structures):
         write_xsf(folder / f"s{k}.xsf", s)
     out = tmp_path / "pred"
-    summary = predict_to_dir(model_file, [str(folder)], out, progress=False)
+    summary = run_predict(model_file, [str(folder)], out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["forces.csv", "predictions.csv", "predictions.extxyz",
                                                      "summary.json"]
     record = json.loads((out / "summary.json").read_text())
@@ -131,5 +131,5 @@ def test_predict_to_dir_writes_tables_that_read_back(model_file, tmp_path):
     # A failing run (a species the model lacks) leaves nothing behind.
     write_xsf(folder / "z.xsf", emt_molecule().copy(cell=np.eye(3) * 12))
     with pytest.raises(InputError, match="not covered"):
-        predict_to_dir(model_file, [str(folder)], tmp_path / "pred2", progress=False)
+        run_predict(model_file, [str(folder)], tmp_path / "pred2", progress=False)
     assert not (tmp_path / "pred2").exists()

@@ -126,7 +126,8 @@ def test_jacobian_products_equal_autograd_on_cells_of_2_to_300_atoms():
     from pyita.descriptors.jacobian import block_count
     neighbours = torch.bincount(torch.cat([batch.pair_i, batch.pair_j]), minlength=len(batch.positions))
     assert block_count(big, descriptor) <= int(neighbours[2:].sum()) + len(big) < 0.5 * len(big) ** 2
-    assert sum(len(rows) for rows, _, _ in jacobians.parts) == block_count(two, descriptor) + block_count(big, descriptor)
+    expected = block_count(two, descriptor) + block_count(big, descriptor)
+    assert sum(len(rows) for rows, _, _ in jacobians.parts) == expected
 
 
 def test_forces_through_jacobians_equal_potential_forces_and_force_loss_gradient_is_right():
@@ -541,11 +542,11 @@ def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tm
     from pyita.io import read_structures
     from pyita.model.potential import Potential
     from pyita.reference import resolve_references
-    from pyita.train.run import train_from_data
+    from pyita.train.run import run_train
 
     settings = TrainSettings.from_flat(iterations=1, **FAST)
     placeholder = _generate_in_for_sample_tio2(tmp_path, {"Ti": 0.0, "O": 0.0})
-    train_from_data(str(placeholder), tmp_path / "fitted.pt", settings, test_fraction=0.2, progress=False)
+    run_train(str(placeholder), tmp_path / "fitted.pt", settings, test_fraction=0.2, progress=False)
     model = Potential.load(tmp_path / "fitted.pt")
     originals = list(read_structures(str(placeholder)))
     fitted = fit_references(originals, ["Ti", "O"])[0]
@@ -557,7 +558,7 @@ def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tm
 
     real = {"Ti": -1626.66972707, "O": -433.23448532}
     (tmp_path / "real").mkdir()
-    train_from_data(str(_generate_in_for_sample_tio2(tmp_path / "real", real)), tmp_path / "real.pt", settings,
+    run_train(str(_generate_in_for_sample_tio2(tmp_path / "real", real)), tmp_path / "real.pt", settings,
                     test_fraction=0.2, progress=False)
     model = Potential.load(tmp_path / "real.pt")
     assert model.reference_energies() == pytest.approx(real, abs=1e-9)

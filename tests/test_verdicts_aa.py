@@ -11,7 +11,7 @@ import pytest
 from pyita.experiment.config import parse_config
 from pyita.experiment.report import write_report
 from pyita.experiment.results import load_results
-from pyita.experiment.runner import run_experiment
+from pyita.experiment.runner import run_trials
 
 CONFIG = """
 [experiment]
@@ -42,7 +42,7 @@ def aa(tmp_path_factory):
     out.mkdir()
     raw = tomllib.loads(CONFIG)
     config = parse_config(raw, "aa-tiny.toml")
-    run_experiment({"raw": raw, "path": "aa-tiny.toml", "overrides": {}}, config, out, progress_enabled=False,
+    run_trials({"raw": raw, "path": "aa-tiny.toml", "overrides": {}}, config, out, progress_enabled=False,
                    inline=True)
     return config, out, write_report(config, out)
 

@@ -66,7 +66,7 @@ def _derived_stems(names: list[str]) -> list[str]:
     return stems
 
 
-def augment_to_disk(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
+def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
                     only_derived: bool = False, exclude_file: str | Path | None = None,
                     overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).

@@ -117,7 +117,7 @@ def _work_chunk(items: list, job: Job):
         for item in items:
             out.append(_work_item(item, job, parents, parent_names))
         for _, found in close_atoms(parents, parent_names):
-            warnings.warn(found)
+            warnings.warn(found, stacklevel=2)
     return out, [w.message for w in caught]
 
 
@@ -166,7 +166,7 @@ def _chunk_results(result) -> list:
     """A chunk's per-parent results, after issuing its warnings in this process."""
     out, messages = result
     for message in messages:
-        warnings.warn(message)
+        warnings.warn(message, stacklevel=2)
     return out
 
 

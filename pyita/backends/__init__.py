@@ -3,7 +3,7 @@ reference_energies=)`` returns a ``ConditionResult``: the raw test errors and th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyita.backends.condition import ConditionResult
 from pyita.errors import PyitaError

@@ -7,7 +7,7 @@ Translates an experiment condition (its trainer table and augmentation) into ``T
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import linregress
@@ -38,7 +38,7 @@ from pyita.structure import Structure
 from pyita.metrics import summarize
 
 
-__all__ = ["check", "run_check", "summarise", "recommend", "fit_slope", "print_report"]
+__all__ = ["check", "run_check", "summarise", "recommend", "fit_slope"]
 
 
 # --- statistics -------------------------------------------------------------------------------------------
@@ -276,57 +276,6 @@ def _agreement(original: Sequence[Structure], recomputed: Sequence[Structure]) -
         f = np.concatenate(df)
         out.update(force_mae_eV_per_A=float(np.mean(f)), force_max_eV_per_A=float(np.max(f)))
     return out
-
-
-# --- console ----------------------------------------------------------------------------------------------
-
-def print_report(summary: dict, console) -> None:
-    """The study's numbers as tables on a rich console."""
-    from rich import box
-    from rich.table import Table
-
-    calc = summary["calculator"]["name"]
-    agree = summary.get("reference_vs_data", {})
-    if agree.get("parents_with_labels"):
-        line = (f"{calc} vs the data's own labels on {agree['parents_with_labels']} parents: energy MAE "
-                f"{agree['energy_mae_meV_per_atom']:.3g} meV/atom (max {agree['energy_max_meV_per_atom']:.3g})")
-        if "force_mae_eV_per_A" in agree:
-            line += f", force MAE {agree['force_mae_eV_per_A']:.3g} eV/Å (max {agree['force_max_eV_per_A']:.3g})"
-        console.print(line + (" — the same PES" if agree["energy_max_meV_per_atom"] < 0.01 else
-                              " — the check measures the calculator's PES, standing in for the data's"),
-                      soft_wrap=True)
-    for strategy in summary["settings"]["strategies"]:
-        table = Table(title=f"Taylor error — {strategy}, {calc}, {summary['counts']['parents']} parents",
-                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for column in ("δ/Å", "n", "med", "p95", "max", "med", "p95", "max", "F·D", "SNR"):
-            table.add_column(column, justify="right", no_wrap=True)
-        for t in summary["table"]:
-            if t["strategy"] != strategy:
-                continue
-            ea, es = t["error_meV_per_atom"], t["error_meV"]
-            if not t["n"]:
-                table.add_row(f"{t['delta']:g}", "0", *[""] * 8)
-                continue
-            table.add_row(f"{t['delta']:g}", str(t["n"]), *(f"{ea[k]:.3g}" for k in ("median", "p95", "max")),
-                          *(f"{es[k]:.3g}" for k in ("median", "p95", "max")),
-                          f"{t['signal_meV_per_atom']['median']:.3g}", f"{t['snr']['median']:.3g}")
-        table.caption = ("|E_taylor − E_true|: meV/atom (med, p95, max), then meV/structure; "
-                         "F·D: median signal meV/atom; SNR: median |F·D|/|error|")
-        narrow = console.width
-        console.width = max(narrow, 100)  # never elide numbers, even in a narrow terminal or a log file
-        try:
-            console.print(table)
-        finally:
-            console.width = narrow
-        slope = summary["slopes"][strategy]
-        s_med, s_p95 = slope["median"]["slope"], slope["p95"]["slope"]
-        console.print(f"  fitted slope of log error vs log δ: median {_fmt(s_med)}, p95 {_fmt(s_p95)} "
-                      f"(2 expected)", soft_wrap=True)
-        console.print(f"  recommendation: {summary['recommendation'][strategy]['note']}", soft_wrap=True)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 def run_check(data, calculator, out: str | Path, settings: CheckSettings | None = None, *, calc_kwargs=None,

@@ -16,7 +16,7 @@ import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from pyita.parallel import check_workers, plan_workers, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import Structure
 
-__all__ = ["Checkpoint", "label_structures", "label", "fingerprint", "structure_name"]
+__all__ = ["Checkpoint", "label_structures", "run_label", "fingerprint", "structure_name"]
 
 CHECKPOINT_VERSION = 1
 
@@ -308,7 +308,7 @@ def _parallel(spec, structures, todo, checkpoint, results, need_forces, advance,
 
 # --- the `pyita label` command ----------------------------------------------------------------------------
 
-def label(data, calculator, out: str | Path, *, calc_kwargs=None, workers: int = 1, progress: bool = True,
+def run_label(data, calculator, out: str | Path, *, calc_kwargs=None, workers: int = 1, progress: bool = True,
           restart: bool = False, overwrite: bool = False, threads: int | None = None, fold="auto") -> dict:
     """Label every structure of ``data`` with ``calculator`` into the extxyz file ``out`` (atomically).
 
@@ -361,7 +361,7 @@ def _label(data, calculator, out: Path, partial: Path, calc_kwargs, workers, pro
     import io
 
     buffer = io.StringIO()
-    for k, (structure, (energy, forces)) in enumerate(zip(structures, labels)):
+    for structure, (energy, forces) in zip(structures, labels):
         info = dict(structure.info)
         if structure.energy is not None:
             info["input_energy"] = structure.energy

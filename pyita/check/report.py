@@ -1,5 +1,5 @@
 """What ``pyita check`` leaves on disk: errors.csv (one row per derived structure), check.json (the summary)
-and check.png/.svg (error against δ)."""
+and check.png/.svg (error against δ); and the same numbers as tables on the console (print_report)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,54 @@ def plot_check(summary: dict, *paths: Path) -> None:
     ax.legend(fontsize=7, loc="best")
     for path in paths:
         fig.savefig(path, dpi=150)
+
+
+# --- console ----------------------------------------------------------------------------------------------
+
+def print_report(summary: dict, console) -> None:
+    """The study's numbers as tables on a rich console."""
+    from rich import box
+    from rich.table import Table
+
+    calc = summary["calculator"]["name"]
+    agree = summary.get("reference_vs_data", {})
+    if agree.get("parents_with_labels"):
+        line = (f"{calc} vs the data's own labels on {agree['parents_with_labels']} parents: energy MAE "
+                f"{agree['energy_mae_meV_per_atom']:.3g} meV/atom (max {agree['energy_max_meV_per_atom']:.3g})")
+        if "force_mae_eV_per_A" in agree:
+            line += f", force MAE {agree['force_mae_eV_per_A']:.3g} eV/Å (max {agree['force_max_eV_per_A']:.3g})"
+        console.print(line + (" — the same PES" if agree["energy_max_meV_per_atom"] < 0.01 else
+                              " — the check measures the calculator's PES, standing in for the data's"),
+                      soft_wrap=True)
+    for strategy in summary["settings"]["strategies"]:
+        table = Table(title=f"Taylor error — {strategy}, {calc}, {summary['counts']['parents']} parents",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("δ/Å", "n", "med", "p95", "max", "med", "p95", "max", "F·D", "SNR"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for t in summary["table"]:
+            if t["strategy"] != strategy:
+                continue
+            ea, es = t["error_meV_per_atom"], t["error_meV"]
+            if not t["n"]:
+                table.add_row(f"{t['delta']:g}", "0", *[""] * 8)
+                continue
+            table.add_row(f"{t['delta']:g}", str(t["n"]), *(f"{ea[k]:.3g}" for k in ("median", "p95", "max")),
+                          *(f"{es[k]:.3g}" for k in ("median", "p95", "max")),
+                          f"{t['signal_meV_per_atom']['median']:.3g}", f"{t['snr']['median']:.3g}")
+        table.caption = ("|E_taylor − E_true|: meV/atom (med, p95, max), then meV/structure; "
+                         "F·D: median signal meV/atom; SNR: median |F·D|/|error|")
+        narrow = console.width
+        console.width = max(narrow, 100)  # never elide numbers, even in a narrow terminal or a log file
+        try:
+            console.print(table)
+        finally:
+            console.width = narrow
+        slope = summary["slopes"][strategy]
+        s_med, s_p95 = slope["median"]["slope"], slope["p95"]["slope"]
+        console.print(f"  fitted slope of log error vs log δ: median {_fmt(s_med)}, p95 {_fmt(s_p95)} "
+                      f"(2 expected)", soft_wrap=True)
+        console.print(f"  recommendation: {summary['recommendation'][strategy]['note']}", soft_wrap=True)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

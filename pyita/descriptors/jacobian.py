@@ -20,7 +20,7 @@ and the moments M. ``tests/test_train.py`` checks the result against autograd th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class ForceJacobians:
         """Forces (len(atoms), 3) from feature gradients ``v`` (atoms of the set, F), differentiable in v."""
         return -_BlockProduct.apply(v, self.parts)[self.atoms]
 
-    def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> "ForceJacobians | None":
+    def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> ForceJacobians | None:
         """The same Jacobians in another numbering (old index → new, −1 where dropped), or None if none is
         left."""
         keep = torch.nonzero(structure_map[self.structures] >= 0).squeeze(1)
@@ -92,7 +92,7 @@ class ForceJacobians:
                 parts.append((new_rows, new_cols, blocks))
         return ForceJacobians(structure_map[self.structures[keep]], atoms[atoms >= 0], parts)
 
-    def joined(self, other: "ForceJacobians") -> "ForceJacobians":
+    def joined(self, other: ForceJacobians) -> ForceJacobians:
         """Both sets of Jacobians (already numbered in one set)."""
         return ForceJacobians(torch.cat([self.structures, other.structures]), torch.cat([self.atoms, other.atoms]),
                               self.parts + other.parts)

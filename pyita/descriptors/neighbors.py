@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class AtomsBatch:
     cutoff: float = math.inf
     species: tuple[str, ...] = ()
 
-    def to(self, device) -> "AtomsBatch":
+    def to(self, device) -> AtomsBatch:
         tensors = ("positions", "species_index", "structure_index", "n_atoms", "pair_i", "pair_j", "pair_shift")
         return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
 

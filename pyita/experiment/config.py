@@ -86,7 +86,7 @@ class ExperimentConfig:
         return d
 
     @classmethod
-    def from_record(cls, record, path: str | Path) -> "ExperimentConfig":
+    def from_record(cls, record, path: str | Path) -> ExperimentConfig:
         """The experiment that ``as_dict`` recorded (experiment.json): the settings its results were trained
         with. Anything else is an InputError naming ``path``."""
         names = {f.name for f in fields(cls)}

@@ -81,7 +81,7 @@ class TaskResult:
 
     @classmethod
     def load(cls, json_path: Path, npz_path: Path, trial: int | None = None,
-             condition: str | None = None) -> "TaskResult":
+             condition: str | None = None) -> TaskResult:
         """Read and check one task's files; DamagedResult says what is wrong with them."""
         try:
             summary = json.loads(Path(json_path).read_text())

@@ -302,7 +302,7 @@ def _clear_earlier_experiment(out: Path) -> None:
             entry.unlink()
 
 
-def experiment(config_file: str | Path | None, preset: str | None, overrides: dict, out: str | Path, *,
+def run_experiment(config_file: str | Path | None, preset: str | None, overrides: dict, out: str | Path, *,
                resume: bool = False, overwrite: bool = False, report_only: bool = False,
                progress: bool = True) -> dict:
     """``pyita experiment``: check every setting, claim ``out``, run the pending tasks and write the report
@@ -323,13 +323,13 @@ def experiment(config_file: str | Path | None, preset: str | None, overrides: di
     if report_only:
         return rebuild_report(out, config)
     with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
-        run_experiment(prepared.task_config, config, out, progress_enabled=progress)
+        run_trials(prepared.task_config, config, out, progress_enabled=progress)
         from pyita.experiment.report import write_report   # matplotlib: only once there are results
 
         return write_report(config, out)
 
 
-def run_experiment(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
+def run_trials(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
                    inline: bool | None = None) -> list[dict]:
     """Run all pending tasks; returns the summaries of those run now (earlier ones are on disk)."""
     tasks = pending_tasks(config, out)

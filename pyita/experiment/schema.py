@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -74,18 +74,18 @@ _TRAINER_EXTRAS = {
     "early_stopping": (int, _key("an integer ≥ 1 (epochs without improvement)", ge=1)),
     "validation_fraction": (float, _key("a number ≥ 0 and < 1", ge=0, lt=1)),
     "keep_runs": (bool, _key("true or false (aenet: keep each run folder)")),
-    "method_params": (dict[str, Union[int, float]], _key("a table of aenet method parameters, e.g. { mu = 0.001 }")),
+    "method_params": (dict[str, int | float], _key("a table of aenet method parameters, e.g. { mu = 0.001 }")),
     "sampling": (str, _key("a string (aenet's SAMPLING)")),
 }
 TrainerTable = create_model(
     "TrainerTable", __base__=_Table,
-    **{**{name: (Optional[hint], _key(_described(hint))) for name, hint in _HINTS.items()}, **_TRAINER_EXTRAS})
+    **{**{name: (hint | None, _key(_described(hint))) for name, hint in _HINTS.items()}, **_TRAINER_EXTRAS})
 ConditionTrainerTable = create_model(
     "ConditionTrainerTable", __base__=TrainerTable,
-    iterations=(Union[Annotated[int, Field(ge=1)], Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]],
+    iterations=(Annotated[int, Field(ge=1)] | Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)],
                 _key("an integer ≥ 1, or an array of them (a sweep)")))
 
-_NUMBER_OR_SWEEP = Union[float, Annotated[list[float], Field(min_length=1)]]
+_NUMBER_OR_SWEEP = float | Annotated[list[float], Field(min_length=1)]
 
 
 class AugmentTable(_Table):

@@ -7,7 +7,7 @@ import tarfile
 import warnings
 import zlib
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from pyita.errors import InputError
 from pyita.io.names import refuse_line_breaks

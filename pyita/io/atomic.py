@@ -15,7 +15,7 @@ import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from pyita.errors import PyitaError
 from pyita.io.locks import is_locked, new_lock, owner_pid

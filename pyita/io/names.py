@@ -4,7 +4,7 @@ and the names aenet's one-name-a-line files can hold."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from pyita.errors import InputError
 from pyita.io.files import read_regular

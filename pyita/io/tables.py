@@ -8,7 +8,7 @@ import gzip
 import math
 import numbers
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from pyita.io.atomic import atomic_write
 

@@ -71,7 +71,7 @@ class XsfTemplate:
         self._cumulative = list(itertools.accumulate(map(len, self.atom_lines), initial=0))
 
     @classmethod
-    def verbatim(cls, structure: Structure, lines: list[str], layout) -> "XsfTemplate":
+    def verbatim(cls, structure: Structure, lines: list[str], layout) -> XsfTemplate:
         """A template that keeps the file's own cell and atom lines (exactly the values read, in the file's
         own digits) and re-formats only moved atoms; ``layout`` from ``read_xsf_layout``, or None to
         format everything."""

@@ -12,7 +12,7 @@ from pyita.model.aenet import read_aenet_potential
 from pyita.model.potential import Potential
 
 
-def load_potential(model: "str | Path | Potential | list", device=None) -> Potential:
+def load_potential(model: str | Path | Potential | list, device=None) -> Potential:
     """Accept a Potential, a path to a model file, or aenet networks — a folder of .nn files, one .nn file or
     a list of them (``pyita.model.aenet.read_aenet_potential``) — the form every user-facing entry point
     takes."""

@@ -127,7 +127,7 @@ class Potential(nn.Module):
         atomic_torch_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | Path, device=None) -> "Potential":
+    def load(cls, path: str | Path, device=None) -> Potential:
         """Read a model file written by ``save``, checking every part, so that a damaged or edited file
         gives one clear error naming it rather than a traceback or NaN predictions."""
         path = Path(path)

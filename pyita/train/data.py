@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -162,7 +162,7 @@ class FeatureSet:
     @classmethod
     def build(cls, structures: Sequence[Structure], features: Sequence[torch.Tensor], potential,
               weights: Sequence[float] | None = None, jacobians=None,
-              parents: Sequence[int] | None = None) -> "FeatureSet":
+              parents: Sequence[int] | None = None) -> FeatureSet:
         """Tensors for ``structures`` (features from the descriptor, raw) on the potential's device.
 
         ``parents`` overrides the parent links found by :func:`parent_groups` (see :meth:`concat`).
@@ -210,7 +210,7 @@ class FeatureSet:
         local_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         return first + torch.arange(len(first), device=indices.device) - local_start
 
-    def subset(self, indices: torch.Tensor) -> "FeatureSet":
+    def subset(self, indices: torch.Tensor) -> FeatureSet:
         """The structures ``indices`` (a mini-batch); parents outside the subset become −1."""
         indices = torch.as_tensor(indices, device=self.n_atoms.device)
         atoms = self.atom_rows(indices)
@@ -257,7 +257,7 @@ class FeatureSet:
             batches.append(torch.cat(current))
         return batches
 
-    def concat(self, other: "FeatureSet") -> "FeatureSet":
+    def concat(self, other: FeatureSet) -> FeatureSet:
         """This set followed by ``other``, whose parent links point into this set (freshly derived
         structures of this set's originals, built with ``parents=``)."""
         shift = len(self)

@@ -1,8 +1,8 @@
 """The embedded fit as one function call: structures and settings in, trained potential and history out.
 
-This is what ``pyita train`` and the embedded backend of the experiment runner call. Splitting, MAXENERGY filtering and file
-handling happen before (``pyita.train.data``); here the given training structures are featurized (with
-the on-disk cache), normalised, optionally augmented (once, or afresh every epoch) and fitted.
+This is what ``pyita train`` and the embedded backend of the experiment runner call. Splitting, MAXENERGY
+filtering and file handling happen before (``pyita.train.data``); here the given training structures are
+featurized (with the on-disk cache), normalised, optionally augmented (once, or afresh every epoch) and fitted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -77,12 +77,12 @@ def _available_memory() -> int | None:
         return None
 
 
-def train(train: Sequence[Structure], validation: Sequence[Structure] | None = None,
+def train(training: Sequence[Structure], validation: Sequence[Structure] | None = None,
           settings: TrainSettings | None = None, *, test: Sequence[Structure] | None = None,
           reference_energies: dict[str, float] | None = None, species: Sequence[str] | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, cache_dir: str | Path | None = None,
           use_cache: bool = True, progress: bool = False, stop: StopFlag | None = None) -> TrainResult:
-    """Fit a potential to ``train``; ``validation`` (optional) selects the best epoch and stops early,
+    """Fit a potential to ``training``; ``validation`` (optional) selects the best epoch and stops early,
     ``test`` (optional) is only reported per epoch.
 
     ``reference_energies`` are the atomic energies subtracted before fitting (e.g. generate.in TYPES);
@@ -98,26 +98,26 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     settings = settings or TrainSettings()
     started = time.perf_counter()
     validation, test = list(validation or []), list(test or [])
-    train = list(train)
-    check_structures(train, "training data")
+    training = list(training)
+    check_structures(training, "training data")
     for name, data in (("validation data", validation), ("test data", test)):
         if data:
             check_structures(data, name)
     if settings.optimizer.patience is not None and not validation:
         raise PyitaError("early stopping (patience) needs a validation set")
-    originals = [s for s in train if not s.is_derived]
+    originals = [s for s in training if not s.is_derived]
     if len(originals) < 2:
         raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
                          "(energy normalisation and any fit need more than one label)")
     start = None
     if settings.model.initial_networks is not None:
-        start = initial_potential(settings.model.initial_networks, train + validation + test, species,
+        start = initial_potential(settings.model.initial_networks, training + validation + test, species,
                                   reference_energies)
         settings = replace(settings, model=settings.model.adopt(start))
         species, reference_energies = start.species, start.reference_energies()
     else:
-        species = species_of(train + validation + test, preferred=species or list(reference_energies or ()))
-    untrained = [s for s in species_of(train + validation + test) if s not in species_of(train)]
+        species = species_of(training + validation + test, preferred=species or list(reference_energies or ()))
+    untrained = [s for s in species_of(training + validation + test) if s not in species_of(training)]
     if untrained:
         warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
                       "are not trained (they keep their initial weights)", stacklevel=2)
@@ -132,36 +132,36 @@ def train(train: Sequence[Structure], validation: Sequence[Structure] | None = N
     descriptor = potential.descriptor
 
     if settings.augment is not None and not settings.on_the_fly:
-        train = train + _derive(originals, settings.augment, settings.seed)
+        training = training + _derive(originals, settings.augment, settings.seed)
     elif settings.on_the_fly:
         _derive(originals[:1], settings.augment, settings.seed)  # refuse unusable parents now, not at epoch 1
-    features = _features(descriptor, train + validation + test, cache_dir if use_cache else False, device,
+    features = _features(descriptor, training + validation + test, cache_dir if use_cache else False, device,
                          progress)
-    train_features = features[:len(train)]
-    val_features = features[len(train):len(train) + len(validation)]
-    test_features = features[len(train) + len(validation):]
+    train_features = features[:len(training)]
+    val_features = features[len(training):len(training) + len(validation)]
+    test_features = features[len(training) + len(validation):]
     if settings.model.initial_networks is None:   # initial networks keep the normalisation they were trained with
-        fit_normalization(potential, train, train_features, settings.model.energy_normalization)
+        fit_normalization(potential, training, train_features, settings.model.energy_normalization)
 
     losses: list = [EnergyLoss(float(potential.energy_scale))]
     jac: dict = {}
     if settings.loss.force_weight > 0:
-        force_loss, jac = _force_training(descriptor, train, validation, settings, device)
+        force_loss, jac = _force_training(descriptor, training, validation, settings, device)
         losses.append(force_loss)
-    train_set = FeatureSet.build(train, train_features, potential, _weights(train, settings.loss.derived_weight),
+    train_set = FeatureSet.build(training, train_features, potential, _weights(training, settings.loss.derived_weight),
                                  jac.get("train"))
     val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
     test_set = FeatureSet.build(test, test_features, potential) if test else None
     del features, train_features, val_features, test_features, jac  # the sets hold what training needs
 
-    fresh = _fresh_epochs(train_set, train, potential, settings) if settings.on_the_fly else None
+    fresh = _fresh_epochs(train_set, training, potential, settings) if settings.on_the_fly else None
     if settings.loss.parent_child_weight > 0:
         losses.append(_parent_child_loss(train_set, fresh, settings.loss.parent_child_weight))
     trainer = Trainer(potential, settings, train_set, losses, validation=val_set, test=test_set, fresh=fresh,
-                      checkpoint=checkpoint, fingerprint=_fingerprint(train, validation))
+                      checkpoint=checkpoint, fingerprint=_fingerprint(training, validation))
     history = trainer.run(progress=progress, resume=resume, stop=stop)
-    counts = {"train": len(train), "train_derived": sum(s.is_derived for s in train), "validation": len(validation),
-              "test": len(test)}
+    counts = {"train": len(training), "train_derived": sum(s.is_derived for s in training),
+              "validation": len(validation), "test": len(test)}
     potential.metadata = {
         "pyita_version": __version__,
         "settings": settings.as_dict(),

@@ -68,7 +68,7 @@ class ParentChildLoss:
         return child, data.parent[child]
 
     @classmethod
-    def for_data(cls, data: FeatureSet, weight: float) -> "ParentChildLoss":
+    def for_data(cls, data: FeatureSet, weight: float) -> ParentChildLoss:
         child, parent = cls.pairs(data)
         if not len(child):
             raise ValueError("no derived structure with its parent in the training set")

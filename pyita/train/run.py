@@ -88,7 +88,7 @@ def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, re
         guard_output(path, inputs, "train", overwrite or resume, folder=False, is_previous=is_previous)
 
 
-def train_from_data(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
+def run_train(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
                     validation_fraction: float = 0.0, max_energy: float | None = None,
                     references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
                     cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> dict:

@@ -8,7 +8,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from pyita.backends.condition import ConditionResult
 from pyita.backends.aenet.folder import Entry, assign_names, write_run_folder
 from pyita.backends.aenet.executables import find_executables
 from pyita.backends.aenet.folder import read_record
-from pyita.backends.aenet.run import run_aenet
+from pyita.backends.aenet.run import run_aenet_run
 from pyita.backends.aenet.settings import AenetSettings
 from pyita.errors import PyitaError
 from pyita.io.atomic import atomic_output_dir
@@ -76,7 +76,7 @@ def train_and_evaluate_aenet(train_structures: Sequence[Structure], test_structu
                          "derived": sum(1 for s in train_structures if s.is_derived)}}
     with atomic_output_dir(workdir) as tmp:
         write_run_folder(tmp, train, test, species, refs, settings, record)
-    results = run_aenet(workdir, aenet_bin=aenet_bin, progress=progress, keep_epoch_networks=keep_epoch_networks)
+    results = run_aenet_run(workdir, aenet_bin=aenet_bin, progress=progress, keep_epoch_networks=keep_epoch_networks)
     return {"energy_errors": results["energy_errors"], "force_errors": results["force_errors"],
             "history": results["history"], "seconds": time.perf_counter() - start,
             "step_seconds": results.get("seconds"), "summary": results["summary"],

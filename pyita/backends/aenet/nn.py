@@ -12,10 +12,10 @@ from pyita.io.outputs import RECORDS, guard_output
 from pyita.model.aenet import network_file_names, potential_to_nn
 from pyita.model import Potential, load_potential
 
-__all__ = ["export_aenet"]
+__all__ = ["run_aenet_export"]
 
 
-def export_aenet(model, out: str | Path, overwrite: bool = False) -> dict:
+def run_aenet_export(model, out: str | Path, overwrite: bool = False) -> dict:
     """``pyita aenet export``: write the .nn files of ``model`` (a model file, aenet networks, or a Potential)
     into the folder ``out``, all or nothing, with a record (``RECORDS["aenet export"]``). Returns the record."""
     paths = [] if isinstance(model, Potential) else [

@@ -79,7 +79,7 @@ def _relative_to(name: str, folder: str) -> str:
     return os.path.relpath(os.path.abspath(name), folder) if os.path.isfile(name) else name
 
 
-def prepare_aenet(data: str | Path, out: str | Path, settings: AenetSettings | dict | None = None,
+def run_aenet_prepare(data: str | Path, out: str | Path, settings: AenetSettings | dict | None = None,
                   test_parents: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
                   types: dict[str, float] | None = None, overwrite: bool = False,
                   progress: bool = True) -> dict:

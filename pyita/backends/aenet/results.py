@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from pyita.backends.aenet.folder import read_record
 from pyita.backends.aenet.settings import LOGS, STRUCTURES_CSV

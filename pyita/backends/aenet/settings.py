@@ -85,7 +85,7 @@ class AenetSettings:
                 "architecture": "hidden", "maxenergy": "max_energy", "types": "reference_energies"}
 
     @classmethod
-    def from_dict(cls, settings: dict | "AenetSettings" | None) -> "AenetSettings":
+    def from_dict(cls, settings: dict | AenetSettings | None) -> AenetSettings:
         """Build from an experiment's trainer table; keys aenet cannot honour raise or warn."""
         if isinstance(settings, AenetSettings):
             return settings

@@ -1,0 +1,5 @@
+"""``python -m pyita.cli``: the ``pyita`` command."""
+
+from pyita.cli.main import main
+
+main()

@@ -1,0 +1,61 @@
+"""Console-script entry point: runs the application with one clear line for every error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+# Importing the command modules registers their commands with the application.
+from pyita.cli import aenet, structures, training  # noqa: F401
+from pyita.cli.app import app, err_console
+from pyita.errors import Interrupted, PyitaError
+
+
+def _error(message: str) -> None:
+    """One line, whatever the message holds (a file name may hold a line break)."""
+    from rich.markup import escape
+
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _terminate(signum, frame) -> None:
+    """Ctrl-C and SIGTERM unwind alike: workers are stopped, temporary outputs removed, locks released.
+    (Not KeyboardInterrupt, which typer turns into a silent exit 130.)"""
+    raise Interrupted(signum)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one clear line and exit status 2, never a traceback;
+    an interruption (Ctrl-C, SIGTERM) cleans up, says what is left and exits 128 + the signal number."""
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:   # not ignored (a background job)
+        signal.signal(signal.SIGINT, _terminate)
+    try:
+        app()
+    except PyitaError as exc:
+        _error(str(exc))
+        sys.exit(2)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        # what the command left, added as a note on the way out (e.g. a checkpoint, partial aenet output)
+        left = "; ".join(getattr(exc, "__notes__", ())) or ("no partial output was kept (resumable commands "
+                                                             "continue from their checkpoint when rerun)")
+        _error(f"interrupted by {signal.Signals(signum).name}; {left}")
+        sys.exit(128 + signum)
+    except OSError as exc:  # the system refused a file operation PyITA did not foresee: say which and why
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        sys.exit(2)
+    except Exception as exc:  # a bug PyITA did not foresee: one line to report, the traceback on request
+        if os.environ.get("PYITA_TRACEBACK"):
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} — please report this PyITA bug with the command line "
+               "(PYITA_TRACEBACK=1 shows the traceback)")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
+
