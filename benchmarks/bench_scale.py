@@ -103,6 +103,8 @@ def plot(rows: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pyita.experiment.plots import log_log
+
     stored = sorted((r for r in rows if "jacobian_gib" in r and "force_fraction" not in PARTS[r["part"]]),
                     key=lambda r: r["atoms_per_cell"])
     fig, axes = plt.subplots(1, 3 if stored else 2, figsize=(15 if stored else 11, 4.2))
@@ -112,10 +114,7 @@ def plot(rows: list[dict], out: Path) -> None:
         axes[1].plot([r["atoms"] for r in mine], [r["seconds_per_epoch"] for r in mine], "o-", color=f"C{k}",
                      label=part)
     for ax, label in ((axes[0], "peak RSS (GiB)"), (axes[1], "seconds per epoch")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("atoms in the training set")
-        ax.set_ylabel(label)
+        log_log(ax, "atoms in the training set", label)
     axes[0].legend(fontsize=8)
     if stored:
         jacobian_panel(axes[2], stored)

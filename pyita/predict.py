@@ -53,7 +53,7 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
 
 
 def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
-                   batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
+                batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
     predictions.csv, forces.csv, predictions.extxyz and summary.json; returns the summary."""
     import ase.io

@@ -59,7 +59,7 @@ def run_folder(tmp_path) -> Path:
     """A run folder for the synthetic data with s05, s06 held out and the TiO2 example's TYPES."""
     out = tmp_path / "run"
     aenet.run_aenet_prepare(DATA / "xsf", out, test_parents=DATA / "test-parents.txt",
-                        types={"Ti": E_TI, "O": E_O}, progress=False)
+                            types={"Ti": E_TI, "O": E_O}, progress=False)
     return out
 
 
@@ -255,7 +255,7 @@ def test_rank_deficient_fit_is_flagged_and_keeps_cohesive_energies():
 def test_prepare_fits_missing_reference_energies_and_says_so(tmp_path):
     with pytest.warns(UserWarning, match="fitted by least squares"):
         record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
-                                     types={"Ti": E_TI}, progress=False)
+                                         types={"Ti": E_TI}, progress=False)
     assert record["reference_energies_origin"] == {"Ti": "user", "O": "fitted"}
     assert "note" in record["reference_energy_fit"]
     assert "fitted by least squares" in (tmp_path / "run" / "generate.in").read_text()
@@ -289,7 +289,7 @@ def _parent_of(xsf_path: Path) -> str | None:
 def test_test_parents_and_their_derived_structures_stay_out_of_training(augmented, tmp_path):
     out = tmp_path / "run"
     record = aenet.run_aenet_prepare(augmented, out, test_parents=DATA / "test-parents.txt",
-                                 types={"Ti": E_TI, "O": E_O}, progress=False)
+                                     types={"Ti": E_TI, "O": E_O}, progress=False)
     gen = read_generate_in(out / "generate.in")
     train_names = [Path(f).name for f in gen.files]
     parents_of_train = {_parent_of(p) for p in gen.resolved_files()} - {None}
@@ -309,7 +309,7 @@ def test_test_parents_and_their_derived_structures_stay_out_of_training(augmente
 
 def test_random_test_fraction_splits_by_parent(augmented, tmp_path):
     record = aenet.run_aenet_prepare(augmented, tmp_path / "run", test_fraction=0.34, seed=3,
-                                 types={"Ti": E_TI, "O": E_O}, progress=False)
+                                     types={"Ti": E_TI, "O": E_O}, progress=False)
     rows = (tmp_path / "run" / "structures.csv").read_text().splitlines()[1:]
     test = {Path(r.split(",")[3]).name for r in rows if ",test," in r}
     train_parents = {Path(r.split(",")[4]).name for r in rows if ",train,derived," in r}
@@ -326,15 +326,15 @@ def test_max_energy_filter_applies_to_train_and_test(tmp_path):
     threshold = -3.0855          # between s05 (-3.0911) and s06 (-3.0809), the two test parents
     assert per_atom["s06.xsf"] > threshold > per_atom["s05.xsf"] > max(per_atom[f"s0{k}.xsf"] for k in range(1, 5))
     record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run", test_parents=DATA / "test-parents.txt",
-                                 types={"Ti": E_TI, "O": E_O}, progress=False,
-                                 settings={"max_energy": threshold})
+                                     types={"Ti": E_TI, "O": E_O}, progress=False,
+                                     settings={"max_energy": threshold})
     c = record["counts"]
     assert (c["above_max_energy_train"], c["above_max_energy_test"], c["test_files"]) == (0, 1, 1)
     assert f"MAXENERGY   {threshold!r}" in (tmp_path / "run" / "train.in").read_text()
     assert (tmp_path / "run" / "predict.in").read_text().endswith("FILES\n1\nxsf/test/s05.xsf\n")
     # aenet's own filter: above the threshold in eV/atom over the reference energies → training drops too.
     record = aenet.run_aenet_prepare(DATA / "xsf", tmp_path / "run2", test_fraction=0, types={"Ti": E_TI, "O": E_O},
-                                 progress=False, settings={"max_energy": -3.099})
+                                     progress=False, settings={"max_energy": -3.099})
     assert record["counts"]["above_max_energy_train"] == sum(v > -3.099 for v in per_atom.values())
     assert "NOT test errors" in record["test_set"]
 
@@ -344,18 +344,18 @@ def test_extxyz_input_gets_placeholder_forces(tmp_path):
     from pyita.augment.run import run_augment
 
     run_augment(DATA / "xsf", tmp_path / "aug", AugmentSettings(a=1, delta=0.02), fmt="extxyz",
-                    progress=False)
+                progress=False)
     out = tmp_path / "run"
     aenet.run_aenet_prepare(tmp_path / "aug" / "augmented.extxyz", out, test_fraction=0.2,
-                        types={"Ti": E_TI, "O": E_O}, progress=False)
+                            types={"Ti": E_TI, "O": E_O}, progress=False)
     for f in read_generate_in(out / "generate.in").resolved_files():
         s = read_xsf(f, require_labels=True)       # generate.x needs energy and force columns everywhere
         if s.info.get("derived"):
             assert "placeholder_forces" in s.info
     # Test parents named by their original file names are found through the frames' recorded sources.
     record = aenet.run_aenet_prepare(tmp_path / "aug" / "augmented.extxyz", tmp_path / "run2",
-                                 test_parents=DATA / "test-parents.txt", types={"Ti": E_TI, "O": E_O},
-                                 progress=False)
+                                     test_parents=DATA / "test-parents.txt", types={"Ti": E_TI, "O": E_O},
+                                     progress=False)
     assert record["counts"]["test_parents"] == 2 and record["counts"]["derived_of_test_parents_dropped"] == 2
     assert record["counts"]["train_files"] == 4 + 4
 

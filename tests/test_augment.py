@@ -405,7 +405,7 @@ def test_disk_error_leaves_nothing(tmp_path):
     for workers in (1, 2):
         with pytest.raises(InputError) as info:
             run_augment(gen, tmp_path / "out", AugmentSettings(a=2, delta=0.03), progress=False,
-                            workers=workers)
+                        workers=workers)
         assert str(bad) in str(info.value) and info.value.line is not None
         assert not (tmp_path / "out").exists()
         assert [p.name for p in tmp_path.iterdir()] == ["in"]

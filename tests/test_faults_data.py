@@ -219,8 +219,8 @@ def test_train_never_tests_on_a_copy_of_a_training_structure(case, tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             summary = run_train(str(gen), tmp_path / f"m{seed}.pt",
-                                      replace(settings, seed=seed), test_fraction=0.5, use_cache=False,
-                                      progress=False)
+                                replace(settings, seed=seed), test_fraction=0.5, use_cache=False,
+                                progress=False)
         pair_in_test = [s for s in load_potential(tmp_path / f"m{seed}.pt").metadata["test_sources"]
                         if Path(s).name in ("s01.xsf", "copy-of-s01.xsf")]
         total = sum(summary["counts"][k] for k in ("train", "validation", "test"))

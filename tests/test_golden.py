@@ -50,7 +50,7 @@ def _augment_extxyz(out: Path) -> None:
     from pyita.augment.run import run_augment
 
     run_augment("sample:tio2-diverse", out, AugmentSettings(a=1.5, delta=0.02, strategy="random-all", seed=7),
-                    fmt="extxyz", progress=False)
+                fmt="extxyz", progress=False)
 
 
 def _augment_sequential(out: Path) -> None:
@@ -58,14 +58,14 @@ def _augment_sequential(out: Path) -> None:
     from pyita.augment.run import run_augment
 
     run_augment("sample:tio2-diverse", out, AugmentSettings(a=3, delta=0.03, strategy="sequential"),
-                    only_derived=True, progress=False, workers=1)
+                only_derived=True, progress=False, workers=1)
 
 
 def _aenet_prepare(out: Path) -> None:
     from pyita.backends.aenet import run_aenet_prepare
 
     run_aenet_prepare("sample:tio2-md", out, {"iterations": 15, "max_energy": 1.0}, test_fraction=0.2, seed=4,
-                  progress=False)
+                      progress=False)
 
 
 GOLDEN_RUNS = {"augment-xsf": _augment_xsf, "augment-extxyz": _augment_extxyz,

@@ -559,7 +559,7 @@ def test_train_on_placeholder_types_fits_the_references_as_every_command_does(tm
     real = {"Ti": -1626.66972707, "O": -433.23448532}
     (tmp_path / "real").mkdir()
     run_train(str(_generate_in_for_sample_tio2(tmp_path / "real", real)), tmp_path / "real.pt", settings,
-                    test_fraction=0.2, progress=False)
+              test_fraction=0.2, progress=False)
     model = Potential.load(tmp_path / "real.pt")
     assert model.reference_energies() == pytest.approx(real, abs=1e-9)
     assert model.metadata["reference_energies_origin"] == {"Ti": "generate.in", "O": "generate.in"}

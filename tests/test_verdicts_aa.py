@@ -43,7 +43,7 @@ def aa(tmp_path_factory):
     raw = tomllib.loads(CONFIG)
     config = parse_config(raw, "aa-tiny.toml")
     run_trials({"raw": raw, "path": "aa-tiny.toml", "overrides": {}}, config, out, progress_enabled=False,
-                   inline=True)
+               inline=True)
     return config, out, write_report(config, out)
 
 

@@ -67,8 +67,8 @@ def _derived_stems(names: list[str]) -> list[str]:
 
 
 def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
-                    only_derived: bool = False, exclude_file: str | Path | None = None,
-                    overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
+                only_derived: bool = False, exclude_file: str | Path | None = None,
+                overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).
 
     Nothing appears under ``out`` unless the whole run succeeds; inputs are only read. Parents stream

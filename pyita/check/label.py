@@ -309,7 +309,7 @@ def _parallel(spec, structures, todo, checkpoint, results, need_forces, advance,
 # --- the `pyita label` command ----------------------------------------------------------------------------
 
 def run_label(data, calculator, out: str | Path, *, calc_kwargs=None, workers: int = 1, progress: bool = True,
-          restart: bool = False, overwrite: bool = False, threads: int | None = None, fold="auto") -> dict:
+              restart: bool = False, overwrite: bool = False, threads: int | None = None, fold="auto") -> dict:
     """Label every structure of ``data`` with ``calculator`` into the extxyz file ``out`` (atomically).
 
     Results go to ``out + '.partial'`` as they finish; a rerun of the same command continues from there.

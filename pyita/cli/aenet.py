@@ -37,8 +37,8 @@ def aenet_prepare(
                                          "or glob (quoted), ASE file, or 'sample[:name]'."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (must be new or empty)."),
     test_parents: Path | None = typer.Option(None, "--test-parents",
-                                                help="File naming the test parents, one per line (held out "
-                                                     "with all their derived structures)."),
+                                             help="File naming the test parents, one per line (held out "
+                                                  "with all their derived structures)."),
     test_fraction: float = typer.Option(0.1, help="Without --test-parents: fraction of the original structures "
                                                   "held out as test parents (0: none)."),
     seed: int = typer.Option(0, help="Seed for choosing the test parents."),
@@ -52,8 +52,8 @@ def aenet_prepare(
     iterations: int = typer.Option(500, help="train.x ITERATIONS (epochs)."),
     method: str = typer.Option("bfgs", help="bfgs | lm | adam | online_sd | ekf."),
     method_param: list[str] | None = typer.Option(None, "--method-param",
-                                                     help="Method parameter key=value, repeatable (aenet's "
-                                                          "names, e.g. --method-param mu=0.001)."),
+                                                  help="Method parameter key=value, repeatable (aenet's "
+                                                       "names, e.g. --method-param mu=0.001)."),
     hidden: str = typer.Option("15:tanh,15:tanh", help="Hidden layers nodes:activation, comma-separated."),
     max_energy: float | None = typer.Option(None, help="MAXENERGY, eV/atom above the reference energies; "
                                                        "PyITA applies it to the test parents too."),
@@ -81,7 +81,7 @@ def aenet_prepare(
                              max_energy=max_energy, descriptor=descriptor, chebyshev=cheb, forces=not no_forces,
                              initial_networks=None if initial_networks is None else str(initial_networks))
     record = run_aenet_prepare(data, out, settings, test_parents=test_parents, test_fraction=test_fraction, seed=seed,
-                           types=parse_types(types), overwrite=overwrite, progress=not quiet)
+                               types=parse_types(types), overwrite=overwrite, progress=not quiet)
     c = record["counts"]
     refs = ", ".join(f"{s} {e:.6f} eV ({record['reference_energies_origin'][s]})"
                      for s, e in record["reference_energies"].items())
@@ -113,7 +113,7 @@ def aenet_run(
         results = collect_results(rundir)
     else:
         results = run_aenet_run(rundir, aenet_bin=aenet_bin, overwrite=overwrite, progress=not quiet,
-                            keep_epoch_networks=keep_epoch_networks)
+                                keep_epoch_networks=keep_epoch_networks)
     s = results["summary"]
     e, f = s["energy_meV_per_atom"], s["force_components_eV_per_A"]
     console.print(f"{s['test_set']}: {e['n']} structures, energy MAE {e['mae']:.2f} / RMSE {e['rmse']:.2f} / "

@@ -50,6 +50,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Taylor-expansion data augmentation, training and evaluation of neural-network potentials."""
 
 
+def done(what: str, out, seconds: float) -> None:
+    """The closing line of a command that wrote ``out``: what it made, where, and how long it took."""
+    console.print(f"{what} → {out}  [{seconds:.1f} s]")
+
+
 def ask_if_missing(value, name: str, prompt: str, kind):
     """The paper's program asked interactively; do so only when a person is at the terminal."""
     if value is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pyita.cli.app import CALC_HELP, FOLD_OPTION, THREADS_OPTION, app, ask_if_missing, console
+from pyita.cli.app import CALC_HELP, FOLD_OPTION, THREADS_OPTION, app, ask_if_missing, console, done
 
 
 @app.command()
@@ -40,11 +40,10 @@ def augment(
     delta = ask_if_missing(delta, "delta", "Displacement delta in Angstrom", float)
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
     summary = run_augment(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
-                              overwrite=overwrite, progress=not quiet, workers=workers)
+                          overwrite=overwrite, progress=not quiet, workers=workers)
     c = summary["counts"]
-    console.print(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
-                  f"({c['excluded']} excluded) → {out}  [{summary['seconds']:.1f} s]")
-
+    done(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
+         f"({c['excluded']} excluded)", out, summary["seconds"])
 
 
 @app.command()
@@ -52,8 +51,8 @@ def check(
     data: str = typer.Argument(..., help="Structures to take parents from (any DATA that augment accepts)."),
     calculator: str = typer.Option(..., "--calculator", "-c", help=CALC_HELP),
     calc_kwargs: str | None = typer.Option(None, "--calc-kwargs",
-                                              help='JSON keyword arguments for the calculator, e.g. '
-                                                   '\'{"accuracy": 0.1}\'.'),
+                                           help='JSON keyword arguments for the calculator, e.g. '
+                                                '\'{"accuracy": 0.1}\'.'),
     delta: str = typer.Option("0.005,0.01,0.02,0.03,0.05", "--delta", help="Comma-separated δ values, Å."),
     strategy: str = typer.Option("balanced,random-all", "--strategy",
                                  help="Comma-separated: sequential, balanced, random-all."),
@@ -83,8 +82,8 @@ def check(
                        fold=fold)
     print_report(result.summary, console)
     c = result.summary["counts"]
-    console.print(f"{c['calculations']} calculations ({c['parents']} parents, {c['derived']} derived) → {out}  "
-                  f"[{result.summary['seconds']:.1f} s]")
+    done(f"{c['calculations']} calculations ({c['parents']} parents, {c['derived']} derived)", out,
+         result.summary["seconds"])
 
 
 @app.command()
@@ -92,12 +91,12 @@ def label(
     data: str = typer.Argument(..., help="Structures to label (any DATA that augment accepts; labels optional)."),
     calculator: str = typer.Option(..., "--calculator", "-c", help=CALC_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Output extended-XYZ file, written when complete."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial of an earlier run."),
     calc_kwargs: str | None = typer.Option(None, "--calc-kwargs", help="JSON keyword arguments."),
     workers: int = typer.Option(1, help="Processes computing in parallel."),
     threads: int | None = THREADS_OPTION,
     fold: str = FOLD_OPTION,
-    restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial of an earlier run."),
-    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Compute energies and forces with a reference calculator; resumable (OUT.partial), parallel."""
@@ -106,9 +105,8 @@ def label(
     summary = run_label(data, calculator, out, calc_kwargs=calc_kwargs, workers=workers, progress=not quiet,
                         restart=restart, overwrite=overwrite, threads=threads, fold=fold)
     resumed = f" ({summary['resumed']} from the checkpoint)" if summary["resumed"] else ""
-    console.print(f"{summary['structures']} structures labelled with {summary['calculator']['name']}{resumed} "
-                  f"→ {out}  [{summary['seconds']:.1f} s]")
-
+    done(f"{summary['structures']} structures labelled with {summary['calculator']['name']}{resumed}", out,
+         summary["seconds"])
 
 
 @app.command()
@@ -126,7 +124,7 @@ def predict(
     from pyita.predict import run_predict
 
     summary = run_predict(model, data, out, forces=forces, batch_size=batch_size, device=device,
-                             overwrite=overwrite, progress=not quiet)
+                          overwrite=overwrite, progress=not quiet)
     e, f = summary["energy_meV_per_atom"], summary["force_components_eV_per_A"]
     console.print(f"{summary['structures']} structures → {out}")
     if e["n"]:

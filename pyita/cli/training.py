@@ -28,7 +28,7 @@ def train(
     method: str = typer.Option("lbfgs", help="lbfgs (full batch, aenet's bfgs) | adam (mini-batch)."),
     iterations: int = typer.Option(500, help="Epochs (one L-BFGS iteration, or one pass of Adam)."),
     hidden: str | None = train_option("15:tanh,15:tanh", "Hidden layers, nodes:activation (tanh, sigmoid, "
-                                                             "mtanh, linear)."),
+                                      "mtanh, linear)."),
     force_weight: float = typer.Option(0.0, help="Weight of the force term (direct force training; 0: energy "
                                                  "only). Errors are scaled by the data's spread."),
     force_fraction: float = typer.Option(1.0, help="Share of the force information (seeded choice) that the "
@@ -51,11 +51,11 @@ def train(
     angular_rc: float | None = train_option(ChebyshevSetup.angular_rc, "Chebyshev angular cutoff, Å."),
     angular_n: int | None = train_option(ChebyshevSetup.angular_n, "Chebyshev angular order."),
     initial_networks: Path | None = typer.Option(None, "--initial-networks",
-                                                    help="Start from these networks: a PyITA model (.pt) or a "
-                                                         "folder of aenet .nn files (train.x's, or `pyita aenet "
-                                                         "export`'s). Their descriptor, hidden layers, "
-                                                         "normalisation and reference energies are kept; options "
-                                                         "that contradict them are refused."),
+                                                 help="Start from these networks: a PyITA model (.pt) or a "
+                                                      "folder of aenet .nn files (train.x's, or `pyita aenet "
+                                                      "export`'s). Their descriptor, hidden layers, "
+                                                      "normalisation and reference energies are kept; options "
+                                                      "that contradict them are refused."),
     batch_size: int = typer.Option(32, help="Adam: structures per mini-batch."),
     learning_rate: float = typer.Option(1e-3, help="Adam: learning rate."),
     weight_init: str = typer.Option("aenet", help="Initial weight range: aenet (its train.x's) | pytorch."),
@@ -90,9 +90,9 @@ def train(
         device=device, checkpoint_every=checkpoint_every, descriptor=descriptor,
         initial_networks=None if initial_networks is None else str(initial_networks))
     summary = run_train(data, out, settings, test_fraction=test_fraction,
-                              validation_fraction=validation_fraction, max_energy=max_energy,
-                              references=parse_types(types) or None, resume=resume, overwrite=overwrite,
-                              cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
+                        validation_fraction=validation_fraction, max_energy=max_energy,
+                        references=parse_types(types) or None, resume=resume, overwrite=overwrite,
+                        cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
     c, last, test = summary["counts"], summary["last"], summary["test_errors"]
     console.print(f"trained on {c['train']} structures ({c['train_derived']} derived), validation {c['validation']}, "
                   f"test {c['test']}, {c['dropped']} dropped by --max-energy; {summary['epochs']} epochs "
@@ -103,7 +103,6 @@ def train(
         e, f = test["energy_meV_per_atom"], test["force_components_eV_per_A"]
         console.print(f"test  energy MAE/RMSE {e['mae']:.2f}/{e['rmse']:.2f} meV/atom; "
                       f"force MAE/RMSE {f['mae']:.3f}/{f['rmse']:.3f} eV/Å")
-
 
 
 @app.command()
@@ -138,7 +137,7 @@ def experiment(
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
                  "scheduler": scheduler}
     summary = run_experiment(config_file, preset, overrides, out, resume=resume, overwrite=overwrite,
-                         report_only=report_only, progress=not quiet)
+                             report_only=report_only, progress=not quiet)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")

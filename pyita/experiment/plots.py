@@ -25,6 +25,14 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def log_log(ax, xlabel: str, ylabel: str) -> None:
+    """Both axes logarithmic, with their labels: costs and errors span decades."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
 def violins(config, results, out: Path) -> list[Path]:
     """Distribution of absolute test errors per condition, pooled over trials (density of log10 errors,
     so the small errors that matter stay visible next to the outliers)."""
@@ -154,10 +162,7 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
         for j, (delta, values) in enumerate(sorted(signals.items())):
             ax.axvline(np.median(values), color="k", ls=["--", ":", "-."][j % 3], lw=1,
                        label=f"Taylor signal δ={delta:g} Å")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("model training energy MAE (meV/atom)  ← longer training")
-        ax.set_ylabel(label)
+        log_log(ax, "model training energy MAE (meV/atom)  ← longer training", label)
         ax.invert_xaxis()
     axes[0].legend(fontsize=7)
     return _save(fig, out, "crossover")
@@ -188,10 +193,7 @@ def budget(config, table: list[dict], out: Path) -> list[Path]:
             ax.plot([row["seconds_mean"] for row in rows], [row[key] for row in rows], "o-", color=f"C{k}",
                     label=family)
     for ax, label in ((axes[0], "test energy MAE (meV/atom)"), (axes[1], "test force MAE (eV/Å)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training wall time per run (s, mean over trials)")
-        ax.set_ylabel(label)
+        log_log(ax, "training wall time per run (s, mean over trials)", label)
     axes[0].legend(fontsize=7)
     return _save(fig, out, "budget")
 

@@ -22,10 +22,10 @@ import numpy as np
 from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import (ExperimentConfig, backend_of, first_difference, parse_config, parse_toml,
-                                    read_config_text)
+                                     read_config_text)
 from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
 from pyita.experiment.results import (KEPT_RUNS, RESULTS, SCRATCH, DamagedResult, TaskResult, kept_run_folder,
-                                     result_paths)
+                                      result_paths)
 from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io import open_source
@@ -72,8 +72,8 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
             extra["scratch"] = Path(out) / SCRATCH
     start = time.perf_counter()
     result = get_backend(backend)(parents=parents, derived=derived, test=test, trainer=trainer,
-                                         augment=condition.augment, seed=split.model_seed,
-                                         reference_energies=reference, **extra)
+                                  augment=condition.augment, seed=split.model_seed,
+                                  reference_energies=reference, **extra)
     seconds = time.perf_counter() - start
     summary = {
         "trial": trial, "condition": condition.name, "backend": backend, "seed": split.model_seed,
@@ -303,8 +303,8 @@ def _clear_earlier_experiment(out: Path) -> None:
 
 
 def run_experiment(config_file: str | Path | None, preset: str | None, overrides: dict, out: str | Path, *,
-               resume: bool = False, overwrite: bool = False, report_only: bool = False,
-               progress: bool = True) -> dict:
+                   resume: bool = False, overwrite: bool = False, report_only: bool = False,
+                   progress: bool = True) -> dict:
     """``pyita experiment``: check every setting, claim ``out``, run the pending tasks and write the report
     (or, ``report_only``, rebuild the report of the experiment stored in ``out``); returns the report's
     summary."""
@@ -330,7 +330,7 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
 
 
 def run_trials(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
-                   inline: bool | None = None) -> list[dict]:
+               inline: bool | None = None) -> list[dict]:
     """Run all pending tasks; returns the summaries of those run now (earlier ones are on disk)."""
     tasks = pending_tasks(config, out)
     done = []

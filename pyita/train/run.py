@@ -89,9 +89,9 @@ def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, re
 
 
 def run_train(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
-                    validation_fraction: float = 0.0, max_energy: float | None = None,
-                    references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
-                    cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> dict:
+              validation_fraction: float = 0.0, max_energy: float | None = None,
+              references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
+              cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> dict:
     """Train on ``data`` (anything ``open_source`` reads) and write ``out`` (the model) next to
     ``out.history.csv``; returns a summary with the final test errors.
 

@@ -80,9 +80,9 @@ def _relative_to(name: str, folder: str) -> str:
 
 
 def run_aenet_prepare(data: str | Path, out: str | Path, settings: AenetSettings | dict | None = None,
-                  test_parents: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
-                  types: dict[str, float] | None = None, overwrite: bool = False,
-                  progress: bool = True) -> dict:
+                      test_parents: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
+                      types: dict[str, float] | None = None, overwrite: bool = False,
+                      progress: bool = True) -> dict:
     """Write an aenet run folder for ``data`` (anything ``pyita.io.open_source`` reads, including the
     augmented generate.in of ``pyita augment``). Returns the record also saved as pyita-aenet.json."""
     from pyita.io import open_source

@@ -169,7 +169,7 @@ def _check_step(step: str, rundir: Path, record: dict, returncode: int) -> tuple
 
 
 def run_aenet_run(rundir: str | Path, aenet_bin: str | Path | None = None, overwrite: bool = False,
-              progress: bool = True, keep_epoch_networks: bool = True) -> dict:
+                  progress: bool = True, keep_epoch_networks: bool = True) -> dict:
     """Run generate.x, train.x and predict.x in a run folder, then collect the results (see collect_results).
 
     Raises PyitaError with aenet's own message when a program fails (they exit with status 0 after most
