@@ -225,3 +225,17 @@ def test_an_aenet_condition_without_aenet_fails_before_anything_is_written(tmp_p
                    cwd=tmp_path, PATH="/usr/bin:/bin")
     error_line(done, "'aenet' need aenet")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_augment_table_knows_exactly_the_augmentation_and_its_training_keys():
+    """A condition's augment table is AugmentSettings' fields (not its seed, which is the trial's, nor cap,
+    which the training record does not hold) plus the training keys the embedded backend translates: a new
+    augmentation setting appears in the config schema, or this fails."""
+    from dataclasses import fields
+
+    from pyita.augment import AugmentSettings
+    from pyita.backends.embedded import AUGMENT_TRAINING_KEYS
+    from pyita.experiment.schema import AugmentTable
+
+    settings = {f.name for f in fields(AugmentSettings)} - {"seed", "cap"}
+    assert set(AugmentTable.model_fields) == settings | set(AUGMENT_TRAINING_KEYS)

@@ -27,7 +27,7 @@ __all__ = ["train_and_evaluate", "train_settings"]
 _TRAINER_ALIASES = {"early_stopping": "patience"}
 #: The keys of a condition's augment table that are training settings (by their record names); the others are
 #: AugmentSettings'.
-_AUGMENT_TRAINING_KEYS = {"on_the_fly": "on_the_fly", "weight": "derived_weight",
+AUGMENT_TRAINING_KEYS = {"on_the_fly": "on_the_fly", "weight": "derived_weight",
                           "parent_child_weight": "parent_child_weight"}
 
 
@@ -73,11 +73,11 @@ def train_settings(trainer: dict, augment: dict | None = None, seed: int = 0, in
     if fields.get("patience") is not None and not validation_fraction:
         validation_fraction = 0.1  # early stopping needs something to watch
     augment = dict(augment or {})
-    unsupported = sorted(set(augment) - {*_AUGMENT_TRAINING_KEYS, *AugmentSettings.__dataclass_fields__})
+    unsupported = sorted(set(augment) - {*AUGMENT_TRAINING_KEYS, *AugmentSettings.__dataclass_fields__})
     if unsupported:
         raise PyitaError(f"augmentation options {unsupported} are not supported by the embedded trainer")
     on_the_fly = augment.pop("on_the_fly", False)
-    fields.update({_AUGMENT_TRAINING_KEYS[k]: augment[k] for k in _AUGMENT_TRAINING_KEYS if k in augment})
+    fields.update({AUGMENT_TRAINING_KEYS[k]: augment[k] for k in AUGMENT_TRAINING_KEYS if k in augment})
     settings = TrainSettings.from_flat(**{**fields, "seed": seed,
                                           **({"init_seed": seed + init_seed_offset} if init_seed_offset else {})})
     if on_the_fly:   # drawn here; fixed derived structures arrive made, and only their loss weights apply here

@@ -3,7 +3,6 @@ and check.png/.svg (error against δ); and the same numbers as tables on the con
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pyita.io.records import jsonable
+from pyita.io.tables import write_csv
 from pyita.structure import Structure
 
 CSV_FIELDS = ["strategy", "delta", "parent_index", "parent", "copy", "atom", "direction", "n_atoms",
@@ -38,11 +38,7 @@ def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
     """errors.csv (one row per derived structure), check.json (summary), check.png/.svg (the plot)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "errors.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
+    write_csv(folder / "errors.csv", result.rows, CSV_FIELDS)
     (folder / "check.json").write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
     plot_check(result.summary, folder / "check.png", folder / "check.svg")
     return [folder / name for name in OUTPUT_FILES]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pyita.augment import augment
+from pyita.augment import AugmentSettings, augment
 from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
 from pyita.io import read_structures
@@ -65,10 +65,9 @@ def trial_split(pool: Sequence[Structure], config: ExperimentConfig, trial: int)
 def derived_for(condition: Condition, parents: list[Structure], seed: int) -> list[Structure]:
     """Derived structures of a condition's augmentation (fixed ones, or one draw of the on-the-fly kind)."""
     aug = condition.augment
-    if not aug:
+    if not aug or aug["a"] == 0:   # a = 0 in a sweep: no augmentation
         return []
-    return augment(parents, a=aug["a"], delta=aug["delta"], strategy=aug.get("strategy", "balanced"),
-                   seed=seed, max_force=aug.get("max_force"))
+    return augment(parents, **AugmentSettings.from_table(aug, seed).as_dict())
 
 
 def taylor_signal(derived: list[Structure]) -> float | None:

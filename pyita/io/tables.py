@@ -1,5 +1,7 @@
-"""The one CSV writer: every table PyITA writes (predictions, error tables, training histories, experiment
-reports) goes through ``write_csv``, so they share their layout, number format and all-or-nothing writing."""
+"""The one CSV writer: every table PyITA writes whole (predictions, error tables, training histories, experiment
+reports, check's errors, aenet run folders' structure lists) goes through ``write_csv``, so they share their
+layout, number format and all-or-nothing writing. The one table written row by row, ``pyita augment``'s manifest
+(millions of rows, streamed beside the structures), keeps the same layout with the csv module's writer."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ PyITA's record of them."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from pyita.backends.aenet.settings import (INITIAL_DIR, RECORD, STRUCTURES_CSV, 
 from pyita.errors import InputError, PyitaError
 from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_stp, format_train_in
 from pyita.io.generate_in import GenerateIn, format_generate_in
+from pyita.io.tables import write_csv
 from pyita.io.xsf import aenet_text
 from pyita.io.xsf_write import format_xsf
 from pyita.structure import Structure
@@ -189,13 +189,10 @@ def write_run_folder(folder: Path, train: list[Entry], test: list[Entry], specie
     run_sh = folder / "run.sh"
     run_sh.write_text(_run_sh(networks, initial))
     run_sh.chmod(run_sh.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    with open(folder / STRUCTURES_CSV, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "role", "kind", "source", "parent", "n_atoms", "energy_eV", "energy_kind"])
-        for e in train + test:
-            s = e.structure
-            writer.writerow([e.name, e.role, "derived" if s.is_derived else "original", _display(e.source),
-                             _display(e.parent), len(s), f"{s.energy:.10f}", s.energy_kind])
+    write_csv(folder / STRUCTURES_CSV, [
+        {"file": e.name, "role": e.role, "kind": "derived" if e.structure.is_derived else "original",
+         "source": _display(e.source), "parent": _display(e.parent), "n_atoms": len(e.structure),
+         "energy_eV": f"{e.structure.energy:.10f}", "energy_kind": e.structure.energy_kind} for e in train + test])
     record.update({
         "pyita_version": __version__, "backend": "aenet", "species": species,
         "reference_energies": {s: refs[s] for s in species},
