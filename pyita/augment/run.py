@@ -66,6 +66,98 @@ def _derived_stems(names: list[str]) -> list[str]:
     return stems
 
 
+def _excluded(source: DataSource, names: list[str], exclude_file: str | Path | None) -> set[int]:
+    """Indices of the parents the exclude list names (none without a list), read before anything is written."""
+    if not exclude_file:
+        return set()
+    return _excluded_indices(names, read_exclude_list(exclude_file),
+                             source.generate_in.files if source.generate_in is not None else None,
+                             Path(exclude_file).parent, exclude_file)
+
+
+class _Tally:
+    """What a run has made so far, parent by parent: the summary's counts and species, the parents due copies
+    that gave none (the shortfall's reason), and near-coincident atoms in the parents read in this process."""
+
+    def __init__(self, names: list[str], excluded: set[int], settings: AugmentSettings):
+        self.names, self.excluded, self.settings = names, excluded, settings
+        self.counts = {"parents": len(names), "excluded": len(excluded), "augmented_parents": 0, "derived": 0}
+        self.species: dict[str, None] = {}
+        self.rank = self.empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
+        self.close, self.unchecked, self.unchecked_names = [], [], []  # close atoms found; parents to check, names
+
+    def add(self, index: int, parent, symbols, n_derived: int) -> None:
+        """Count one parent's result; parents read here (XSF files are read by the workers) are checked for
+        close atoms in chunks."""
+        self.species.update(dict.fromkeys(symbols))
+        self.counts["augmented_parents"] += n_derived > 0
+        self.counts["derived"] += n_derived
+        if index not in self.excluded:
+            due = self.settings.strategy == "sequential" or copies_for(self.rank, self.settings.a) > 0
+            self.empty += due and not n_derived
+            self.rank += 1
+        if parent is not None and not parent.is_derived:
+            self.unchecked.append(parent)
+            self.unchecked_names.append(self.names[index])
+            if len(self.unchecked) == CHUNK:
+                self._check_close()
+
+    def _check_close(self) -> None:
+        """Check the parents gathered so far for close atoms, together (much faster than one by one)."""
+        self.close += [w for _, w in close_atoms(self.unchecked, self.unchecked_names)]
+        self.unchecked, self.unchecked_names = [], []
+
+    def close_atoms_found(self, caught: list[warnings.WarningMessage]) -> list:
+        """All close-atoms findings, this process's and the workers' (``caught``), to be issued as one warning;
+        the other caught warnings are issued again as they were."""
+        self._check_close()
+        for w in caught:
+            if isinstance(w.message, CloseAtomsWarning):
+                self.close.append(w.message)
+            else:
+                warnings.warn(w.message, stacklevel=3)
+        return self.close
+
+    def shortfall(self) -> tuple[int, str | None]:
+        """The ⌊a·N⌋ derived structures asked for over the parents not excluded, and why fewer came, if they did."""
+        n_used = len(self.names) - len(self.excluded)
+        requested = copies_total(n_used, self.settings.a)
+        if self.counts["derived"] >= requested:
+            return requested, None
+        return requested, shortfall_message(self.settings, requested, self.counts["derived"], n_used, self.empty)
+
+
+def _writer(fmt: str, folder: Path, final_abs: Path, source: DataSource, only_derived: bool):
+    """The writer of the chosen output format, writing into the temporary ``folder``."""
+    if fmt == "xsf":
+        return XsfWriter(folder, final_abs, source.xsf_paths is not None, source.generate_in)
+    return ExtxyzWriter(folder, only_derived)
+
+
+def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: AugmentSettings, tally: _Tally,
+             requested: int, shortfall: str | None, seconds: float, workers: int) -> dict:
+    """The run summary saved as run.json and returned."""
+    return {
+        "pyita_version": __version__,
+        "command": "augment",
+        "data": str(data),
+        "output_format": fmt,
+        "only_derived": only_derived,
+        "exclude_file": None if exclude_file is None else str(exclude_file),
+        "settings": settings.as_dict(),
+        "counts": tally.counts,
+        "derived_requested": requested,  # ⌊a·N⌋ over the parents not excluded
+        "shortfall": requested - tally.counts["derived"],
+        "shortfall_reason": shortfall,
+        "species": list(tally.species),
+        "seconds": seconds,
+        "workers": workers,
+        "python": sys.version.split()[0],
+        "notes": "Derived structures carry first-order Taylor energies; their force columns (XSF) are "
+                 "the parent's forces as placeholders, not labels.",
+    }
+
+
 def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
                 only_derived: bool = False, exclude_file: str | Path | None = None,
                 overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
@@ -82,25 +174,16 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
                  overwrite)
     names = _parent_names(source)
     stems = _derived_stems(names)
-    excluded = _excluded_indices(names, read_exclude_list(exclude_file),
-                                 source.generate_in.files if source.generate_in is not None else None,
-                                 Path(exclude_file).parent, exclude_file) if exclude_file else set()
+    excluded = _excluded(source, names, exclude_file)
     out = Path(out)
     final_abs = out.resolve()
     start = time.perf_counter()
-    counts = {"parents": len(names), "excluded": len(excluded), "augmented_parents": 0, "derived": 0}
-    n_used = len(names) - len(excluded)
-    rank = empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
-    close, unchecked, unchecked_names = [], [], []  # near-coincident atoms found; parents to check, names
-    species: dict[str, None] = {}
+    tally = _Tally(names, excluded, settings)
     workers = workers_for(workers, len(names), fmt, settings.strategy == "sequential" or source.xsf_paths is None)
     with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
-        if fmt == "xsf":
-            writer = XsfWriter(tmp, final_abs, source.xsf_paths is not None, source.generate_in)
-        else:
-            writer = ExtxyzWriter(tmp, only_derived)
+        writer = _writer(fmt, tmp, final_abs, source, only_derived)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with worker_processes(workers) as pool, \
@@ -111,61 +194,21 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
                 else:
                     results = writer.results(source, names, stems, excluded, settings)
                 for index, parent, symbols, n_derived, files, rows in results:
-                    species.update(dict.fromkeys(symbols))
                     if fmt == "xsf":
                         if not only_derived:
                             writer.parent(parent, names[index], stems[index])
                         writer.add_derived(files)
                     manifest_file.write(rows)
-                    counts["augmented_parents"] += n_derived > 0
-                    counts["derived"] += n_derived
-                    if index not in excluded:
-                        due = settings.strategy == "sequential" or copies_for(rank, settings.a) > 0
-                        empty += due and not n_derived
-                        rank += 1
-                    if parent is not None and not parent.is_derived:
-                        # parents read in this process (XSF files are read by the workers), checked together
-                        unchecked.append(parent)
-                        unchecked_names.append(names[index])
-                        if len(unchecked) == CHUNK:
-                            close += [w for _, w in close_atoms(unchecked, unchecked_names)]
-                            unchecked, unchecked_names = [], []
+                    tally.add(index, parent, symbols, n_derived)
                     advance(1)
-        close += [w for _, w in close_atoms(unchecked, unchecked_names)]
-        for w in caught:
-            if isinstance(w.message, CloseAtomsWarning):
-                close.append(w.message)
-            else:
-                warnings.warn(w.message, stacklevel=2)
-        warn_close_atoms(close)
-        if not counts["derived"]:
+        warn_close_atoms(tally.close_atoms_found(caught))
+        if not tally.counts["derived"]:
             raise InputError(f"no derived structures: {why_nothing_made(source, settings, excluded)}", data)
-        requested = copies_total(n_used, settings.a)
-        shortfall = None
-        if counts["derived"] < requested:
-            shortfall = shortfall_message(settings, requested, counts["derived"], n_used, empty)
+        requested, shortfall = tally.shortfall()
+        if shortfall is not None:
             warnings.warn(shortfall, stacklevel=2)
-        writer.close(list(species))
-        summary = {
-            "pyita_version": __version__,
-            "command": "augment",
-            "data": str(data),
-            "output_format": fmt,
-            "only_derived": only_derived,
-            "exclude_file": None if exclude_file is None else str(exclude_file),
-            "settings": settings.as_dict(),
-            "counts": counts,
-            "derived_requested": requested,  # ⌊a·N⌋ over the parents not excluded
-            "shortfall": requested - counts["derived"],
-            "shortfall_reason": shortfall,
-            "species": list(species),
-            "seconds": round(time.perf_counter() - start, 3),
-            "workers": workers,
-            "python": sys.version.split()[0],
-            "notes": "Derived structures carry first-order Taylor energies; their force columns (XSF) are "
-                     "the parent's forces as placeholders, not labels.",
-        }
+        writer.close(list(tally.species))
+        summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
+                           round(time.perf_counter() - start, 3), workers)
         (tmp / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-

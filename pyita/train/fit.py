@@ -99,61 +99,17 @@ def train(training: Sequence[Structure], validation: Sequence[Structure] | None 
     started = time.perf_counter()
     validation, test = list(validation or []), list(test or [])
     training = list(training)
-    check_structures(training, "training data")
-    for name, data in (("validation data", validation), ("test data", test)):
-        if data:
-            check_structures(data, name)
-    if settings.optimizer.patience is not None and not validation:
-        raise PyitaError("early stopping (patience) needs a validation set")
-    originals = [s for s in training if not s.is_derived]
-    if len(originals) < 2:
-        raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
-                         "(energy normalisation and any fit need more than one label)")
-    start = None
-    if settings.model.initial_networks is not None:
-        start = initial_potential(settings.model.initial_networks, training + validation + test, species,
-                                  reference_energies)
-        settings = replace(settings, model=settings.model.adopt(start))
-        species, reference_energies = start.species, start.reference_energies()
-    else:
-        species = species_of(training + validation + test, preferred=species or list(reference_energies or ()))
-    untrained = [s for s in species_of(training + validation + test) if s not in species_of(training)]
-    if untrained:
-        warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
-                      "are not trained (they keep their initial weights)", stacklevel=2)
-    reference_energies = resolve_references(originals, species, reference_energies, warn=False).energies
+    originals = _checked_originals(training, validation, test, settings)
+    start, settings, species, reference_energies = _starting_point(settings, originals, training,
+                                                                   training + validation + test, species,
+                                                                   reference_energies)
     device = resolve_device(settings.runtime.device)
     if start is None:
-        init_seed = settings.seed if settings.init_seed is None else settings.init_seed
-        model = settings.model
-        start = Potential(ChebyshevDescriptor(species, **model.descriptor), model.hidden, reference_energies,
-                          seed=init_seed, weight_init=model.weight_init)
+        start = _fresh_potential(settings, species, reference_energies)
     potential = start.to(device)
-    descriptor = potential.descriptor
-
-    if settings.augment is not None and not settings.on_the_fly:
-        training = training + _derive(originals, settings.augment, settings.seed)
-    elif settings.on_the_fly:
-        _derive(originals[:1], settings.augment, settings.seed)  # refuse unusable parents now, not at epoch 1
-    features = _features(descriptor, training + validation + test, cache_dir if use_cache else False, device,
-                         progress)
-    train_features = features[:len(training)]
-    val_features = features[len(training):len(training) + len(validation)]
-    test_features = features[len(training) + len(validation):]
-    if settings.model.initial_networks is None:   # initial networks keep the normalisation they were trained with
-        fit_normalization(potential, training, train_features, settings.model.energy_normalization)
-
-    losses: list = [EnergyLoss(float(potential.energy_scale))]
-    jac: dict = {}
-    if settings.loss.force_weight > 0:
-        force_loss, jac = _force_training(descriptor, training, validation, settings, device)
-        losses.append(force_loss)
-    train_set = FeatureSet.build(training, train_features, potential, _weights(training, settings.loss.derived_weight),
-                                 jac.get("train"))
-    val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
-    test_set = FeatureSet.build(test, test_features, potential) if test else None
-    del features, train_features, val_features, test_features, jac  # the sets hold what training needs
-
+    training = _with_derived(training, originals, settings)
+    losses, train_set, val_set, test_set = _training_sets(potential, training, validation, test, settings, device,
+                                                          cache_dir if use_cache else False, progress)
     fresh = _fresh_epochs(train_set, training, potential, settings) if settings.on_the_fly else None
     if settings.loss.parent_child_weight > 0:
         losses.append(_parent_child_loss(train_set, fresh, settings.loss.parent_child_weight))
@@ -173,6 +129,83 @@ def train(training: Sequence[Structure], validation: Sequence[Structure] | None 
         "history": history,
     }
     return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
+
+
+def _checked_originals(training: list[Structure], validation: list[Structure], test: list[Structure],
+                       settings: TrainSettings) -> list[Structure]:
+    """The original training structures, once the data and settings are known to allow a fit at all."""
+    check_structures(training, "training data")
+    for name, data in (("validation data", validation), ("test data", test)):
+        if data:
+            check_structures(data, name)
+    if settings.optimizer.patience is not None and not validation:
+        raise PyitaError("early stopping (patience) needs a validation set")
+    originals = [s for s in training if not s.is_derived]
+    if len(originals) < 2:
+        raise PyitaError(f"training needs at least 2 original structures, got {len(originals)} "
+                         "(energy normalisation and any fit need more than one label)")
+    return originals
+
+
+def _starting_point(settings: TrainSettings, originals: list[Structure], training: list[Structure],
+                    structures: list[Structure], species: Sequence[str] | None,
+                    reference_energies: dict[str, float] | None):
+    """The initial networks, if given (``None`` otherwise), with the settings, species order and reference
+    energies training then uses: the networks' own, or worked out from ``structures`` and the ones given."""
+    start = None
+    if settings.model.initial_networks is not None:
+        start = initial_potential(settings.model.initial_networks, structures, species, reference_energies)
+        settings = replace(settings, model=settings.model.adopt(start))
+        species, reference_energies = start.species, start.reference_energies()
+    else:
+        species = species_of(structures, preferred=species or list(reference_energies or ()))
+    untrained = [s for s in species_of(structures) if s not in species_of(training)]
+    if untrained:
+        warnings.warn(f"species {', '.join(untrained)} occur only outside the training set: their networks "
+                      "are not trained (they keep their initial weights)", stacklevel=3)
+    reference_energies = resolve_references(originals, species, reference_energies, warn=False).energies
+    return start, settings, species, reference_energies
+
+
+def _fresh_potential(settings: TrainSettings, species: Sequence[str], reference_energies: dict[str, float]):
+    """New networks from the model settings, their weights drawn with the init seed (default: the seed)."""
+    init_seed = settings.seed if settings.init_seed is None else settings.init_seed
+    model = settings.model
+    return Potential(ChebyshevDescriptor(species, **model.descriptor), model.hidden, reference_energies,
+                     seed=init_seed, weight_init=model.weight_init)
+
+
+def _with_derived(training: list[Structure], originals: list[Structure], settings: TrainSettings) -> list[Structure]:
+    """The training set with its derived copies when augmenting once; on the fly, one trial draw now refuses
+    unusable parents before training starts rather than at epoch 1."""
+    if settings.augment is not None and not settings.on_the_fly:
+        return training + _derive(originals, settings.augment, settings.seed)
+    if settings.on_the_fly:
+        _derive(originals[:1], settings.augment, settings.seed)
+    return training
+
+
+def _training_sets(potential: Potential, training: list[Structure], validation: list[Structure],
+                   test: list[Structure], settings: TrainSettings, device, cache_dir, progress: bool):
+    """The loss terms (energy, and forces if weighted) and the featurized training, validation and test sets;
+    the potential's energy normalisation is fitted here unless it comes with initial networks."""
+    descriptor = potential.descriptor
+    features = _features(descriptor, training + validation + test, cache_dir, device, progress)
+    train_features = features[:len(training)]
+    val_features = features[len(training):len(training) + len(validation)]
+    test_features = features[len(training) + len(validation):]
+    if settings.model.initial_networks is None:   # initial networks keep the normalisation they were trained with
+        fit_normalization(potential, training, train_features, settings.model.energy_normalization)
+    losses: list = [EnergyLoss(float(potential.energy_scale))]
+    jac: dict = {}
+    if settings.loss.force_weight > 0:
+        force_loss, jac = _force_training(descriptor, training, validation, settings, device)
+        losses.append(force_loss)
+    train_set = FeatureSet.build(training, train_features, potential, _weights(training, settings.loss.derived_weight),
+                                 jac.get("train"))
+    val_set = FeatureSet.build(validation, val_features, potential, jacobians=jac.get("val")) if validation else None
+    test_set = FeatureSet.build(test, test_features, potential) if test else None
+    return losses, train_set, val_set, test_set
 
 
 def initial_potential(path: str | Path, structures: Sequence[Structure] = (), species: Sequence[str] | None = None,
@@ -250,7 +283,7 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
                              "is free; use a smaller --batch-size or a force fraction below 1")
         warnings.warn(f"storing the descriptor Jacobians would take {need / 2**30:.1f} GiB "
                       f"({free / 2**30:.1f} GiB free): they are computed per mini-batch instead, which makes "
-                      "each epoch several times slower", stacklevel=3)
+                      "each epoch several times slower", stacklevel=4)
     reference = np.concatenate([(train[k].forces if columns is None else train[k].forces[columns[k]]).ravel()
                                 for k in with_forces["train"]])
     build = partial(StreamedJacobians, descriptor) if streamed else partial(descriptor_jacobians, descriptor)
