@@ -166,7 +166,7 @@ def test_a_folder_name_with_a_line_break_is_one_line(tmp_path):
 
 
 def test_an_unforeseen_error_is_one_line_to_report(monkeypatch, capsys):
-    import pyita.cli as cli
+    import pyita.cli.entry as cli
 
     def broken():
         raise RuntimeError("something PyITA did not foresee")

@@ -2,6 +2,6 @@
 
 ``pyita X`` calls ``run_X`` of its package (``pyita aenet X``: ``run_aenet_X`` of ``pyita.backends.aenet``)."""
 
-from pyita.cli.main import app, main
+from pyita.cli.entry import app, main
 
 __all__ = ["app", "main"]

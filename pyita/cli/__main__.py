@@ -1,5 +1,5 @@
 """``python -m pyita.cli``: the ``pyita`` command."""
 
-from pyita.cli.main import main
+from pyita.cli.entry import main
 
 main()

@@ -1,5 +1,5 @@
 """The ``pyita`` application and what its commands share: the consoles, warnings as one line, the options
-several commands take. The commands live beside it, one module per kind of job; ``main.py`` runs them."""
+several commands take. The commands live beside it, one module per kind of job; ``entry.py`` runs them."""
 
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ def _run_locked(rundir: Path, record: dict, exes: dict[str, Path], overwrite: bo
             state["steps"].append({"step": step, "status": state["status"], "errors": [str(exc)]})
             del state["running"]
             _write_state(rundir, state)
-            if not failed:   # said by pyita.cli.main after "interrupted by SIGTERM"
+            if not failed:   # said by pyita.cli.entry.main after "interrupted by SIGTERM"
                 exc.add_note(f"the partial aenet output in {rundir} is kept; rerun `pyita aenet run {rundir}` "
                              "to start again")
             raise
