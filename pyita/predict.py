@@ -20,7 +20,12 @@ from pyita.io.outputs import data_inputs, guard_output
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.structure import Structure
+from pyita.structure import Structure, geometry_key
+
+
+#: predictions.csv: the error table's columns and where the model met the structure ("training",
+#: "validation", or empty when unseen or unknown)
+PREDICTION_COLUMNS = (*ENERGY_COLUMNS, "seen_in")
 
 
 @dataclass
@@ -52,6 +57,17 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
     return results
 
 
+def seen_in(potential: Potential, structures: Sequence[Structure]) -> list[str] | None:
+    """Per structure, the part of the model's own data it is in ("training", "validation" or ""): errors there
+    are not test errors. None for a model that records no fingerprints (aenet's, or one trained before they
+    were recorded)."""
+    recorded = potential.metadata.get("fingerprints")
+    if not isinstance(recorded, dict):
+        return None
+    where = {key: part for part in ("validation", "training") for key in recorded.get(part, [])}
+    return [where.get(geometry_key(s), "") for s in structures]
+
+
 def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
                 batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
@@ -71,11 +87,21 @@ def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces:
     predictions = predict(potential, structures, batch_size=batch_size, forces=forces, progress=progress)
     structure_rows, force_rows, summary = error_tables(structures, [p.energy for p in predictions],
                                                        [p.forces for p in predictions], potential.reference_energies())
+    seen = seen_in(potential, structures)
+    if seen is not None:
+        for row, part in zip(structure_rows, seen):
+            row["seen_in"] = part
+        summary["seen_in_model_data"] = {part: seen.count(part) for part in ("training", "validation")}
+        unseen = [k for k, part in enumerate(seen) if not part]
+        if len(unseen) < len(structures):   # the errors a reader can take for test errors
+            summary["unseen"] = error_tables([structures[k] for k in unseen], [predictions[k].energy for k in unseen],
+                                             [predictions[k].forces for k in unseen],
+                                             potential.reference_energies())[2]
     summary.update({"pyita_version": __version__, "command": "predict", "model": str(model), "data": list(data),
                     "model_settings": potential.metadata.get("settings", {}),
                     "model_seed": potential.metadata.get("seed")})
     with atomic_output_dir(out, overwrite=overwrite, command="predict") as tmp:
-        write_csv(tmp / "predictions.csv", structure_rows, ENERGY_COLUMNS)
+        write_csv(tmp / "predictions.csv", structure_rows, PREDICTION_COLUMNS if seen is not None else ENERGY_COLUMNS)
         if forces:
             write_csv(tmp / "forces.csv", force_rows, FORCE_COLUMNS)
         frames = []
@@ -83,6 +109,8 @@ def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces:
             atoms = Structure(s.symbols, s.positions, s.cell).to_ase()
             atoms.calc = SinglePointCalculator(atoms, energy=p.energy, forces=p.forces)
             atoms.info.update({"source": row["source"], "derived": row["derived"]})
+            if row.get("seen_in"):
+                atoms.info["seen_in"] = row["seen_in"]
             if row["energy_ref_eV"] != "":
                 atoms.info.update(energy_ref_eV=row["energy_ref_eV"], error_meV_per_atom=row["error_meV_per_atom"])
             if s.forces is not None and not s.is_derived:

@@ -6,6 +6,7 @@ thousands of structures; ``to_ase``/``from_ase`` convert at the edges.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -169,6 +170,17 @@ def link_parents(structures: Sequence[Structure], folder: str | Path | None = No
             found = originals[int(index)]
         groups[k] = -1 if found is None else found
     return groups
+
+
+def geometry_key(structure: Structure) -> str:
+    """Hash of what a model's inputs depend on: symbols, positions and cell (not labels) — the key of the
+    feature cache and of the training-set fingerprints a model records."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(" ".join(structure.symbols).encode())
+    h.update(np.ascontiguousarray(structure.positions, dtype=np.float64).tobytes())
+    h.update(b"none" if structure.cell is None else np.ascontiguousarray(structure.cell, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
 
 def held_out_without_copies(structures: Sequence[Structure], train: Sequence[int],
                             *held_out: Sequence[int]) -> list[list[int]]:

@@ -58,6 +58,40 @@ def test_train_then_predict(tmp_path, data_file):
     assert sum(test_errors) / 4 == pytest.approx(meta["test_errors"]["energy_meV_per_atom"]["mae"], rel=1e-9)
 
 
+def test_predict_says_which_structures_the_model_was_trained_on(tmp_path, data_file):
+    result = pyita("train", data_file, "--iterations", 3, "--out", "m.pt", "--seed", 5, "--test-fraction", 0.25,
+                   "--validation-fraction", 0.15, "-q", *SMALL, cwd=tmp_path)
+    meta = Potential.load(tmp_path / "m.pt").metadata
+    result = pyita("predict", "m.pt", data_file, "--out", "pred", "-q", cwd=tmp_path)
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    counts = meta["counts"]
+    assert summary["seen_in_model_data"] == {"training": counts["train"], "validation": counts["validation"]}
+    assert f"{counts['train']} in its training set and {counts['validation']} in its validation set" in result.stdout
+    with open(tmp_path / "pred" / "predictions.csv") as handle:
+        seen = {r["source"]: r["seen_in"] for r in csv.DictReader(handle)}
+    assert {s for s, part in seen.items() if not part} == set(meta["test_sources"])
+    assert {s for s, part in seen.items() if part == "validation"} == set(meta["validation_sources"])
+    # the unseen structures are the held-out test set: their errors are those `pyita train` reported
+    for key in ("mae", "rmse", "n"):
+        assert summary["unseen"]["energy_meV_per_atom"][key] == pytest.approx(
+            meta["test_errors"]["energy_meV_per_atom"][key], rel=1e-9)
+    frames = ase.io.read(tmp_path / "pred" / "predictions.extxyz", index=":")
+    assert sorted(f.info.get("seen_in", "") for f in frames) == sorted(seen.values())
+    # structures the model never met, and a model without fingerprints: no note, no column
+    fresh = tmp_path / "fresh.extxyz"
+    ase.io.write(fresh, [s.to_ase() for s in emt_structures(3, seed=99)], format="extxyz")
+    result = pyita("predict", "m.pt", fresh, "--out", "pred2", "-q", cwd=tmp_path)
+    assert "note:" not in result.stdout
+    assert json.loads((tmp_path / "pred2" / "summary.json").read_text())["seen_in_model_data"] == {
+        "training": 0, "validation": 0}
+    model = Potential.load(tmp_path / "m.pt")
+    del model.metadata["fingerprints"]
+    model.save(tmp_path / "old.pt")
+    pyita("predict", "old.pt", data_file, "--out", "pred3", "-q", cwd=tmp_path)
+    with open(tmp_path / "pred3" / "predictions.csv") as handle:
+        assert "seen_in" not in next(csv.reader(handle))
+
+
 def test_train_on_the_bundled_sample(tmp_path):
     result = pyita("train", "sample:tio2-md", "--iterations", 2, "--out", "s.pt", "-q", cwd=tmp_path)
     assert "test  energy MAE/RMSE" in result.stdout

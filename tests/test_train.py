@@ -15,11 +15,11 @@ from pyita.train.fit import train
 from pyita.descriptors import ChebyshevDescriptor, make_batch
 from pyita.errors import InputError, PyitaError
 from pyita.train import cache as cache_module
-from pyita.train.cache import cached_features, structure_key
+from pyita.train.cache import cached_features
 from pyita.reference import fit_references
 from pyita.train.data import (FeatureSet, evaluate, filter_max_energy, parent_groups,
                               split_by_parent, take)
-from pyita.structure import Structure
+from pyita.structure import Structure, geometry_key
 from pyita.descriptors.jacobian import descriptor_jacobians
 from pyita.train.losses import ForceLoss
 from pyita.train.settings import TrainSettings
@@ -230,7 +230,7 @@ def test_only_original_structures_enter_the_feature_cache(tmp_path):
     parents, structures = family(5, a=2)
     train(structures, settings=TrainSettings.from_flat(iterations=1, **FAST), cache_dir=tmp_path)
     keys = [k for shard in tmp_path.rglob("*.pt") for k in torch.load(shard, weights_only=True)["keys"]]
-    assert sorted(keys) == sorted(structure_key(p) for p in parents)
+    assert sorted(keys) == sorted(geometry_key(p) for p in parents)
 
 
 @pytest.mark.parametrize("how", ["range", "std"])

@@ -131,5 +131,14 @@ def predict(
         console.print(f"energy error MAE/RMSE {e['mae']:.2f}/{e['rmse']:.2f} meV/atom over {e['n']} structures")
     if f["n"]:
         console.print(f"force error MAE/RMSE {f['mae']:.3f}/{f['rmse']:.3f} eV/Å over {f['n']} components")
+    seen = summary.get("seen_in_model_data", {})
+    if any(seen.values()):
+        parts = " and ".join(f"{n} in its {part} set" for part, n in seen.items() if n)
+        console.print(f"note: of these structures, {parts}: errors over them are not test errors "
+                      "(predictions.csv column seen_in)")
+        e = summary["unseen"]["energy_meV_per_atom"]
+        if e["n"]:
+            console.print(f"unseen structures only: energy error MAE/RMSE {e['mae']:.2f}/{e['rmse']:.2f} meV/atom "
+                          f"over {e['n']} structures")
 
 

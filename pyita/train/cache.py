@@ -15,12 +15,11 @@ import warnings
 from pathlib import Path
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from pyita.descriptors import featurize
 from pyita.model.potential import atomic_torch_save
-from pyita.structure import Structure
+from pyita.structure import Structure, geometry_key
 
 #: Bump when the descriptor's numbers change for the same settings, or the shard format (invalidates old
 #: caches). 2: shards carry a checksum of what they hold.
@@ -29,15 +28,6 @@ CACHE_VERSION = 2
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("PYITA_CACHE", Path.home() / ".cache" / "pyita")) / "features"
-
-
-def structure_key(structure: Structure) -> str:
-    """Hash of what features depend on: symbols, positions and cell (not energies or forces)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(" ".join(structure.symbols).encode())
-    h.update(np.ascontiguousarray(structure.positions, dtype=np.float64).tobytes())
-    h.update(b"none" if structure.cell is None else np.ascontiguousarray(structure.cell, dtype=np.float64).tobytes())
-    return h.hexdigest()
 
 
 def _settings_folder(root: Path, settings: dict) -> Path:
@@ -93,7 +83,7 @@ def cached_features(descriptor, structures: Sequence[Structure], cache_dir: str 
     """
     folder = _settings_folder(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
                               descriptor.settings())
-    keys = [structure_key(s) for s in structures]
+    keys = [geometry_key(s) for s in structures]
     wanted = {key: len(s) for key, s in zip(keys, structures)}
     found: dict[str, torch.Tensor] = {}
     damaged: list[Path] = []

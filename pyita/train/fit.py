@@ -24,8 +24,8 @@ from pyita.descriptors import ChebyshevDescriptor, featurize
 from pyita.errors import InputError, PyitaError
 from pyita.model import Potential, load_potential, resolve_device
 from pyita.reference import resolve_references
-from pyita.structure import Structure
-from pyita.train.cache import cached_features, structure_key
+from pyita.structure import Structure, geometry_key
+from pyita.train.cache import cached_features
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
 from pyita.descriptors.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
@@ -52,7 +52,7 @@ def _fingerprint(*sets: Sequence[Structure]) -> str:
     for structures in sets:
         h.update(b"|")
         for s in structures:
-            h.update(structure_key(s).encode())
+            h.update(geometry_key(s).encode())
             h.update(repr(s.energy).encode())
     return h.hexdigest()
 
@@ -127,6 +127,9 @@ def train(training: Sequence[Structure], validation: Sequence[Structure] | None 
         "counts": counts,
         "best_epoch": trainer.best["epoch"] if trainer.best["state"] is not None else len(history),
         "history": history,
+        # what `pyita predict` recognises as seen in training: geometry keys of the original structures
+        "fingerprints": {"training": [geometry_key(s) for s in training if not s.is_derived],
+                         "validation": [geometry_key(s) for s in validation]},
     }
     return TrainResult(potential, history, settings, time.perf_counter() - started, counts)
 
