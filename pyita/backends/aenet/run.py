@@ -24,7 +24,7 @@ from pyita.io.aenet_outputs import EPOCH_ROW, fortran_float, read_predict_output
 from pyita.io.atomic import atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.parallel import die_with_parent
-from pyita.progress import progress_bar
+from pyita.progress import progress_bar, sig
 
 
 def _read_state(rundir: Path) -> dict | None:
@@ -121,7 +121,7 @@ def _run_step(step: str, exe: Path, rundir: Path, total: int | None, progress: b
                     row = EPOCH_ROW.match(line)
                     if row:
                         mae = fortran_float(row.group(2)) * 1000
-                        advance(1, **{"train MAE": f"{mae:.1f} meV/atom"})
+                        advance(1, **{"train MAE": f"{sig(mae)} meV/atom"})
                 elif step == "predict" and line.lstrip().startswith("Structure number"):
                     advance(1)
             returncode = proc.wait()
