@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from pyita.geometry import CloseAtomsWarning, close_atoms, warn_close_atoms
 from pyita.io import DataSource, archive_members, match_names, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
+from pyita.io.records import json_text
 from pyita.progress import progress_bar
 
 
@@ -208,5 +208,5 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
         writer.close(list(tally.species))
         summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
                            round(time.perf_counter() - start, 3), workers)
-        (tmp / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "run.json").write_text(json_text(summary, indent=2))
     return summary
