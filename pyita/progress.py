@@ -5,6 +5,7 @@ what the command prints (``LoggedConsole``), its warnings and its error, each li
 
 from __future__ import annotations
 
+import atexit
 import math
 import sys
 import time
@@ -43,6 +44,7 @@ def configure(verbose: bool | None = None, log_file: str | Path | None = None) -
     if log_file is not None:
         close_log()
         handle = open(log_file, "a", encoding="utf-8", buffering=1)   # line-buffered: readable while running
+        atexit.register(close_log)
         _OUTPUT.log = handle
         _OUTPUT.log_console = Console(file=handle, color_system=None, force_terminal=False, width=200,
                                       highlight=False, emoji=False)

@@ -51,8 +51,9 @@ def aenet_prepare(
     radial_n: int = RADIAL_N,
     angular_rc: float = ANGULAR_RC,
     angular_n: int = ANGULAR_N,
-    iterations: int = typer.Option(500, help="train.x's ITERATIONS (epochs)."),
-    method: AenetMethod = typer.Option("bfgs", help="train.x's METHOD (bfgs is limited-memory BFGS)."),
+    iterations: int = typer.Option(500, help="Epochs of train.x (its ITERATIONS)."),
+    method: AenetMethod = typer.Option("bfgs", help="Training method of train.x (its METHOD; bfgs is "
+                                                             "limited-memory BFGS)."),
     method_param: list[str] | None = typer.Option(None, "--method-param",
                                                   help="Method parameter key=value, repeatable (aenet's "
                                                        "names, e.g. --method-param mu=0.001)."),

@@ -122,7 +122,7 @@ _PRESETS_DIR = Path(str(resources.files("pyita.experiment") / "presets"))
 
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
-        raise PyitaError(f"--preset {name}: unknown preset; choose one of {', '.join(PRESETS)}")
+        raise PyitaError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return _PRESETS_DIR / f"{name}.toml"
 
 
