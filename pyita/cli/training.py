@@ -29,8 +29,7 @@ def train(
                                                             "beside it, and MODEL.ckpt while training)."),
     test_fraction: float = typer.Option(0.1, help="Share of the original structures held out as the test set "
                                                   "(whole parents, with their derived structures)."),
-    validation_fraction: float = typer.Option(0.0, help="Share held out for early stopping and the choice of the "
-                                                        "best epoch."),
+    validation_fraction: float = typer.Option(0.0, help="Share held out for early stopping and the best epoch."),
     method: Method = typer.Option("lbfgs", help="Optimiser: lbfgs (full batch, as aenet's bfgs) or adam "
                                                 "(mini-batches)."),
     iterations: int = typer.Option(500, help="Epochs: one L-BFGS iteration, or one pass of Adam over the data."),
