@@ -212,3 +212,20 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path, backend):
     assert before == after == backend and count == "2" and pyplot == "False"
     assert (tmp_path / "figs" / "effects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "figs" / "effects.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_a_task_result_with_undefined_numbers_reads_back_as_nan(tmp_path):
+    """A task's JSON holds null for NaN; read back, the analysis sees NaN again (means stay NaN, not errors)."""
+    from pyita.experiment.results import TaskResult
+
+    summary = {"trial": 0, "condition": "c", "seed": 1, "n_test": 1, "seconds": 2.0, "taylor_signal_meV_atom": None,
+               "train_energy_mae": float("nan"), "train_energy_rmse": 1.5,
+               "history": [{"epoch": 1, "train_energy_mae": 3.0, "test_energy_mae": float("nan")}]}
+    (tmp_path / "c.json").write_text(json_text(summary, indent=1))
+    np.savez_compressed(tmp_path / "c.npz", energy_ref=np.array([-10.0]), energy_pred=np.array([-9.9]),
+                        n_atoms=np.array([2]), force_errors=np.zeros(6))
+    assert "NaN" not in (tmp_path / "c.json").read_text()
+    loaded = TaskResult.load(tmp_path / "c.json", tmp_path / "c.npz").summary
+    assert math.isnan(loaded["train_energy_mae"]) and loaded["train_energy_rmse"] == 1.5
+    assert math.isnan(loaded["history"][0]["test_energy_mae"]) and loaded["history"][0]["train_energy_mae"] == 3.0
+    assert loaded["taylor_signal_meV_atom"] is None   # no derived structures: none, as written
