@@ -39,10 +39,9 @@ class InputError(PyitaError):
         return type(self), (self.problem, self.path, self.line)
 
     def _format(self) -> str:
-        where = self.path or "<input>"
-        if self.line is not None:
-            where += f", line {self.line}"
-        return f"{where}: {self.problem}"
+        """``path, line N: problem``; without a path (a setting, not a file, is at fault) the problem alone."""
+        where = [part for part in (self.path, None if self.line is None else f"line {self.line}") if part]
+        return f"{', '.join(where)}: {self.problem}" if where else self.problem
 
 
 class Interrupted(BaseException):

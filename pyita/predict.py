@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pyita.geometry import warn_close_atoms
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.tables import write_csv
 from pyita.io.outputs import data_inputs, guard_output
+from pyita.io.records import json_text
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
@@ -117,5 +117,5 @@ def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces:
                 atoms.arrays["forces_ref"] = s.forces.copy()
             frames.append(atoms)
         ase.io.write(tmp / "predictions.extxyz", frames, format="extxyz")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json_text(summary, indent=2))
     return summary

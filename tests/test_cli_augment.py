@@ -82,7 +82,7 @@ def assert_clean_failure(result, tmp_path: Path, before: dict, *words: str) -> s
     (["--a", "2", "--delta=-0.05"], ["delta must be > 0"]),
     (["--a=-1", "--delta", "0.03"], ["≥ 0"]),
     (["--a", "2", "--delta", "5"], ["far beyond"]),
-    (["--a", "2", "--delta", "0.03", "--strategy", "clever"], ["unknown strategy"]),
+    (["--a", "2", "--delta", "0.03", "--strategy", "clever"], ["'--strategy': 'clever' is not one of"]),
 ])
 def test_bad_settings(tmp_path, dataset, args, words):
     before = hashes(tmp_path / "data")

@@ -150,9 +150,9 @@ def test_user_errors_are_one_clear_line(tmp_path, data_file):
         (["train", tmp_path / "missing.xyz"], "no such file"),
         (["train", data_file, "--patience", 3], "early stopping (patience) needs a validation set"),
         (["train", data_file, "--force-weight", 1, "--force-fraction", 0], "force fraction must be in (0, 1]"),
-        (["train", data_file, "--weight-init", "xavier"], "weight_init must be one of aenet, pytorch"),
+        (["train", data_file, "--weight-init", "xavier"], "'--weight-init': 'xavier' is not one of 'aenet', 'pytorch'"),
         (["train", data_file, "--force-weight", 1, "--force-fraction", 0.5, "--force-fraction-of", "pairs"],
-         "force_fraction_of must be structures or atoms, got 'pairs'"),
+         "'--force-fraction-of': 'pairs' is not one of 'structures', 'atoms'"),
     ]
     (tmp_path / "exists.pt").write_text("x")
     cases.append((["train", data_file, "--out", "exists.pt"], "exists"))

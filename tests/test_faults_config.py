@@ -168,7 +168,7 @@ def test_a_folder_name_with_a_line_break_is_one_line(tmp_path):
 def test_an_unforeseen_error_is_one_line_to_report(monkeypatch, capsys):
     import pyita.cli.entry as cli
 
-    def broken():
+    def broken(**options):   # main() runs the application with options (standalone_mode, prog_name)
         raise RuntimeError("something PyITA did not foresee")
 
     monkeypatch.setattr(cli, "app", broken)

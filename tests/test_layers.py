@@ -20,7 +20,7 @@ PACKAGE = Path(pyita.__file__).resolve().parent
 #: Layers from the bottom up; a module's layer is its first name below ``pyita``.
 LAYERS = [
     {"errors", "paths", "structure", "geometry", "reference", "metrics", "progress", "parallel", "sample", "data",
-     "architecture"},
+     "architecture", "choices"},
     {"io"},
     {"augment"},
     {"descriptors"},
@@ -29,7 +29,7 @@ LAYERS = [
     {"check"},
     {"backends"},
     {"experiment"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 
 

@@ -7,7 +7,7 @@ from pyita.augment.derive import (augment, describe, iter_augmented, iter_moves,
                                   why_nothing_made)
 from pyita.augment.run import run_augment
 from pyita.augment.settings import AugmentSettings
-from pyita.augment.strategies import STRATEGIES
+from pyita.choices import STRATEGIES
 from pyita.augment.taylor import taylor_energy
 
 __all__ = ["AugmentSettings", "augment", "iter_augmented", "iter_moves", "moves_for", "describe", "taylor_energy",

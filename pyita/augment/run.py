@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -15,15 +14,14 @@ from pyita.augment.derive import shortfall_message, why_nothing_made
 from pyita.augment.strategies import copies_for, copies_total
 from pyita.augment.workers import CHUNK, Job, worker_processes, workers_for, xsf_results
 from pyita.augment.writers import MANIFEST_FIELDS, ExtxyzWriter, XsfWriter
+from pyita.choices import FORMATS
 from pyita.errors import InputError
 from pyita.geometry import CloseAtomsWarning, close_atoms, warn_close_atoms
 from pyita.io import DataSource, archive_members, match_names, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
+from pyita.io.records import json_text
 from pyita.progress import progress_bar
-
-
-FORMATS = ("xsf", "extxyz")
 
 
 def read_exclude_list(path: str | Path) -> set[str]:
@@ -168,7 +166,7 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
     processes (default: ``default_workers``); the output is byte for byte the same for any number.
     """
     if fmt not in FORMATS:
-        raise InputError(f"unknown output format {fmt!r}; choose xsf or extxyz")
+        raise InputError(f"unknown output format {fmt!r}; choose {' or '.join(FORMATS)}")
     source = open_source(data)
     guard_output(out, data_inputs(data, source) + ([exclude_file] if exclude_file else []), "augment",
                  overwrite)
@@ -210,5 +208,5 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
         writer.close(list(tally.species))
         summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
                            round(time.perf_counter() - start, 3), workers)
-        (tmp / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "run.json").write_text(json_text(summary, indent=2))
     return summary

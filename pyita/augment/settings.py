@@ -7,7 +7,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, fields
 
-from pyita.augment.strategies import STRATEGIES
+from pyita.choices import STRATEGIES
 from pyita.errors import PyitaError
 
 #: Displacement δ (Å) when none is given.

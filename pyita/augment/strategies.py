@@ -16,7 +16,6 @@ import numpy as np
 from pyita.errors import PyitaError
 from pyita.structure import Structure
 
-STRATEGIES = ("sequential", "balanced", "random-all")
 #: The paper's direction order: +x +y +z −x −y −z.
 DIRECTIONS = ("+x", "+y", "+z", "-x", "-y", "-z")
 _UNIT = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0], [0, -1, 0], [0, 0, -1]], dtype=np.float64)

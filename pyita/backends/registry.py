@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pyita.backends.condition import ConditionResult
+from pyita.choices import BACKENDS
 from pyita.errors import PyitaError
-
-
-BACKENDS = ("embedded", "aenet")
 
 
 def get_backend(name: str) -> Callable[..., ConditionResult]:

@@ -25,6 +25,7 @@ from pyita.check.calculators import (CalculationError, CalculatorSpec, compute, 
                                      resolve_calculator, threads_limited)
 from pyita.errors import PyitaError
 from pyita.io import open_source
+from pyita.io.records import json_text
 from pyita.parallel import check_workers, plan_workers, worker_pool
 from pyita.progress import progress_bar
 from pyita.structure import Structure
@@ -89,7 +90,7 @@ class CheckpointFolder:
         leaves none)."""
         if not self.path.exists():
             self.path.mkdir(parents=True)
-            (self.path / FOLDER_RECORD).write_text(json.dumps({"pyita_checkpoints": self.command}) + "\n")
+            (self.path / FOLDER_RECORD).write_text(json_text({"pyita_checkpoints": self.command}))
 
     def remove(self) -> None:
         """Delete the record and the checkpoint files; a file of someone else's inside keeps the folder."""
@@ -110,7 +111,7 @@ class Checkpoint:
 
     def __init__(self, path: str | Path, meta: dict, restart: bool = False, folder: CheckpointFolder | None = None):
         self.path, self.folder = Path(path), folder
-        self.meta = json.loads(json.dumps(meta))  # normalise (tuples → lists) for comparison
+        self.meta = json.loads(json_text(meta))  # normalise (tuples → lists) as written, for comparison
         self.results: dict[int, tuple[float, list | None]] = {}
         self._handle = None
         if (self.path.exists() or self.path.is_symlink()) and not is_checkpoint_file(self.path):
@@ -176,9 +177,9 @@ class Checkpoint:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a")
             if new:
-                self._handle.write(json.dumps({"pyita_checkpoint": CHECKPOINT_VERSION, "meta": self.meta}) + "\n")
+                self._handle.write(json_text({"pyita_checkpoint": CHECKPOINT_VERSION, "meta": self.meta}))
         f = None if forces is None else np.asarray(forces).tolist()
-        self._handle.write(json.dumps({"i": int(index), "e": float(energy), "f": f}) + "\n")
+        self._handle.write(json_text({"i": int(index), "e": float(energy), "f": f}))
         self._handle.flush()
         self.results[int(index)] = (float(energy), f)
 

@@ -3,14 +3,13 @@ and check.png/.svg (error against δ); and the same numbers as tables on the con
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pyita.io.records import jsonable
+from pyita.io.records import json_text
 from pyita.io.tables import write_csv
 from pyita.structure import Structure
 
@@ -39,7 +38,7 @@ def write_check(result: CheckResult, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "errors.csv", result.rows, CSV_FIELDS)
-    (folder / "check.json").write_text(json.dumps(jsonable(result.summary), indent=2) + "\n")
+    (folder / "check.json").write_text(json_text(result.summary, indent=2))
     plot_check(result.summary, folder / "check.png", folder / "check.svg")
     return [folder / name for name in OUTPUT_FILES]
 

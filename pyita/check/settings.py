@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pyita.augment import AugmentSettings
-from pyita.augment.strategies import STRATEGIES
+from pyita.choices import STRATEGIES
 from pyita.errors import PyitaError
 
 DEFAULT_DELTAS = (0.005, 0.01, 0.02, 0.03, 0.05)

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from pyita.architecture import ChebyshevSetup
-from pyita.cli.app import app, console
+from pyita.cli.app import LOG_FILE, QUIET, VERBOSE, AenetDescriptor, AenetMethod, app, console
 from pyita.errors import PyitaError
+from pyita.progress import sig
 
 
 def chebyshev_setup(radial_rc: float, radial_n: int, angular_rc: float, angular_n: int) -> ChebyshevSetup:
@@ -19,15 +20,15 @@ def chebyshev_setup(radial_rc: float, radial_n: int, angular_rc: float, angular_
 
 
 # The Chebyshev descriptor's settings, with the defaults of their one home, ChebyshevSetup (aenet's TiO2 example).
-RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff, Å.")
+RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff in Å.")
 RADIAL_N = typer.Option(ChebyshevSetup.radial_n, help="Chebyshev radial order.")
-ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff, Å.")
+ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff in Å.")
 ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
 
 
-aenet_app = typer.Typer(name="aenet", no_args_is_help=True, add_completion=False,
-                        help="Drive aenet (generate.x → train.x → predict.x): write run folders, run, "
-                             "read results.")
+aenet_app = typer.Typer(name="aenet", no_args_is_help=True,
+                        help="Drive aenet (generate.x → train.x → predict.x): write run folders, run them, read "
+                             "their results.")
 app.add_typer(aenet_app, name="aenet")
 
 
@@ -42,26 +43,30 @@ def aenet_prepare(
     test_fraction: float = typer.Option(0.1, help="Without --test-parents: fraction of the original structures "
                                                   "held out as test parents (0: none)."),
     seed: int = typer.Option(0, help="Seed for choosing the test parents."),
-    types: str | None = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); "
-                                                "else the input generate.in's, else fitted by least squares."),
-    descriptor: str = typer.Option("chebyshev", help="chebyshev (TiO2 example settings) | behler (Behler2011)."),
+    types: str | None = typer.Option(None, help="Atomic reference energies in eV, e.g. Ti=-1626.67,O=-433.23. "
+                                                "Default: the input generate.in's, else fitted by least squares."),
+    descriptor: AenetDescriptor = typer.Option("chebyshev", help="Descriptor: chebyshev (aenet's TiO2 example "
+                                                                 "settings) or behler (Behler2011)."),
     radial_rc: float = RADIAL_RC,
     radial_n: int = RADIAL_N,
     angular_rc: float = ANGULAR_RC,
     angular_n: int = ANGULAR_N,
-    iterations: int = typer.Option(500, help="train.x ITERATIONS (epochs)."),
-    method: str = typer.Option("bfgs", help="bfgs | lm | adam | online_sd | ekf."),
+    iterations: int = typer.Option(500, help="Epochs of train.x (its ITERATIONS)."),
+    method: AenetMethod = typer.Option("bfgs", help="Training method of train.x (its METHOD; bfgs is "
+                                                             "limited-memory BFGS)."),
     method_param: list[str] | None = typer.Option(None, "--method-param",
                                                   help="Method parameter key=value, repeatable (aenet's "
                                                        "names, e.g. --method-param mu=0.001)."),
-    hidden: str = typer.Option("15:tanh,15:tanh", help="Hidden layers nodes:activation, comma-separated."),
-    max_energy: float | None = typer.Option(None, help="MAXENERGY, eV/atom above the reference energies; "
+    hidden: str = typer.Option("15:tanh,15:tanh", help="Hidden layers as nodes:activation, comma-separated."),
+    max_energy: float | None = typer.Option(None, help="MAXENERGY in eV/atom above the reference energies; "
                                                        "PyITA applies it to the test parents too."),
-    no_forces: bool = typer.Option(False, "--no-forces", help="predict.x without FORCES (energies only)."),
+    no_forces: bool = typer.Option(False, "--no-forces", help="Run predict.x without FORCES (energies only)."),
     initial_networks: Path | None = typer.Option(None, help="Folder with <Sym>.nn files train.x starts from "
                                                             "(same initial weights across runs)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty run folder (after success only)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
     """Write a self-contained aenet run folder: generate.in, .stp files, train.in, predict.in, run.sh, xsf/."""
     from pyita.backends.aenet import AenetSettings, run_aenet_prepare
@@ -98,13 +103,16 @@ def aenet_prepare(
 @aenet_app.command("run")
 def aenet_run(
     rundir: Path = typer.Argument(..., help="Run folder written by `pyita aenet prepare`."),
-    aenet_bin: Path | None = typer.Option(None, "--aenet-bin", help="Folder holding generate.x, train.x, "
-                                                                    "predict.x (also: AENET_BIN)."),
+    aenet_bin: Path | None = typer.Option(None, "--aenet-bin", show_default=False,
+                                          help="Folder holding generate.x, train.x and predict.x. Default: "
+                                               "$AENET_BIN, then the PATH."),
     overwrite: bool = typer.Option(False, help="Replace the results of an earlier finished run in RUNDIR."),
     collect_only: bool = typer.Option(False, "--collect-only", help="Only read the outputs of a finished run "
                                                                     "(e.g. one made with run.sh)."),
     keep_epoch_networks: bool = typer.Option(True, help="Keep train.x's per-epoch network files (*.nn-00001…)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
     """Run generate.x, train.x and predict.x; detect failures from their output; write error tables."""
     from pyita.backends.aenet import collect_results, run_aenet_run
@@ -116,8 +124,8 @@ def aenet_run(
                                 keep_epoch_networks=keep_epoch_networks)
     s = results["summary"]
     e, f = s["energy_meV_per_atom"], s["force_components_eV_per_A"]
-    console.print(f"{s['test_set']}: {e['n']} structures, energy MAE {e['mae']:.2f} / RMSE {e['rmse']:.2f} / "
-                  f"median {e['median']:.2f} meV/atom; force MAE {f['mae']:.3f} / RMSE {f['rmse']:.3f} eV/Å "
+    console.print(f"{s['test_set']}: {e['n']} structures, energy MAE {sig(e['mae'])} / RMSE {sig(e['rmse'])} / "
+                  f"median {sig(e['median'])} meV/atom; force MAE {sig(f['mae'])} / RMSE {sig(f['rmse'])} eV/Å "
                   f"({f['n']} components)")
     console.print(f"tables: {rundir / 'errors-energy.csv'}, {rundir / 'errors-force.csv'}, "
                   f"{rundir / 'results.json'}")
@@ -129,9 +137,13 @@ def aenet_export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (must be new or empty)."),
     overwrite: bool = typer.Option(False, help="Replace an earlier `pyita aenet export` folder (after success "
                                                "only)."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
-    """Write the model as aenet networks, one <Sym>.<arch>.nn per species (e.g. Ti.15t-15t.nn, <Sym>.nn
-    without hidden layers), for aenet's predict.x, LAMMPS or ASE interfaces: they reproduce PyITA's
+    """Write the model as aenet .nn networks for predict.x, LAMMPS or ASE.
+
+    One <Sym>.<arch>.nn per species (e.g. Ti.15t-15t.nn; <Sym>.nn without hidden layers): they reproduce PyITA's
     energies and forces. List them under NETWORKS in predict.in."""
     from pyita.backends.aenet import run_aenet_export
 

@@ -1,15 +1,23 @@
 """The ``pyita`` application and what its commands share: the consoles, warnings as one line, the options
-several commands take. The commands live beside it, one module per kind of job; ``entry.py`` runs them."""
+every command takes (-q, -v, --log-file) and the types of choice options. The commands live beside it, one
+module per kind of job; ``entry.py`` runs them."""
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
+import shlex
 import sys
 import warnings
+from pathlib import Path
+from typing import Literal
 
 import typer
-from rich.console import Console
 
+from pyita import progress
+from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, DEVICES, ENERGY_NORMALIZATIONS,
+                           FORCE_FRACTION_OF, FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
 from pyita.errors import PyitaError
 
 # OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
@@ -20,11 +28,11 @@ app = typer.Typer(
     name="pyita",
     help="Taylor-expansion data augmentation for neural-network interatomic potentials.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
-console = Console()
+# What the commands print goes to the log file too (--log-file), as plain text stamped with the time.
+err_console = progress.LoggedConsole(stderr=True)
+console = progress.LoggedConsole()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -34,6 +42,73 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 warnings.showwarning = _show_warning
+
+
+def choice(values: tuple[str, ...]):
+    """The type of an option taking one of ``values`` (their one home: ``pyita.choices``): ``--help`` lists
+    them, the shell completes them, anything else is a one-line usage error. A Literal rather than an Enum, so
+    the command receives a plain string, which the settings record and pickle as they are."""
+    return Literal[tuple(values)]
+
+
+Method = choice(METHODS)
+ForceFractionOf = choice(FORCE_FRACTION_OF)
+EnergyNormalization = choice(ENERGY_NORMALIZATIONS)
+WeightInit = choice(WEIGHT_INITS)
+Strategy = choice(STRATEGIES)
+Format = choice(FORMATS)
+Preset = choice(PRESETS)
+Backend = choice(BACKENDS)
+AenetDescriptor = choice(AENET_DESCRIPTORS)
+AenetMethod = choice(AENET_METHODS)
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in DEVICES if d.startswith(incomplete)]
+
+
+#: A device is a choice the shell completes, but stays free text: torch also takes cuda:1.
+DEVICE_OPTION = typer.Option("auto", autocompletion=_complete_device,
+                             help="Device to compute on: auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+def _set_verbose(value: bool) -> bool:
+    progress.configure(verbose=value)
+    if value:
+        warnings.simplefilter("always")   # every occurrence, not only the first at each place
+    return value
+
+
+def _open_log(value: Path | None) -> Path | None:
+    progress.close_log()
+    if value is not None:
+        try:
+            progress.configure(log_file=value)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot append to {value}: {exc.strerror or exc}") from None
+        progress.log_line("pyita " + shlex.join(sys.argv[1:]))
+    return value
+
+
+QUIET_HELP = "Show no progress (warnings, errors and the closing summary still print)."
+QUIET = typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+VERBOSE = typer.Option(False, "--verbose", "-v", callback=_set_verbose,
+                       help="Report more: a progress line for every finished step when not at a terminal, every "
+                            "repeated warning, and the traceback of an unforeseen error.")
+LOG_FILE = typer.Option(None, "--log-file", callback=_open_log, dir_okay=False, metavar="PATH",
+                        help="Also append the progress lines, warnings, errors and closing summary to this file, "
+                             "each stamped with the time (its folder must exist).")
+
+
+def tidy_help(typer_app: typer.Typer) -> None:
+    """Every command's help from its docstring with the source's line breaks undone (typer's rich help keeps
+    them, so a description broke mid-sentence), recursively for command groups."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            paragraphs = inspect.cleandoc(info.callback.__doc__).split("\n\n")
+            info.help = "\n\n".join(re.sub(r"\s*\n\s*", " ", p) for p in paragraphs)
+    for group in typer_app.registered_groups:
+        tidy_help(group.typer_instance)
 
 
 def _version(value: bool) -> None:
@@ -64,13 +139,14 @@ def ask_if_missing(value, name: str, prompt: str, kind):
     return typer.prompt(prompt, type=kind)
 
 
-CALC_HELP = ("Reference calculator: a preset (gfn1-xtb, gfn2-xtb: tblite, pip install 'pyita\\[xtb]'; emt: "
-             "ASE EMT for metals) or an ASE calculator as module:Class, optionally with JSON keyword "
-             "arguments: 'ase.calculators.emt:EMT{}'.")
+CALC_HELP = ("Reference calculator: a preset (gfn1-xtb or gfn2-xtb through tblite, pip install 'pyita\\[xtb]'; "
+             "emt, ASE's EMT for metals) or an ASE calculator as module:Class, optionally with JSON keyword "
+             "arguments, e.g. 'ase.calculators.emt:EMT{}'.")
 
 
-THREADS_OPTION = typer.Option(None, help="OpenMP threads per process (default: as the environment says; "
-                                         "1 per worker when --workers > 1).")
+THREADS_OPTION = typer.Option(None, show_default=False,
+                              help="OpenMP threads per process. Default: as the environment says, and 1 per worker "
+                                   "when --workers is above 1.")
 FOLD_OPTION = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only tblite): "
-                                        "auto = a structure's own info 'fold' (the bundled sample has one), "
-                                        "none, or e.g. 2x2x1.")
+                                        "auto takes a structure's own info 'fold' (the bundled sample has one), "
+                                        "none replicates nothing, and e.g. 2x2x1 is used for every structure.")

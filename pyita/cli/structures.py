@@ -7,30 +7,41 @@ from pathlib import Path
 
 import typer
 
-from pyita.cli.app import CALC_HELP, FOLD_OPTION, THREADS_OPTION, app, ask_if_missing, console, done
+from pyita.cli.app import (CALC_HELP, DEVICE_OPTION, FOLD_OPTION, LOG_FILE, QUIET, THREADS_OPTION, VERBOSE, Format,
+                           Strategy, app, ask_if_missing, console, done)
+from pyita.progress import sig
+
+#: Options the paper's program asked for interactively: required, but asked for when a person is at the terminal.
+ASKED = "Required; asked for when run at a terminal."
 
 
 @app.command()
 def augment(
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
                                          "or 'sample[:name]' for the bundled data."),
-    a: float | None = typer.Option(None, "--a", help="New structures per parent (a × N in all)."),
-    delta: float | None = typer.Option(None, "--delta", help="Displacement δ in Å (RMS per atom for "
-                                                             "random-all)."),
+    a: float | None = typer.Option(None, "--a", show_default=False,
+                                   help=f"New structures per parent (a × N in all). {ASKED}"),
+    delta: float | None = typer.Option(None, "--delta", show_default=False,
+                                       help=f"Displacement δ in Å (RMS per atom for random-all). {ASKED}"),
     out: Path = typer.Option(Path("augmented"), "--out", "-o", help="Output folder (must be new or empty)."),
-    strategy: str = typer.Option("balanced", help="sequential (the paper) | balanced | random-all."),
+    strategy: Strategy = typer.Option("balanced", help="How parents are displaced: sequential is the paper's "
+                                                       "(see docs/method.md)."),
     seed: int = typer.Option(0, help="Seed for every random choice."),
-    fmt: str = typer.Option("xsf", "--format", help="xsf (aenet files + generate.in) or extxyz."),
+    fmt: Format = typer.Option("xsf", "--format", help="Output: aenet XSF files with a generate.in, or one "
+                                                       "extended-XYZ file."),
     only_derived: bool = typer.Option(False, "--only-derived",
                                       help="List only derived structures (the paper's supplementary set)."),
-    exclude: Path | None = typer.Option(None, help="File listing parents never to augment (test split)."),
-    max_force: float | None = typer.Option(None, help="Skip atoms (random-all: parents) with |F| above "
-                                                      "this, eV/Å."),
-    cap: float = typer.Option(3.0, help="random-all: largest per-atom displacement, in units of δ."),
+    exclude: Path | None = typer.Option(None, help="File listing parents never to augment (the test split)."),
+    max_force: float | None = typer.Option(None, help="Skip atoms (random-all: parents) with |F| above this, in "
+                                                      "eV/Å."),
+    cap: float = typer.Option(3.0, help="Largest per-atom displacement for random-all, in units of δ."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
-    workers: int | None = typer.Option(None, help="Worker processes for XSF output (default: the idle "
-                                                  "cores, or PYITA_WORKERS); the output is the same."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    workers: int | None = typer.Option(None, show_default=False,
+                                       help="Worker processes for XSF output; the output is the same for any "
+                                            "number. Default: the idle cores, or $PYITA_WORKERS."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
     """Make Taylor-expanded structures E' = E − F·D from labelled structures."""
     from pyita.augment import AugmentSettings
@@ -53,26 +64,32 @@ def check(
     calc_kwargs: str | None = typer.Option(None, "--calc-kwargs",
                                            help='JSON keyword arguments for the calculator, e.g. '
                                                 '\'{"accuracy": 0.1}\'.'),
-    delta: str = typer.Option("0.005,0.01,0.02,0.03,0.05", "--delta", help="Comma-separated δ values, Å."),
+    delta: str = typer.Option("0.005,0.01,0.02,0.03,0.05", "--delta", help="Displacements δ to compare, in Å, "
+                                                                           "comma-separated."),
     strategy: str = typer.Option("balanced,random-all", "--strategy",
-                                 help="Comma-separated: sequential, balanced, random-all."),
+                                 help="Strategies to compare, comma-separated, of sequential, balanced and "
+                                      "random-all."),
     parents: int = typer.Option(20, "--parents", help="How many parents to sample (seeded)."),
-    a: float = typer.Option(2, "--a", help="Derived structures per parent, per δ and strategy."),
+    a: float = typer.Option(2, "--a", help="Derived structures per parent, for each δ and strategy."),
     seed: int = typer.Option(0, help="Seed for the parent sample and the displacements."),
-    tolerance: float = typer.Option(1.0, help="Largest acceptable 95th-percentile Taylor error, meV/atom "
-                                              "(for the recommended δ)."),
-    max_force: float | None = typer.Option(None, help="As in augment: skip atoms with |F| above this, eV/Å."),
-    cap: float = typer.Option(3.0, help="random-all: largest per-atom displacement, in units of δ."),
+    tolerance: float = typer.Option(1.0, help="Largest acceptable 95th-percentile Taylor error in meV/atom (for "
+                                              "the recommended δ)."),
+    max_force: float | None = typer.Option(None, help="As in augment: skip atoms with |F| above this, in eV/Å."),
+    cap: float = typer.Option(3.0, help="Largest per-atom displacement for random-all, in units of δ."),
     out: Path = typer.Option(Path("check"), "--out", "-o", help="Output folder (must be new or empty)."),
     workers: int = typer.Option(1, help="Processes computing in parallel."),
     threads: int | None = THREADS_OPTION,
     fold: str = FOLD_OPTION,
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial/ of an earlier run."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
-    """Measure the first-order Taylor error |E − F·D − E(R+D)| against a reference calculator and
-    recommend δ. Writes errors.csv, check.json, check.png and check.svg; resumable after a failure."""
+    """Measure the Taylor error against a reference calculator and recommend δ.
+
+    The first-order error |E − F·D − E(R+D)| for each δ and strategy. Writes errors.csv, check.json, check.png
+    and check.svg; resumable after a failure."""
     from pyita.check import CheckSettings, print_report, run_check
 
     settings = CheckSettings(deltas=delta, strategies=strategy, parents=parents, a=a, seed=seed,
@@ -93,11 +110,14 @@ def label(
     out: Path = typer.Option(..., "--out", "-o", help="Output extended-XYZ file, written when complete."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial of an earlier run."),
-    calc_kwargs: str | None = typer.Option(None, "--calc-kwargs", help="JSON keyword arguments."),
+    calc_kwargs: str | None = typer.Option(None, "--calc-kwargs", help="JSON keyword arguments for the "
+                                                                        "calculator."),
     workers: int = typer.Option(1, help="Processes computing in parallel."),
     threads: int | None = THREADS_OPTION,
     fold: str = FOLD_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
     """Compute energies and forces with a reference calculator; resumable (OUT.partial), parallel."""
     from pyita.check import run_label
@@ -112,13 +132,16 @@ def label(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Model file written by `pyita train`, or a folder of aenet .nn files."),
-    data: list[str] = typer.Argument(..., help="Structures: generate.in, XSF folder or glob, ASE file, sample."),
+    data: list[str] = typer.Argument(..., help="Structures: generate.in, XSF folder or glob, ASE file, or "
+                                               "'sample[:name]'."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder (must be new or empty)."),
     forces: bool = typer.Option(True, "--forces/--no-forces", help="Also predict forces."),
     batch_size: int = typer.Option(32, help="Structures per batch."),
-    device: str = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda."),
+    device: str = DEVICE_OPTION,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
     """Predict energies and forces; with reference labels, per-structure and per-component errors."""
     from pyita.predict import run_predict
@@ -128,9 +151,9 @@ def predict(
     e, f = summary["energy_meV_per_atom"], summary["force_components_eV_per_A"]
     console.print(f"{summary['structures']} structures → {out}")
     if e["n"]:
-        console.print(f"energy error MAE/RMSE {e['mae']:.2f}/{e['rmse']:.2f} meV/atom over {e['n']} structures")
+        console.print(f"energy error MAE/RMSE {sig(e['mae'])}/{sig(e['rmse'])} meV/atom over {e['n']} structures")
     if f["n"]:
-        console.print(f"force error MAE/RMSE {f['mae']:.3f}/{f['rmse']:.3f} eV/Å over {f['n']} components")
+        console.print(f"force error MAE/RMSE {sig(f['mae'])}/{sig(f['rmse'])} eV/Å over {f['n']} components")
     seen = summary.get("seen_in_model_data", {})
     if any(seen.values()):
         parts = " and ".join(f"{n} in its {part} set" for part, n in seen.items() if n)
@@ -138,7 +161,7 @@ def predict(
                       "(predictions.csv column seen_in)")
         e = summary["unseen"]["energy_meV_per_atom"]
         if e["n"]:
-            console.print(f"unseen structures only: energy error MAE/RMSE {e['mae']:.2f}/{e['rmse']:.2f} meV/atom "
-                          f"over {e['n']} structures")
+            console.print(f"unseen structures only: energy error MAE/RMSE {sig(e['mae'])}/{sig(e['rmse'])} "
+                          f"meV/atom over {e['n']} structures")
 
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 from pyita.augment.settings import DEFAULT_DELTA, AugmentSettings
 from pyita.backends import check_settings
+from pyita.choices import PRESETS
 from pyita.errors import InputError, PyitaError
 from pyita.experiment.results import refuse_shared_file_names
 from pyita.experiment.schema import check_tables
 from pyita.reference import check_max_energy, check_reference_energies
 
-PRESETS = ("quick", "aa", "seed-500", "seed-full", "powered", "crossover", "versus-aenet",
-           "force-budget")
 _PATH_KEYS = ("data", "aenet_bin")
 
 
@@ -123,7 +122,7 @@ _PRESETS_DIR = Path(str(resources.files("pyita.experiment") / "presets"))
 
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise PyitaError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return _PRESETS_DIR / f"{name}.toml"
 
 

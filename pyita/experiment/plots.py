@@ -5,14 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from pyita.experiment.analysis import pooled
+from pyita.io.atomic import atomic_write
 
-from pyita.experiment.analysis import pooled  # noqa: E402
-from pyita.io.atomic import atomic_write  # noqa: E402
+
+def _subplots(*grid, **options):
+    """``pyplot.subplots`` without pyplot: a Figure on its own Agg canvas, so that making a plot neither
+    changes the caller's matplotlib backend (a notebook's) nor registers a figure pyplot would keep open."""
+    fig_options = {k: options.pop(k) for k in ("figsize",) if k in options}
+    fig = Figure(**fig_options)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*grid, **options)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -21,7 +28,6 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     fig.tight_layout()
     for path in paths:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130))
-    plt.close(fig)
     return paths
 
 
@@ -38,7 +44,7 @@ def violins(config, results, out: Path) -> list[Path]:
     so the small errors that matter stay visible next to the outliers)."""
     names = [c.name for c in config.conditions]
     trials = list(range(config.trials))
-    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
+    fig, axes = _subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
     for ax, kind, label in ((axes[0], "energy", "|ΔE| per atom (meV/atom)"),
                             (axes[1], "force", "|ΔF| per component (eV/Å)")):
         data = [np.abs(pooled(config, results, trials, n, kind)) for n in names]
@@ -59,7 +65,7 @@ def violins(config, results, out: Path) -> list[Path]:
 def per_trial(config, table: list[dict], out: Path) -> list[Path]:
     """Per-trial MAE per condition, paired trials joined by lines: shows trial-to-trial scatter."""
     names = [c.name for c in config.conditions]
-    fig, axes = plt.subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
+    fig, axes = _subplots(1, 2, figsize=(max(7, 1.6 * len(names) * 2), 4.2))
     for ax, key, label in ((axes[0], "energy_mae", "energy MAE (meV/atom)"),
                            (axes[1], "force_mae", "force MAE (eV/Å)")):
         for trial in sorted({r["trial"] for r in table}):
@@ -82,7 +88,7 @@ def _history_value(row: dict, key: str):
 
 def learning_curves(config, results, out: Path) -> list[Path]:
     """Median over trials of the per-epoch train and test energy MAE, per condition."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _subplots(figsize=(7, 4.2))
     for k, condition in enumerate(config.conditions):
         histories = [r.summary["history"] for (t, n), r in results.items() if n == condition.name]
         histories = [h for h in histories if h]
@@ -118,7 +124,7 @@ def sweep(config, table: list[dict], out: Path) -> list[Path]:
         return []   # no strategy was run at more than one (a, δ)
     base = [r["energy_mae"] for r in table if any(c.is_baseline and c.name == r["condition"]
                                                   for c in config.conditions)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = _subplots(1, 2, figsize=(10, 4.2))
     for ax, axis, other, label in ((axes[0], 1, 2, "a (new structures per parent)"), (axes[1], 2, 1, "δ (Å)")):
         for group in sorted({(k[0], k[other]) for k in points}):
             keys = sorted((k for k in points if (k[0], k[other]) == group), key=lambda k: k[axis])
@@ -139,7 +145,7 @@ def crossover(config, results, table: list[dict], out: Path) -> list[Path]:
     families = _length_families(config)
     if not any(len(names) > 1 for names in families.values()):
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4))
     signals: dict[float, list[float]] = {}
     for k, (family, names) in enumerate(families.items()):
         xs, ye, yf = [], [], []
@@ -185,7 +191,7 @@ def budget(config, table: list[dict], out: Path) -> list[Path]:
     families = _length_families(config)
     if not any(len(names) > 1 for names in families.values()):
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = _subplots(1, 2, figsize=(11, 4.4))
     for k, (family, names) in enumerate(families.items()):
         rows = [row for name in names for row in table if row["condition"] == name and row["trials"]]
         rows.sort(key=lambda row: row["seconds_mean"])
@@ -205,7 +211,7 @@ def effects(tests: list[dict], out: Path) -> list[Path]:
     if not metrics:
         return []
     rows = list(dict.fromkeys((t["condition"], t["baseline"]) for t in tests))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.9 + 0.45 * len(rows)),
+    fig, axes = _subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.9 + 0.45 * len(rows)),
                              squeeze=False)
     colours = {"better": "tab:green", "worse": "tab:red"}
     for ax, metric in zip(axes[0], metrics):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import warnings
 from html import escape
@@ -15,7 +14,7 @@ from pyita.experiment.analysis import comparisons, condition_table, per_trial_ta
 from pyita.experiment.results import load_results
 from pyita.experiment.config import ExperimentConfig
 from pyita.io.atomic import atomic_write_text
-from pyita.io.records import jsonable
+from pyita.io.records import json_text
 from pyita.io.tables import write_csv
 
 
@@ -86,7 +85,7 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
     summary = {"pyita_version": __version__, "config": config.as_dict(), "plain_summary": plain_summary(tests),
                "conditions": conditions, "comparisons": tests, "finished_tasks": len(results),
                "expected_tasks": config.trials * len(config.conditions)}
-    atomic_write_text(out / "summary.json", json.dumps(jsonable(summary), indent=1, default=str) + "\n")
+    atomic_write_text(out / "summary.json", json_text(summary, indent=1, default=str))
     md = _markdown(config, conditions, tests, figure_files, len(results), subset)
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", _html(md, out, config.name))

@@ -8,6 +8,7 @@ is caught on reading, so ``--resume`` redoes that task instead of building a rep
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ def result_paths(out: Path, trial: int, condition: str) -> tuple[Path, Path]:
     return folder / f"{name}.json", folder / f"{name}.npz"
 
 
+def _undefined_as_nan(summary: dict) -> None:
+    """The numbers JSON wrote as null (undefined: NaN) back as NaN, as the analysis computes with them."""
+    for key in ("train_energy_mae", "train_energy_rmse"):
+        if key in summary and summary[key] is None:
+            summary[key] = math.nan
+    if isinstance(summary["history"], list):
+        summary["history"] = [{k: math.nan if v is None else v for k, v in row.items()} if isinstance(row, dict)
+                              else row for row in summary["history"]]
+
+
 def kept_run_folder(out: Path, trial: int, condition: str) -> Path:
     """Where the aenet backend keeps a task's run folder when the trainer says ``keep_runs = true``."""
     return Path(out) / KEPT_RUNS / f"trial-{trial:03d}" / slug(condition)
@@ -92,6 +103,7 @@ class TaskResult:
         if (trial is not None and summary["trial"] != trial) or \
                 (condition is not None and summary["condition"] != condition):
             raise DamagedResult(f"{json_path}: belongs to trial {summary['trial']} / {summary['condition']!r}")
+        _undefined_as_nan(summary)
         try:
             with np.load(npz_path) as data:
                 arrays = {key: np.asarray(data[key]) for key in ARRAYS}

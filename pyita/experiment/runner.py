@@ -30,6 +30,7 @@ from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io import open_source
 from pyita.io.outputs import data_inputs, listing, refuse_overlap
+from pyita.io.records import json_text
 from pyita.parallel import plan_workers, usable_cores, worker_pool
 from pyita.progress import progress_bar
 
@@ -89,7 +90,7 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     atomic_write(npz_path, lambda tmp: np.savez_compressed(
         tmp, energy_ref=result.energy_ref, energy_pred=result.energy_pred, n_atoms=result.n_atoms,
         force_errors=result.force_errors))
-    atomic_write_text(json_path, json.dumps(summary, indent=1) + "\n")   # written last: marks completion
+    atomic_write_text(json_path, json_text(summary, indent=1))   # written last: marks completion
     return summary
 
 
@@ -216,7 +217,7 @@ def rebuild_report(out: Path, given: ExperimentConfig | None = None) -> dict:
         stored = ExperimentConfig.from_record(record, saved)
         if given is not None:
             differs = first_difference(_what_results_depend_on(record),
-                                       _what_results_depend_on(json.loads(json.dumps(given.as_dict(), default=str))))
+                                       _what_results_depend_on(json.loads(json_text(given.as_dict(), default=str))))
             if differs:
                 raise PyitaError(f"--report-only: the config given is not the experiment in {out} ({differs}); "
                                  "give the same config, or none to report the stored one")
@@ -251,7 +252,7 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
     out = Path(out)
     refuse_overlap(out, inputs)
     saved = out / "experiment.json"
-    settings = json.dumps(config.as_dict(), indent=1, default=str, ensure_ascii=False)
+    settings = json_text(config.as_dict(), indent=1, default=str, ensure_ascii=False)
     if resume and overwrite:
         raise PyitaError("--resume continues an experiment and --overwrite starts it again; give one of them")
     if out.exists() and not out.is_dir():
@@ -277,7 +278,7 @@ def experiment_output(out: Path, config: ExperimentConfig, config_text: str, res
                 raise PyitaError(f"{out} holds a different experiment ({saved.name} differs in {differs}); "
                                  "refusing to mix (--overwrite starts it again)")
         atomic_write_text(out / "config.toml", config_text)
-        atomic_write_text(saved, settings + "\n")
+        atomic_write_text(saved, settings)
         shutil.rmtree(out / SCRATCH, ignore_errors=True)   # run folders of a killed attempt: the lock is ours
         try:
             yield

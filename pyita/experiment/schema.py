@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from pyita.backends import BACKENDS
+from pyita.choices import BACKENDS
 from pyita.errors import InputError, PyitaError
 from pyita.train.settings import TrainSettings
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterable
 
 from pyita.errors import PyitaError
+from pyita.io.records import json_text
 
 #: The record file each folder-writing command leaves in its output, holding ``"command": <name>`` and, under
 #: ``FILES``, every file and folder it wrote there.
@@ -103,7 +104,7 @@ def stamp_files(folder: Path, command: str) -> None:
     if record is None:
         raise PyitaError(f"internal: {path} is not a JSON record")
     record[FILES] = [name for name in listing(folder) if name != RECORDS[command]]
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.write_text(json_text(record, indent=2))
 
 
 def foreign_entries(folder: Path, command: str) -> list[str] | None:

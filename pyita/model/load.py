@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from pyita.choices import DEVICES
 from pyita.errors import PyitaError, SettingError
 from pyita.model.aenet import read_aenet_potential
 from pyita.model.potential import Potential
@@ -31,7 +32,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise SettingError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+        raise SettingError(f"unknown device {device!r}; choose {', '.join(DEVICES)} (or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PyitaError("device cuda requested but CUDA is not available")
     return device

@@ -29,8 +29,8 @@ def hidden_layers(spec) -> list[tuple[int, str]]:
     return parse_hidden(spec, activations=tuple(ACTIVATIONS), allow_empty=True)
 
 
-#: Initial weight ranges: uniform in ±bound(fan_in), for weights and biases alike.
-WEIGHT_INITS = {
+#: Initial weight ranges by name (pyita.choices.WEIGHT_INITS): uniform in ±bound(fan_in), for weights and biases alike.
+WEIGHT_BOUNDS = {
     # aenet's (feedforward.f90, ff_random_init_weights): standard deviation 1/√(fan_in + 1), the bias
     # counted as one more input. About √3 × PyTorch's, so tanh layers start in their non-linear range.
     "aenet": lambda fan_in: (3.0 / (fan_in + 1)) ** 0.5,
@@ -43,13 +43,13 @@ def atomic_network(n_inputs: int, layers: list[tuple[int, str]], generator: torc
                    weight_init: str = "aenet") -> nn.Sequential:
     """One species' network, float64, initialised from ``generator`` so weights depend only on the seed.
 
-    Weights and biases are uniform in ±bound (``WEIGHT_INITS[weight_init]``), drawn from an explicit generator.
+    Weights and biases are uniform in ±bound (``WEIGHT_BOUNDS[weight_init]``), drawn from an explicit generator.
     """
     modules: list[nn.Module] = []
     width_in = n_inputs
     for width, activation in layers + [(1, "linear")]:
         linear = nn.Linear(width_in, width, dtype=torch.float64)
-        bound = WEIGHT_INITS[weight_init](width_in)
+        bound = WEIGHT_BOUNDS[weight_init](width_in)
         with torch.no_grad():
             linear.weight.copy_(torch.rand(linear.weight.shape, generator=generator, dtype=torch.float64)
                                 * 2 * bound - bound)

@@ -313,9 +313,6 @@ def _evaluate(potential, data: FeatureSet, forces: bool, create_graph: bool) -> 
 
 
 #: How the network output is scaled to per-atom cohesive energies (``fit_normalization``).
-ENERGY_NORMALIZATIONS = ("range", "std")
-
-
 def fit_normalization(potential, structures: Sequence[Structure], features: Sequence[torch.Tensor],
                       energy: str = "range") -> None:
     """Set the potential's feature (per species mean/std) and energy normalisation from training data, as

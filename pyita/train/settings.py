@@ -8,18 +8,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
 from pyita.augment.settings import AugmentSettings
+from pyita.choices import ENERGY_NORMALIZATIONS, FORCE_FRACTION_OF, METHODS, WEIGHT_INITS
 from pyita.errors import PyitaError, SettingError, whole_number
 from pyita.architecture import ChebyshevSetup
-from pyita.model.network import WEIGHT_INITS, hidden_layers
+from pyita.model.network import hidden_layers
 from pyita.model.potential import Potential
-from pyita.train.data import ENERGY_NORMALIZATIONS
-
-METHODS = ("lbfgs", "adam")
-
-
-#: What a force fraction is a share of: whole structures, or the atoms of every structure.
-FORCE_FRACTION_OF = ("structures", "atoms")
-
 
 #: Hidden layers when neither the settings nor initial networks give them.
 DEFAULT_HIDDEN = "15:tanh,15:tanh"
@@ -90,7 +83,7 @@ class ModelSettings:
     #: Chebyshev settings (``ChebyshevDescriptor`` keywords); those left out are ``default_descriptor()``'s, or
     #: the initial networks'.
     descriptor: dict | None = None
-    #: Initial weight range: "aenet" (its train.x's) or "pytorch" (nn.Linear's default); see WEIGHT_INITS.
+    #: Initial weight range: "aenet" (its train.x's) or "pytorch" (nn.Linear's default); see WEIGHT_BOUNDS.
     weight_init: str = "aenet"
     #: Energy normalisation of the network output: "range" (aenet's: midpoint and half-range of the training
     #: set's per-atom cohesive energies) or "std" (their mean and standard deviation).

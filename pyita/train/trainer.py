@@ -21,7 +21,7 @@ import torch
 from pyita import __version__
 from pyita.errors import Interrupted, PyitaError
 from pyita.model.potential import atomic_torch_save
-from pyita.progress import progress_bar
+from pyita.progress import progress_bar, sig
 from pyita.train.data import FeatureSet, Outputs, evaluate
 from pyita.descriptors.jacobian import StreamedJacobians
 from pyita.metrics import per_atom_energy_errors, summarize
@@ -193,8 +193,8 @@ class Trainer:
         last_save = time.monotonic()
         # "seconds" in the history is training time, summed over interrupted and resumed sessions.
         started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
-        with progress_bar(limits.iterations, "train (MAE/RMSE meV/atom)", "epochs", enabled=progress) as advance:
-            advance(self.epoch)
+        with progress_bar(limits.iterations, "train", "epochs", enabled=progress) as advance:
+            advance(self.epoch, before=True)
             while self.epoch < limits.iterations:
                 data = self.train if self.fresh is None else self.fresh(self.epoch)
                 self._step(data, self.epoch)
@@ -262,10 +262,11 @@ class Trainer:
 
     @staticmethod
     def _status(row: dict) -> dict:
-        fields = {"train": f"{row['train_mae']:.2f}/{row['train_rmse']:.2f}"}
+        """The progress line's errors, to three significant figures (0.0213, never 0.00)."""
+        fields = {"MAE/RMSE meV/atom: train": f"{sig(row['train_mae'])}/{sig(row['train_rmse'])}"}
         for prefix in ("val", "test"):
             if f"{prefix}_mae" in row:
-                fields[prefix] = f"{row[f'{prefix}_mae']:.2f}/{row[f'{prefix}_rmse']:.2f}"
+                fields[prefix] = f"{sig(row[f'{prefix}_mae'])}/{sig(row[f'{prefix}_rmse'])}"
         return fields
 
     def _early_stop(self) -> bool:

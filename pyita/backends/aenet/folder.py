@@ -23,6 +23,7 @@ from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.tables import write_csv
 from pyita.io.xsf import aenet_text
 from pyita.io.xsf_write import format_xsf
+from pyita.io.records import json_text
 from pyita.structure import Structure
 
 
@@ -204,7 +205,7 @@ def write_run_folder(folder: Path, train: list[Entry], test: list[Entry], specie
                          + [f"{s}.stp" for s in species] + ([INITIAL_DIR] if initial else [])
                          + ([TEST_PARENTS] if (folder / TEST_PARENTS).exists() else [])),
     })
-    (folder / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    (folder / RECORD).write_text(json_text(record, indent=2))
     return record
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pyita import __version__
 from pyita.io.aenet_nn import write_nn
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import RECORDS, guard_output
+from pyita.io.records import json_text
 from pyita.model.aenet import network_file_names, potential_to_nn
 from pyita.model import Potential, load_potential
 
@@ -33,5 +33,5 @@ def run_aenet_export(model, out: str | Path, overwrite: bool = False) -> dict:
     with atomic_output_dir(out, overwrite=overwrite, command="aenet export") as tmp:
         for sym, nnfile in files.items():
             write_nn(tmp / names[sym], nnfile)
-        (tmp / RECORDS["aenet export"]).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / RECORDS["aenet export"]).write_text(json_text(record, indent=2))
     return record

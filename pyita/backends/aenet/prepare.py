@@ -3,7 +3,6 @@ their derived structures, choose reference energies, and write the run folder.""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -17,6 +16,7 @@ from pyita.errors import InputError, PyitaError, whole_number
 from pyita.io import match_names, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
+from pyita.io.records import json_text
 from pyita.progress import progress_bar
 from pyita.reference import cohesive_per_atom, resolve_references
 from pyita.structure import Structure, held_out_without_copies, link_parents
@@ -250,5 +250,5 @@ def run_aenet_prepare(data: str | Path, out: str | Path, settings: AenetSettings
             _write_test_parents(tmp, structures, originals, group, test_groups, how, final)
         record = write_run_folder(tmp, train, test, species, resolved.energies, settings, record, test_label)
         record["seconds"] = round(time.perf_counter() - start, 3)
-        (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / RECORD).write_text(json_text(record, indent=2))
     return record

@@ -4,7 +4,6 @@ same error tables the embedded trainer produces, train.x's history, and results.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -13,7 +12,7 @@ from pyita.backends.aenet.settings import LOGS, STRUCTURES_CSV
 from pyita.errors import PyitaError
 from pyita.io.aenet_outputs import read_energies_file, read_predict_output, read_train_output
 from pyita.io.atomic import atomic_write_text
-from pyita.io.records import jsonable
+from pyita.io.records import json_text
 from pyita.io.tables import write_csv
 from pyita.io.xsf import read_xsf
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
@@ -98,7 +97,7 @@ def collect_results(rundir: str | Path, write: bool = True) -> dict:
     if write:
         write_csv(rundir / "errors-energy.csv", energy_rows, ENERGY_COLUMNS)
         write_csv(rundir / "errors-force.csv", force_rows, FORCE_COLUMNS)
-        atomic_write_text(rundir / "results.json", json.dumps(jsonable(summary), indent=2) + "\n")
+        atomic_write_text(rundir / "results.json", json_text(summary, indent=2))
     return {"energy_errors": energy_rows, "force_errors": force_rows, "history": history,
             "summary": summary, "train_energies": energies_train}
 

@@ -23,8 +23,9 @@ from pyita.errors import PyitaError
 from pyita.io.aenet_outputs import EPOCH_ROW, fortran_float, read_predict_output, read_train_output, scan_output
 from pyita.io.atomic import atomic_write_text
 from pyita.io.locks import exclusive
+from pyita.io.records import json_text
 from pyita.parallel import die_with_parent
-from pyita.progress import progress_bar
+from pyita.progress import progress_bar, sig
 
 
 def _read_state(rundir: Path) -> dict | None:
@@ -38,7 +39,7 @@ def _read_state(rundir: Path) -> dict | None:
 
 
 def _write_state(rundir: Path, state: dict) -> None:
-    atomic_write_text(rundir / RUN_STATE, json.dumps(state, indent=2) + "\n")
+    atomic_write_text(rundir / RUN_STATE, json_text(state, indent=2))
 
 
 def _listing(rundir: Path) -> dict[str, float]:
@@ -121,7 +122,7 @@ def _run_step(step: str, exe: Path, rundir: Path, total: int | None, progress: b
                     row = EPOCH_ROW.match(line)
                     if row:
                         mae = fortran_float(row.group(2)) * 1000
-                        advance(1, **{"train MAE": f"{mae:.1f} meV/atom"})
+                        advance(1, **{"train MAE": f"{sig(mae)} meV/atom"})
                 elif step == "predict" and line.lstrip().startswith("Structure number"):
                     advance(1)
             returncode = proc.wait()

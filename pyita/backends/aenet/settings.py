@@ -7,6 +7,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from pyita.architecture import ChebyshevSetup, parse_hidden
+from pyita.choices import AENET_DESCRIPTORS
 from pyita.errors import PyitaError
 from pyita.io.aenet_inputs import BehlerSetup, format_method_line
 from pyita.reference import check_max_energy, check_reference_energies
@@ -66,8 +67,8 @@ class AenetSettings:
         except ValueError as exc:
             raise PyitaError(str(exc)) from None
         self.method = self.method.lower()
-        if self.descriptor not in ("chebyshev", "behler"):
-            raise PyitaError(f"descriptor must be chebyshev or behler, not {self.descriptor!r}")
+        if self.descriptor not in AENET_DESCRIPTORS:
+            raise PyitaError(f"descriptor must be {' or '.join(AENET_DESCRIPTORS)}, not {self.descriptor!r}")
         if int(self.iterations) != self.iterations or self.iterations < 0:
             raise PyitaError(f"iterations must be an integer ≥ 0, got {self.iterations}")
         self.max_energy = check_max_energy(self.max_energy)
