@@ -20,7 +20,7 @@ from pyita.io.outputs import data_inputs, guard_output
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.structure import Structure
+from pyita.structure import LabelKeys, Structure
 
 
 @dataclass
@@ -53,7 +53,8 @@ def predict(model: str | Path | Potential, structures: Sequence[Structure], batc
 
 
 def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
-                batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
+                batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True,
+                keys: LabelKeys | None = None) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
     predictions.csv, forces.csv, predictions.extxyz and summary.json; returns the summary."""
     import ase.io
@@ -63,7 +64,7 @@ def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces:
 
     whole_number(batch_size, "batch size", 1)   # settings first: nothing read or written in vain
     resolve_device(device)
-    sources = [open_source(spec, require_labels=False) for spec in data]
+    sources = [open_source(spec, require_labels=False, keys=keys) for spec in data]
     inputs = [model] + [path for spec, source in zip(data, sources) for path in data_inputs(spec, source)]
     guard_output(out, inputs, "predict", overwrite)
     potential = load_potential(model, resolve_device(device))

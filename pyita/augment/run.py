@@ -21,6 +21,7 @@ from pyita.io import DataSource, archive_members, match_names, open_source, read
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.progress import progress_bar
+from pyita.structure import LabelKeys
 
 
 FORMATS = ("xsf", "extxyz")
@@ -135,12 +136,13 @@ def _writer(fmt: str, folder: Path, final_abs: Path, source: DataSource, only_de
 
 
 def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: AugmentSettings, tally: _Tally,
-             requested: int, shortfall: str | None, seconds: float, workers: int) -> dict:
+             requested: int, shortfall: str | None, seconds: float, workers: int, keys: LabelKeys) -> dict:
     """The run summary saved as run.json and returned."""
     return {
         "pyita_version": __version__,
         "command": "augment",
         "data": str(data),
+        "label_keys": keys.as_dict(),
         "output_format": fmt,
         "only_derived": only_derived,
         "exclude_file": None if exclude_file is None else str(exclude_file),
@@ -160,16 +162,18 @@ def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: Augment
 
 def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
                 only_derived: bool = False, exclude_file: str | Path | None = None,
-                overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
+                overwrite: bool = False, progress: bool = True, workers: int | None = None,
+                keys: LabelKeys | None = None) -> dict:
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).
 
     Nothing appears under ``out`` unless the whole run succeeds; inputs are only read. Parents stream
     through in chunks (memory does not grow with their number). ``workers`` > 1 spreads the XSF work over
-    processes (default: ``default_workers``); the output is byte for byte the same for any number.
+    processes (default: ``default_workers``); the output is byte for byte the same for any number. ``keys``
+    name the labels of an ASE file (``pyita.structure.LabelKeys``).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; choose xsf or extxyz")
-    source = open_source(data)
+    source = open_source(data, keys=keys)
     guard_output(out, data_inputs(data, source) + ([exclude_file] if exclude_file else []), "augment",
                  overwrite)
     names = _parent_names(source)
@@ -209,6 +213,6 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
             warnings.warn(shortfall, stacklevel=2)
         writer.close(list(tally.species))
         summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
-                           round(time.perf_counter() - start, 3), workers)
+                           round(time.perf_counter() - start, 3), workers, source.keys)
         (tmp / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

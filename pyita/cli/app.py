@@ -71,6 +71,10 @@ CALC_HELP = ("Reference calculator: a preset (gfn1-xtb, gfn2-xtb: tblite, pip in
 
 THREADS_OPTION = typer.Option(None, help="OpenMP threads per process (default: as the environment says; "
                                          "1 per worker when --workers > 1).")
+ENERGY_KEY_OPTION = typer.Option(None, "--energy-key", help="Key of the reference energy in an extended-XYZ/ASE "
+                                                              "file (default: energy, else MACE's REF_energy).")
+FORCES_KEY_OPTION = typer.Option(None, "--forces-key", help="Key of the reference forces in an extended-XYZ/ASE "
+                                                            "file (default: forces, else MACE's REF_forces).")
 FOLD_OPTION = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only tblite): "
                                         "auto = a structure's own info 'fold' (the bundled sample has one), "
                                         "none, or e.g. 2x2x1.")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pyita.cli.app import CALC_HELP, FOLD_OPTION, THREADS_OPTION, app, ask_if_missing, console, done
+from pyita.cli.app import (CALC_HELP, ENERGY_KEY_OPTION, FOLD_OPTION, FORCES_KEY_OPTION, THREADS_OPTION, app,
+                           ask_if_missing, console, done)
 
 
 @app.command()
@@ -30,17 +31,21 @@ def augment(
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
     workers: int | None = typer.Option(None, help="Worker processes for XSF output (default: the idle "
                                                   "cores, or PYITA_WORKERS); the output is the same."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Make Taylor-expanded structures E' = E − F·D from labelled structures."""
     from pyita.augment import AugmentSettings
     from pyita.augment.run import run_augment
+    from pyita.structure import LabelKeys
 
     a = ask_if_missing(a, "a", "New structures per parent (a)", float)
     delta = ask_if_missing(delta, "delta", "Displacement delta in Angstrom", float)
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
     summary = run_augment(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
-                          overwrite=overwrite, progress=not quiet, workers=workers)
+                          overwrite=overwrite, progress=not quiet, workers=workers,
+                          keys=LabelKeys(energy_key, forces_key))
     c = summary["counts"]
     done(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
          f"({c['excluded']} excluded)", out, summary["seconds"])
@@ -69,17 +74,20 @@ def check(
     fold: str = FOLD_OPTION,
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial/ of an earlier run."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure the first-order Taylor error |E − F·D − E(R+D)| against a reference calculator and
     recommend δ. Writes errors.csv, check.json, check.png and check.svg; resumable after a failure."""
     from pyita.check import CheckSettings, print_report, run_check
+    from pyita.structure import LabelKeys
 
     settings = CheckSettings(deltas=delta, strategies=strategy, parents=parents, a=a, seed=seed,
                              tolerance=tolerance, max_force=max_force, cap=cap)
     result = run_check(data, calculator, out, settings, calc_kwargs=calc_kwargs, workers=workers,
                        progress=not quiet, overwrite=overwrite, restart=restart, threads=threads,
-                       fold=fold)
+                       fold=fold, keys=LabelKeys(energy_key, forces_key))
     print_report(result.summary, console)
     c = result.summary["counts"]
     done(f"{c['calculations']} calculations ({c['parents']} parents, {c['derived']} derived)", out,
@@ -118,13 +126,16 @@ def predict(
     batch_size: int = typer.Option(32, help="Structures per batch."),
     device: str = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict energies and forces; with reference labels, per-structure and per-component errors."""
     from pyita.predict import run_predict
+    from pyita.structure import LabelKeys
 
     summary = run_predict(model, data, out, forces=forces, batch_size=batch_size, device=device,
-                          overwrite=overwrite, progress=not quiet)
+                          overwrite=overwrite, progress=not quiet, keys=LabelKeys(energy_key, forces_key))
     e, f = summary["energy_meV_per_atom"], summary["force_components_eV_per_A"]
     console.print(f"{summary['structures']} structures → {out}")
     if e["n"]:

@@ -9,7 +9,7 @@ import typer
 
 from pyita.architecture import ChebyshevSetup
 from pyita.augment.settings import DEFAULT_DELTA
-from pyita.cli.app import app, console
+from pyita.cli.app import ENERGY_KEY_OPTION, FORCES_KEY_OPTION, app, console
 
 
 def train_option(default, text: str):
@@ -72,10 +72,13 @@ def train(
     cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default ~/.cache/pyita)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize without the on-disk cache."),
     checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (0: every epoch)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a Behler–Parrinello potential (aenet's Chebyshev descriptor) on energies, and forces if asked."""
     from pyita.reference import parse_types
+    from pyita.structure import LabelKeys
     from pyita.train.run import run_train
     from pyita.train.settings import TrainSettings
 
@@ -92,7 +95,8 @@ def train(
     summary = run_train(data, out, settings, test_fraction=test_fraction,
                         validation_fraction=validation_fraction, max_energy=max_energy,
                         references=parse_types(types) or None, resume=resume, overwrite=overwrite,
-                        cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
+                        cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet,
+                        keys=LabelKeys(energy_key, forces_key))
     c, last, test = summary["counts"], summary["last"], summary["test_errors"]
     console.print(f"trained on {c['train']} structures ({c['train_derived']} derived), validation {c['validation']}, "
                   f"test {c['test']}, {c['dropped']} dropped by --max-energy; {summary['epochs']} epochs "
