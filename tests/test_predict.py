@@ -13,7 +13,7 @@ from ase.optimize import BFGS
 
 from pyita.calculator import PyitaCalculator
 from pyita.errors import InputError
-from pyita.io import write_xsf
+from pyita.io import read_structures, write_xsf
 from pyita.metrics import error_tables
 from pyita.predict import predict, run_predict
 from test_model import small_potential
@@ -122,10 +122,18 @@ def test_predict_to_dir_writes_tables_that_read_back(model_file, tmp_path):
         rows = list(csv.DictReader(handle))
     frames = ase.io.read(out / "predictions.extxyz", index=":")
     expected = predict(model_file, structures)
-    for row, frame, p in zip(rows, frames, expected):
+    for row, frame, p, s in zip(rows, frames, expected, structures):
         assert float(row["energy_pred_eV"]) == pytest.approx(p.energy, rel=1e-12)
-        assert frame.get_potential_energy() == pytest.approx(p.energy, rel=1e-12)
-        np.testing.assert_allclose(frame.get_forces(), p.forces, atol=1e-7)  # extxyz keeps 8 decimals
+        # predictions under PYITA_*, references under MACE's REF_*, and nothing under ASE's own keys
+        assert frame.calc is None and "energy" not in frame.info and "forces" not in frame.arrays
+        assert frame.info["PYITA_energy"] == pytest.approx(p.energy, rel=1e-12)
+        np.testing.assert_allclose(frame.arrays["PYITA_forces"], p.forces, atol=1e-7)  # extxyz keeps 8 decimals
+        assert frame.info["REF_energy"] == pytest.approx(s.energy, abs=1e-9)   # as the XSF file holds it
+        np.testing.assert_allclose(frame.arrays["REF_forces"], s.forces, atol=1e-7)
+    # read back, the file's labels are the references (REF_* recognised without being named)
+    again = read_structures(str(out / "predictions.extxyz"))
+    assert [a.energy for a in again] == pytest.approx([s.energy for s in structures], abs=1e-9)
+    np.testing.assert_allclose(again[0].forces, structures[0].forces, atol=1e-7)
     with open(out / "forces.csv") as handle:
         assert len(list(csv.DictReader(handle))) == sum(len(s) for s in structures)
     # A failing run (a species the model lacks) leaves nothing behind.

@@ -10,12 +10,12 @@ import warnings
 from pathlib import Path
 
 from pyita import __version__
-from pyita.augment.settings import AugmentSettings
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE, AugmentSettings, check_config_type
 from pyita.augment.derive import shortfall_message, why_nothing_made
 from pyita.augment.strategies import copies_for, copies_total
 from pyita.augment.workers import CHUNK, Job, worker_processes, workers_for, xsf_results
 from pyita.augment.writers import MANIFEST_FIELDS, ExtxyzWriter, XsfWriter
-from pyita.errors import InputError
+from pyita.errors import InputError, PyitaError
 from pyita.geometry import CloseAtomsWarning, close_atoms, warn_close_atoms
 from pyita.io import DataSource, archive_members, match_names, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
@@ -128,15 +128,17 @@ class _Tally:
         return requested, shortfall_message(self.settings, requested, self.counts["derived"], n_used, self.empty)
 
 
-def _writer(fmt: str, folder: Path, final_abs: Path, source: DataSource, only_derived: bool):
+def _writer(fmt: str, folder: Path, final_abs: Path, source: DataSource, only_derived: bool,
+            config_type: str | None):
     """The writer of the chosen output format, writing into the temporary ``folder``."""
     if fmt == "xsf":
         return XsfWriter(folder, final_abs, source.xsf_paths is not None, source.generate_in)
-    return ExtxyzWriter(folder, only_derived)
+    return ExtxyzWriter(folder, only_derived, config_type)
 
 
 def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: AugmentSettings, tally: _Tally,
-             requested: int, shortfall: str | None, seconds: float, workers: int, keys: LabelKeys) -> dict:
+             requested: int, shortfall: str | None, seconds: float, workers: int, keys: LabelKeys,
+             config_type: str | None) -> dict:
     """The run summary saved as run.json and returned."""
     return {
         "pyita_version": __version__,
@@ -144,6 +146,7 @@ def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: Augment
         "data": str(data),
         "label_keys": keys.as_dict(),
         "output_format": fmt,
+        "config_type": config_type,
         "only_derived": only_derived,
         "exclude_file": None if exclude_file is None else str(exclude_file),
         "settings": settings.as_dict(),
@@ -163,16 +166,21 @@ def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: Augment
 def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
                 only_derived: bool = False, exclude_file: str | Path | None = None,
                 overwrite: bool = False, progress: bool = True, workers: int | None = None,
-                keys: LabelKeys | None = None) -> dict:
+                keys: LabelKeys | None = None, config_type: str | None = None) -> dict:
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).
 
     Nothing appears under ``out`` unless the whole run succeeds; inputs are only read. Parents stream
     through in chunks (memory does not grow with their number). ``workers`` > 1 spreads the XSF work over
     processes (default: ``default_workers``); the output is byte for byte the same for any number. ``keys``
-    name the labels of an ASE file (``pyita.structure.LabelKeys``).
+    name the labels of an ASE file (``pyita.structure.LabelKeys``); ``config_type`` is that of the derived frames
+    of extended-XYZ output (default ``DEFAULT_CONFIG_TYPE``).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; choose xsf or extxyz")
+    if config_type is not None and fmt != "extxyz":
+        raise PyitaError("--config-type applies to --format extxyz (aenet's XSF files have no config_type)")
+    config_type = check_config_type(DEFAULT_CONFIG_TYPE if config_type is None else config_type) \
+        if fmt == "extxyz" else None
     source = open_source(data, keys=keys)
     guard_output(out, data_inputs(data, source) + ([exclude_file] if exclude_file else []), "augment",
                  overwrite)
@@ -187,7 +195,7 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
     with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
-        writer = _writer(fmt, tmp, final_abs, source, only_derived)
+        writer = _writer(fmt, tmp, final_abs, source, only_derived, config_type)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with worker_processes(workers) as pool, \
@@ -213,6 +221,6 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
             warnings.warn(shortfall, stacklevel=2)
         writer.close(list(tally.species))
         summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
-                           round(time.perf_counter() - start, 3), workers, source.keys)
+                           round(time.perf_counter() - start, 3), workers, source.keys, config_type)
         (tmp / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -10,7 +10,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from pyita.augment.settings import AugmentSettings
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE, AugmentSettings
 from pyita.augment.derive import describe, iter_moves
 from pyita.augment.taylor import displaced
 from pyita.errors import InputError
@@ -177,11 +177,13 @@ class XsfWriter:
 
 
 class ExtxyzWriter:
-    """All structures in one extended-XYZ file; derived frames carry an energy and no forces."""
+    """All structures in one extended-XYZ file; derived frames carry an energy, no forces, ``derived=T``, their
+    parent and ``config_type`` (so per-type loss weights can tell them apart)."""
 
-    def __init__(self, tmp: Path, only_derived: bool):
+    def __init__(self, tmp: Path, only_derived: bool, config_type: str = DEFAULT_CONFIG_TYPE):
         self.handle = open(tmp / "augmented.extxyz", "w")
         self.only_derived = only_derived
+        self.config_type = config_type
 
     def _write(self, structure, extra: dict) -> None:
         import ase.io
@@ -201,7 +203,8 @@ class ExtxyzWriter:
             for copy, move in enumerate(moves):
                 energy, info, comments = describe(parent, index, move, settings, copy, forces)
                 name = f"{stems[index]}-t{copy + 1:03d}"
-                self._write(displaced(parent, move, info, comments, energy), {"name": name, "derived": True})
+                self._write(displaced(parent, move, info, comments, energy),
+                            {"name": name, "derived": True, "config_type": self.config_type})
                 manifest.writerow(_manifest_row(f"augmented.extxyz#{name}", names[index], energy, info))
             yield index, parent, parent.symbols, len(moves), [], buffer.getvalue()
 

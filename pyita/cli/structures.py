@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE
 from pyita.cli.app import (CALC_HELP, ENERGY_KEY_OPTION, FOLD_OPTION, FORCES_KEY_OPTION, THREADS_OPTION, app,
                            ask_if_missing, console, done)
 
@@ -31,6 +32,9 @@ def augment(
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
     workers: int | None = typer.Option(None, help="Worker processes for XSF output (default: the idle "
                                                   "cores, or PYITA_WORKERS); the output is the same."),
+    config_type: str | None = typer.Option(None, "--config-type", show_default=DEFAULT_CONFIG_TYPE,
+                                           help="config_type of the derived frames of --format extxyz (for "
+                                                "per-type loss weights, e.g. MACE's config_type_weights)."),
     energy_key: str | None = ENERGY_KEY_OPTION,
     forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -45,7 +49,7 @@ def augment(
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
     summary = run_augment(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
                           overwrite=overwrite, progress=not quiet, workers=workers,
-                          keys=LabelKeys(energy_key, forces_key))
+                          keys=LabelKeys(energy_key, forces_key), config_type=config_type)
     c = summary["counts"]
     done(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
          f"({c['excluded']} excluded)", out, summary["seconds"])
