@@ -10,6 +10,7 @@ import warnings
 import typer
 from rich.console import Console
 
+from pyita.architecture import ChebyshevSetup
 from pyita.errors import PyitaError
 
 # OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
@@ -78,3 +79,20 @@ FORCES_KEY_OPTION = typer.Option(None, "--forces-key", help="Key of the referenc
 FOLD_OPTION = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only tblite): "
                                         "auto = a structure's own info 'fold' (the bundled sample has one), "
                                         "none, or e.g. 2x2x1.")
+
+
+def chebyshev_setup(radial_rc: float, radial_n: int, angular_rc: float, angular_n: int) -> ChebyshevSetup:
+    try:
+        return ChebyshevSetup(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc, angular_n=angular_n)
+    except ValueError as exc:
+        raise PyitaError(str(exc)) from None
+
+
+# The Chebyshev descriptor's settings (`pyita aenet prepare`, and the .stp files `pyita augment` writes), with the
+# defaults of their one home, ChebyshevSetup (aenet's TiO2 example).
+RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff, Å.")
+RADIAL_N = typer.Option(ChebyshevSetup.radial_n, help="Chebyshev radial order.")
+ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff, Å.")
+ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
+TYPES_OPTION = typer.Option(None, help="Atomic reference energies, e.g. Ti=-1626.67,O=-433.23 (eV); else the "
+                                       "input generate.in's, else fitted by least squares.")

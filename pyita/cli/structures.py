@@ -8,12 +8,21 @@ from pathlib import Path
 import typer
 
 from pyita.augment.settings import DEFAULT_CONFIG_TYPE
-from pyita.cli.app import (CALC_HELP, ENERGY_KEY_OPTION, FOLD_OPTION, FORCES_KEY_OPTION, THREADS_OPTION, app,
-                           ask_if_missing, console, done)
+from pyita.cli.app import (ANGULAR_N, ANGULAR_RC, CALC_HELP, ENERGY_KEY_OPTION, FOLD_OPTION, FORCES_KEY_OPTION,
+                           RADIAL_N, RADIAL_RC, THREADS_OPTION, TYPES_OPTION, app, ask_if_missing, chebyshev_setup,
+                           console, done)
+
+
+def given_on_command_line(ctx: typer.Context, *names: str) -> bool:
+    """Whether any of these options was given (rather than left at its default). By the source's name: typer may
+    bring its own copy of click, whose ParameterSource is another class than click's."""
+    sources = [ctx.get_parameter_source(name) for name in names]
+    return any(source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP") for source in sources)
 
 
 @app.command()
 def augment(
+    ctx: typer.Context,
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
                                          "or 'sample[:name]' for the bundled data."),
     a: float | None = typer.Option(None, "--a", help="New structures per parent (a × N in all)."),
@@ -32,6 +41,11 @@ def augment(
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
     workers: int | None = typer.Option(None, help="Worker processes for XSF output (default: the idle "
                                                   "cores, or PYITA_WORKERS); the output is the same."),
+    types: str | None = TYPES_OPTION,
+    radial_rc: float = RADIAL_RC,
+    radial_n: int = RADIAL_N,
+    angular_rc: float = ANGULAR_RC,
+    angular_n: int = ANGULAR_N,
     config_type: str | None = typer.Option(None, "--config-type", show_default=DEFAULT_CONFIG_TYPE,
                                            help="config_type of the derived frames of --format extxyz (for "
                                                 "per-type loss weights, e.g. MACE's config_type_weights)."),
@@ -39,18 +53,28 @@ def augment(
     forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Make Taylor-expanded structures E' = E − F·D from labelled structures."""
+    """Make Taylor-expanded structures E' = E − F·D from labelled structures. XSF output is an aenet training set
+    that `generate.x generate.in` reads in the output folder: input other than a generate.in gets a <Sym>.stp per
+    species (the descriptor options) and TYPES energies (--types, else fitted to the parents)."""
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import run_augment
+    from pyita.augment.run import OutputOptions, run_augment
+    from pyita.reference import parse_types
     from pyita.structure import LabelKeys
 
     a = ask_if_missing(a, "a", "New structures per parent (a)", float)
     delta = ask_if_missing(delta, "delta", "Displacement delta in Angstrom", float)
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
-    summary = run_augment(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
+    descriptor = chebyshev_setup(radial_rc, radial_n, angular_rc, angular_n) \
+        if given_on_command_line(ctx, "radial_rc", "radial_n", "angular_rc", "angular_n") else None
+    output = OutputOptions(fmt, config_type, descriptor, parse_types(types) or None)
+    summary = run_augment(data, out, settings, only_derived=only_derived, exclude_file=exclude,
                           overwrite=overwrite, progress=not quiet, workers=workers,
-                          keys=LabelKeys(energy_key, forces_key), config_type=config_type)
+                          keys=LabelKeys(energy_key, forces_key), output=output)
     c = summary["counts"]
+    if "aenet" in summary:
+        origin = summary["aenet"]["reference_energies_origin"]
+        console.print("generate.in TYPES: " + ", ".join(f"{s} {e:.6f} eV ({origin[s]})" for s, e in
+                                                        summary["aenet"]["reference_energies"].items()))
     done(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
          f"({c['excluded']} excluded)", out, summary["seconds"])
 
