@@ -69,7 +69,9 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUT.ckpt (same data and settings)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model file."),
     device: str = typer.Option("auto", help="auto (CUDA if present) | cpu | cuda."),
-    cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default ~/.cache/pyita)."),
+    cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default: features/ in "
+                                                           "$PYITA_CACHE, else $XDG_CACHE_HOME/pyita, else "
+                                                           "~/.cache/pyita)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize without the on-disk cache."),
     checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (0: every epoch)."),
     energy_key: str | None = ENERGY_KEY_OPTION,
