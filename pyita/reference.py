@@ -107,10 +107,10 @@ def resolve_references(structures: Sequence[Structure], species: Sequence[str],
                        given_origin: str = "user", warn: bool = True) -> References:
     """The one rule every command uses for the reference energies of ``species``: given ones (``given``: --types,
     settings, initial networks), else the input generate.in's TYPES (``from_input``; an all-zero block is the
-    placeholder `pyita augment` writes and counts as missing), else a least-squares fit on ``structures`` with
-    the others held fixed (``fit_references``). When no structure has a total energy there is nothing to fit and
-    cohesive energies need no reference: the rest are 0.0. ``warn`` repeats the fit's note as a warning, and
-    warns of given energies for species not in ``species``."""
+    placeholder earlier `pyita augment` versions wrote, and counts as missing), else a least-squares fit on
+    ``structures`` with the others held fixed (``fit_references``). When no structure has a total energy there is
+    nothing to fit and cohesive energies need no reference: the rest are 0.0. ``warn`` repeats the fit's note as a
+    warning, and warns of given energies for species not in ``species``."""
     given, from_input = dict(given or {}), dict(from_input or {})
     energies: dict[str, float] = {}
     origin: dict[str, str] = {}
