@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from array import array
 import os
 import sys
 import time
@@ -82,14 +83,14 @@ def _excluded(source: DataSource, names: list[str], exclude_file: str | Path | N
 class _Tally:
     """What a run has made so far, parent by parent: the summary's counts and species, the parents due copies
     that gave none (the shortfall's reason), near-coincident atoms in the parents read in this process, and
-    (``keep_labels``) the composition and label of each original not excluded, which the reference energies of
-    an aenet training set may be fitted to (a small record per parent; compositions shared)."""
+    (``keep_labels``) the energy of each original not excluded, by composition, which the reference energies of
+    an aenet training set may be fitted to (8 bytes per parent)."""
 
     def __init__(self, names: list[str], excluded: set[int], settings: AugmentSettings, keep_labels: bool = False):
         self.names, self.excluded, self.settings = names, excluded, settings
         self.counts = {"parents": len(names), "excluded": len(excluded), "augmented_parents": 0, "derived": 0}
         self.species: dict[str, None] = {}
-        self.keep_labels, self.labels, self._shared = keep_labels, [], {}
+        self.keep_labels, self._energies = keep_labels, {}
         self.rank = self.empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
         self.close, self.unchecked, self.unchecked_names = [], [], []  # close atoms found; parents to check, names
 
@@ -97,9 +98,10 @@ class _Tally:
         """Count one parent's result; parents read here (XSF files are read by the workers) are checked for
         close atoms in chunks."""
         self.species.update(dict.fromkeys(composition.species))
-        if self.keep_labels and index not in self.excluded and not composition.is_derived:
-            self.labels.append(composition._replace(counts=self._shared.setdefault(composition.counts,
-                                                                                   composition.counts)))
+        if self.keep_labels and index not in self.excluded and not composition.is_derived \
+                and composition.energy is not None:
+            key = (composition.counts, composition.energy_kind)
+            self._energies.setdefault(key, array("d")).append(composition.energy)
         self.counts["augmented_parents"] += n_derived > 0
         self.counts["derived"] += n_derived
         if index not in self.excluded:
@@ -111,6 +113,12 @@ class _Tally:
             self.unchecked_names.append(self.names[index])
             if len(self.unchecked) == CHUNK:
                 self._check_close()
+
+    @property
+    def labels(self) -> list[Composition]:
+        """The originals kept for the reference-energy fit (grouped by composition)."""
+        return [Composition(counts, energy, kind) for (counts, kind), energies in self._energies.items()
+                for energy in energies]
 
     def _check_close(self) -> None:
         """Check the parents gathered so far for close atoms, together (much faster than one by one)."""
@@ -209,7 +217,8 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).
 
     Nothing appears under ``out`` unless the whole run succeeds; inputs are only read. Parents stream
-    through in chunks (memory does not grow with their number). ``workers`` > 1 spreads the XSF work over
+    through in chunks (memory does not grow with their number, but for 8 bytes per parent when XSF output needs its
+    TYPES energies fitted). ``workers`` > 1 spreads the XSF work over
     processes (default: ``default_workers``); the output is byte for byte the same for any number. ``keys``
     name the labels of an ASE file (``pyita.structure.LabelKeys``); ``output`` how to write besides the
     structures (``OutputOptions``; its ``fmt``, when given, replaces ``fmt``).
@@ -228,7 +237,9 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
     out = Path(out)
     final_abs = out.resolve()
     start = time.perf_counter()
-    tally = _Tally(names, excluded, settings, keep_labels=fmt == "xsf")
+    # TYPES may need fitting: for input without a generate.in, or one whose TYPES are placeholders (all 0.0)
+    fit = fmt == "xsf" and (source.generate_in is None or not any(source.generate_in.types.values()))
+    tally = _Tally(names, excluded, settings, keep_labels=fit)
     workers = workers_for(workers, len(names), fmt, settings.strategy == "sequential" or source.xsf_paths is None)
     with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
