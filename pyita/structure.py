@@ -52,10 +52,17 @@ class LabelKeys:
         """Keys that hold labels, so they are not also copied into ``Structure.info``."""
         return {REF_ENERGY, self.energy or ASE_ENERGY}
 
-    def energy_of(self, atoms, where):
-        return self._label(atoms, where, self.energy, ASE_ENERGY, REF_ENERGY, "--energy-key", atoms.info, True)
+    def energy_of(self, atoms, where) -> float | None:
+        """The reference energy of ``atoms`` (a frame read from ``where``), or None if it has none."""
+        energy = self._label(atoms, where, self.energy, ASE_ENERGY, REF_ENERGY, "--energy-key", atoms.info, True)
+        try:
+            return None if energy is None else float(energy)
+        except (TypeError, ValueError):
+            raise InputError(f"the energy {energy!r} ({self.energy or 'energy'}) is not a number", where) from None
 
     def forces_of(self, atoms, where, required: bool = True):
+        """The reference forces of ``atoms`` (None if it has none; a named key may be missing unless
+        ``required``, as in a derived frame)."""
         return self._label(atoms, where, self.forces, ASE_FORCES, REF_FORCES, "--forces-key", atoms.arrays,
                            required)
 

@@ -209,3 +209,10 @@ def test_structure_from_ase_of_a_derived_frame_needs_no_forces_key(structures):
     atoms.info.update(derived=True, parent=0, REF_energy=-1.0)
     s = Structure.from_ase(atoms, "x[0]", LabelKeys("REF_energy", "REF_forces"))
     assert s.energy == -1.0 and s.forces is None and s.is_derived
+
+
+def test_an_energy_that_is_not_a_number_is_named(tmp_path, structures):
+    path = frames_with(tmp_path / "text.xyz", structures[:2], None, "F",
+                       lambda k, atoms: atoms.info.update(E="n/a" if k else structures[k].energy))
+    with pytest.raises(InputError, match=r"text.xyz\[1\].*'n/a' \(E\) is not a number"):
+        read_structures(path, keys=LabelKeys("E", "F"))
