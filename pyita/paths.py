@@ -1,8 +1,18 @@
-"""Names that users and files give to structure files, compared as files rather than as text."""
+"""Names that users and files give to structure files, compared as files rather than as text; and where PyITA
+keeps its caches."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def user_cache_dir() -> Path:
+    """PyITA's cache folder: ``$XDG_CACHE_HOME/pyita`` (the XDG base-directory rule, as other tools on Linux
+    follow it), else ``~/.cache/pyita``. Each cache has a variable of its own that overrides this one."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    # the specification says a relative path is invalid and to be ignored
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "pyita"
 
 
 def file_keys(name: str, base: str | Path | None = None) -> set[str]:

@@ -20,12 +20,16 @@ from pyita.io.records import json_text
 from pyita.metrics import ENERGY_COLUMNS, FORCE_COLUMNS, error_tables
 from pyita.model import Potential, load_potential, resolve_device
 from pyita.progress import progress_bar
-from pyita.structure import Structure, geometry_key
+from pyita.structure import ASE_ENERGY, ASE_FORCES, REF_ENERGY, REF_FORCES, LabelKeys, Structure, geometry_key
 
 
 #: predictions.csv: the error table's columns and where the model met the structure ("training",
 #: "validation", or empty when unseen or unknown)
 PREDICTION_COLUMNS = (*ENERGY_COLUMNS, "seen_in")
+
+#: predictions.extxyz holds the predictions under this prefix (``PYITA_energy``, ``PYITA_forces``) and the
+#: reference labels under MACE's ``REF_energy``/``REF_forces``, so that neither is taken for the other.
+PREDICTION_PREFIX = "PYITA_"
 
 
 @dataclass
@@ -68,18 +72,35 @@ def seen_in(potential: Potential, structures: Sequence[Structure]) -> list[str] 
     return [where.get(geometry_key(s), "") for s in structures]
 
 
+def _prediction_frame(structure: Structure, prediction: Prediction, row: dict):
+    """One frame of predictions.extxyz: the prediction under ``PREDICTION_PREFIX``, the reference (a total energy
+    in eV, as in predictions.csv) under ``REF_ENERGY``/``REF_FORCES`` where the structure has one."""
+    atoms = Structure(structure.symbols, structure.positions, structure.cell).to_ase()
+    atoms.info.update({"source": row["source"], "derived": row["derived"],
+                       f"{PREDICTION_PREFIX}{ASE_ENERGY}": prediction.energy})
+    if row.get("seen_in"):
+        atoms.info["seen_in"] = row["seen_in"]
+    if prediction.forces is not None:
+        atoms.arrays[f"{PREDICTION_PREFIX}{ASE_FORCES}"] = prediction.forces.copy()
+    if row["energy_ref_eV"] != "":
+        atoms.info.update({REF_ENERGY: row["energy_ref_eV"], "error_meV_per_atom": row["error_meV_per_atom"]})
+    if structure.forces is not None and not structure.is_derived:
+        atoms.arrays[REF_FORCES] = structure.forces.copy()
+    return atoms
+
+
 def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces: bool = True,
-                batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True) -> dict:
+                batch_size: int = 32, device=None, overwrite: bool = False, progress: bool = True,
+                keys: LabelKeys | None = None) -> dict:
     """``pyita predict``: read every data argument, predict, and write under ``out`` (all or nothing)
     predictions.csv, forces.csv, predictions.extxyz and summary.json; returns the summary."""
     import ase.io
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     from pyita.io import open_source
 
     whole_number(batch_size, "batch size", 1)   # settings first: nothing read or written in vain
     resolve_device(device)
-    sources = [open_source(spec, require_labels=False) for spec in data]
+    sources = [open_source(spec, require_labels=False, keys=keys) for spec in data]
     inputs = [model] + [path for spec, source in zip(data, sources) for path in data_inputs(spec, source)]
     guard_output(out, inputs, "predict", overwrite)
     potential = load_potential(model, resolve_device(device))
@@ -104,18 +125,7 @@ def run_predict(model: str | Path, data: Sequence[str], out: str | Path, forces:
         write_csv(tmp / "predictions.csv", structure_rows, PREDICTION_COLUMNS if seen is not None else ENERGY_COLUMNS)
         if forces:
             write_csv(tmp / "forces.csv", force_rows, FORCE_COLUMNS)
-        frames = []
-        for s, p, row in zip(structures, predictions, structure_rows):
-            atoms = Structure(s.symbols, s.positions, s.cell).to_ase()
-            atoms.calc = SinglePointCalculator(atoms, energy=p.energy, forces=p.forces)
-            atoms.info.update({"source": row["source"], "derived": row["derived"]})
-            if row.get("seen_in"):
-                atoms.info["seen_in"] = row["seen_in"]
-            if row["energy_ref_eV"] != "":
-                atoms.info.update(energy_ref_eV=row["energy_ref_eV"], error_meV_per_atom=row["error_meV_per_atom"])
-            if s.forces is not None and not s.is_derived:
-                atoms.arrays["forces_ref"] = s.forces.copy()
-            frames.append(atoms)
+        frames = [_prediction_frame(s, p, row) for s, p, row in zip(structures, predictions, structure_rows)]
         ase.io.write(tmp / "predictions.extxyz", frames, format="extxyz")
         (tmp / "summary.json").write_text(json_text(summary, indent=2))
     return summary

@@ -12,11 +12,39 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from pyita.errors import InputError, PyitaError, SettingError
 from pyita.structure import Structure
+
+
+class Composition(NamedTuple):
+    """What the reference-energy fit needs of a structure: its species counts (in order of first appearance) and
+    its label. ``pyita augment`` keeps one per parent instead of the parent itself; it has a Structure's
+    ``symbols``, ``energy``, ``energy_kind`` and ``is_derived``, so ``resolve_references`` takes either."""
+
+    counts: tuple[tuple[str, int], ...]
+    energy: float | None
+    energy_kind: str = "total"
+    is_derived: bool = False
+    source: str | None = None
+
+    @classmethod
+    def of(cls, structure: Structure) -> Composition:
+        counts: dict[str, int] = {}
+        for symbol in structure.symbols:
+            counts[symbol] = counts.get(symbol, 0) + 1
+        return cls(tuple(counts.items()), structure.energy, structure.energy_kind, structure.is_derived)
+
+    @property
+    def symbols(self) -> list[str]:
+        return [symbol for symbol, n in self.counts for _ in range(n)]
+
+    @property
+    def species(self) -> list[str]:
+        return [symbol for symbol, _ in self.counts]
 
 
 def composition_matrix(structures: Sequence[Structure], species: Sequence[str]) -> np.ndarray:
@@ -79,10 +107,10 @@ def resolve_references(structures: Sequence[Structure], species: Sequence[str],
                        given_origin: str = "user", warn: bool = True) -> References:
     """The one rule every command uses for the reference energies of ``species``: given ones (``given``: --types,
     settings, initial networks), else the input generate.in's TYPES (``from_input``; an all-zero block is the
-    placeholder `pyita augment` writes and counts as missing), else a least-squares fit on ``structures`` with
-    the others held fixed (``fit_references``). When no structure has a total energy there is nothing to fit and
-    cohesive energies need no reference: the rest are 0.0. ``warn`` repeats the fit's note as a warning, and
-    warns of given energies for species not in ``species``."""
+    placeholder earlier `pyita augment` versions wrote, and counts as missing), else a least-squares fit on
+    ``structures`` with the others held fixed (``fit_references``). When no structure has a total energy there is
+    nothing to fit and cohesive energies need no reference: the rest are 0.0. ``warn`` repeats the fit's note as a
+    warning, and warns of given energies for species not in ``species``."""
     given, from_input = dict(given or {}), dict(from_input or {})
     energies: dict[str, float] = {}
     origin: dict[str, str] = {}

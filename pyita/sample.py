@@ -14,7 +14,7 @@ import importlib.resources
 from pathlib import Path
 
 from pyita.errors import InputError
-from pyita.structure import Structure
+from pyita.structure import LabelKeys, Structure
 
 SAMPLE_SETS = ("tio2-diverse", "tio2-md")
 
@@ -36,10 +36,11 @@ def sample_path(name: str = "tio2-diverse") -> Path:
     return path
 
 
-def load_sample(name: str = "tio2-diverse") -> list[Structure]:
-    """All structures of a bundled sample set, with energies (eV) and forces (eV/Å)."""
+def load_sample(name: str = "tio2-diverse", keys: LabelKeys | None = None) -> list[Structure]:
+    """All structures of a bundled sample set, with energies (eV) and forces (eV/Å) (stored under ASE's own
+    keys; ``keys`` as for any extended-XYZ file)."""
     import ase.io
 
     path = sample_path(name)
-    return [Structure.from_ase(atoms, source=f"{name}[{i}]")
+    return [Structure.from_ase(atoms, source=f"{name}[{i}]", keys=keys)
             for i, atoms in enumerate(ase.io.read(path, ":", format="extxyz"))]

@@ -14,8 +14,80 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pyita.errors import InputError
+from pyita.errors import InputError, SettingError
 from pyita.paths import file_keys
+
+
+#: ASE's own names of the labels, and MACE's (its default ``--energy_key``/``--forces_key``), which PyITA
+#: recognises without being told when ASE's are absent.
+ASE_ENERGY, ASE_FORCES = "energy", "forces"
+REF_ENERGY, REF_FORCES = "REF_energy", "REF_forces"
+
+
+def _calc_results(atoms) -> dict:
+    """What a calculator attached to ``atoms`` holds (ASE's readers put file labels on a SinglePointCalculator)."""
+    return (getattr(atoms.calc, "results", None) or {}) if atoms.calc is not None else {}
+
+
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where an ASE file (extended XYZ…) keeps the reference labels: the ``info`` key of the energy and the
+    ``arrays`` key of the forces (``--energy-key``/``--forces-key``; ``energy``/``forces`` also match what ASE
+    put on a SinglePointCalculator). None: ASE's ``energy``/``forces``, else MACE's ``REF_energy``/``REF_forces``;
+    a frame holding both with different values is refused rather than guessed at. A key that is named must be
+    in every frame (forces: every frame not derived)."""
+
+    energy: str | None = None
+    forces: str | None = None
+
+    def __post_init__(self) -> None:
+        for option, key in (("--energy-key", self.energy), ("--forces-key", self.forces)):
+            if key is not None and (not isinstance(key, str) or not key.strip() or key != key.strip()):
+                raise SettingError(f"{option} must be a key name without surrounding blanks, got {key!r}")
+
+    def as_dict(self) -> dict:
+        """As recorded with a run (None: the default lookup)."""
+        return {"energy": self.energy, "forces": self.forces}
+
+    def info_keys(self) -> set[str]:
+        """Keys that hold labels, so they are not also copied into ``Structure.info``."""
+        return {REF_ENERGY, self.energy or ASE_ENERGY}
+
+    def energy_of(self, atoms, where) -> float | None:
+        """The reference energy of ``atoms`` (a frame read from ``where``), or None if it has none."""
+        energy = self._label(atoms, where, self.energy, ASE_ENERGY, REF_ENERGY, "--energy-key", atoms.info, True)
+        try:
+            return None if energy is None else float(energy)
+        except (TypeError, ValueError):
+            raise InputError(f"the energy {energy!r} ({self.energy or 'energy'}) is not a number", where) from None
+
+    def forces_of(self, atoms, where, required: bool = True):
+        """The reference forces of ``atoms`` (None if it has none; a named key may be missing unless
+        ``required``, as in a derived frame)."""
+        return self._label(atoms, where, self.forces, ASE_FORCES, REF_FORCES, "--forces-key", atoms.arrays,
+                           required)
+
+    @staticmethod
+    def _label(atoms, where, key, plain, ref, option, table, required):
+        results = _calc_results(atoms)
+
+        def value(name):
+            found = results.get(name)
+            if found is None and name == ASE_ENERGY:
+                found = results.get("free_energy")
+            return table.get(name) if found is None else found
+
+        if key is not None:
+            found = value(key)
+            if found is None and required:
+                raise InputError(f"frame has no {key!r} (named by {option} / {option[2:].replace('-', '_')})",
+                                 where)
+            return found
+        first, second = value(plain), value(ref)
+        if first is not None and second is not None and not np.array_equal(np.asarray(first), np.asarray(second)):
+            raise InputError(f"frame holds both {plain!r} and {ref!r} with different values; give {option} to "
+                             "say which is the reference label", where)
+        return first if first is not None else second
 
 
 @dataclass
@@ -107,22 +179,18 @@ class Structure:
         return atoms
 
     @classmethod
-    def from_ase(cls, atoms, source: str | None = None) -> Structure:
-        """Take energy and forces from the attached calculator (or ``info``/``arrays`` as ASE's extxyz stores them)."""
-        energy = forces = None
-        calc = atoms.calc
-        if calc is not None:
-            results = getattr(calc, "results", {})
-            energy = results.get("energy", results.get("free_energy"))
-            forces = results.get("forces")
-        if energy is None:
-            energy = atoms.info.get("energy")
-        if forces is None and "forces" in atoms.arrays:
-            forces = atoms.arrays["forces"]
+    def from_ase(cls, atoms, source: str | None = None, keys: LabelKeys | None = None) -> Structure:
+        """Take energy and forces where ``keys`` says (``LabelKeys``: by default ASE's own ``energy``/``forces``,
+        on the attached calculator or in ``info``/``arrays``, else MACE's ``REF_energy``/``REF_forces``)."""
+        keys = keys or LabelKeys()
+        derived = bool(atoms.info.get("derived")) or "parent" in atoms.info
+        energy = keys.energy_of(atoms, source)
+        forces = keys.forces_of(atoms, source, required=not derived)
         pbc = np.asarray(atoms.pbc)
         if pbc.any() and not pbc.all():
             raise InputError("partially periodic cells are not supported (aenet needs all or none)", source)
-        info = {k: v for k, v in atoms.info.items() if k not in ("energy", "energy_kind", "source")}
+        info = {k: v for k, v in atoms.info.items() if k not in ("energy", "energy_kind", "source")
+                and k not in keys.info_keys()}
         return cls(
             symbols=atoms.get_chemical_symbols(),
             positions=atoms.get_positions(),
@@ -133,7 +201,6 @@ class Structure:
             source=source or atoms.info.get("source"),
             info=info,
         )
-
 
 def link_parents(structures: Sequence[Structure], folder: str | Path | None = None,
                  aliases: Sequence[str | None] | None = None) -> np.ndarray:

@@ -245,7 +245,9 @@ def test_console_script_and_folder_input(tmp_path, dataset):
     assert result.returncode == 0, result.stderr
     gen = read_generate_in(tmp_path / "out" / "generate.in")
     assert len(gen.files) == 12
-    assert set(gen.types) == {"Ti", "O"}  # placeholders for a folder input (no generate.in to copy from)
+    # a folder input has no generate.in to copy from: .stp files written, TYPES fitted to the parents
+    assert set(gen.types) == {"Ti", "O"} and all(e < -1 for e in gen.types.values())
+    assert (tmp_path / "out" / "Ti.stp").is_file() and (tmp_path / "out" / "O.stp").is_file()
 
 
 def test_parents_copied_from_non_file_sources_stay_linked_to_their_children(tmp_path):

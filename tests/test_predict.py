@@ -8,12 +8,12 @@ import json
 import ase.io
 import numpy as np
 import pytest
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import CalculatorSetupError, PropertyNotImplementedError
 from ase.optimize import BFGS
 
 from pyita.calculator import PyitaCalculator
 from pyita.errors import InputError
-from pyita.io import write_xsf
+from pyita.io import read_structures, write_xsf
 from pyita.metrics import error_tables
 from pyita.predict import predict, run_predict
 from test_model import small_potential
@@ -71,11 +71,50 @@ def test_calculator_relaxes_and_refuses_what_it_cannot_do(model_file):
     slab = atoms.copy()
     slab.pbc = (True, True, False)
     slab.calc = atoms.calc
-    with pytest.raises(InputError, match="partially periodic"):
+    with pytest.raises(CalculatorSetupError, match=r"pbc=\[True, True, False\].*vacuum"):   # ASE's own error type
         slab.get_potential_energy()
     molecule.calc = PyitaCalculator(model_file)
-    with pytest.raises(InputError, match="not covered by the model"):
+    with pytest.raises(CalculatorSetupError, match="element.*C, H, O not covered by the model"):
         molecule.get_potential_energy()
+
+
+def test_calculator_per_atom_energies_sum_to_the_energy(model_file):
+    calc = PyitaCalculator(model_file)
+    assert "energies" in calc.implemented_properties
+    for atoms in [s.to_ase() for s in emt_structures(2, seed=4, atoms_per_cell=8)]:
+        atoms.calc = calc
+        energies = atoms.get_potential_energies()   # ASE's per-atom property
+        assert energies.dtype == np.float64 and energies.shape == (len(atoms),)
+        assert energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+        # each atom's energy is its species' reference plus its network's scaled output: not all equal
+        assert np.ptp(energies) > 1e-6
+    # isolated structures too
+    molecule = emt_molecule().to_ase()
+    molecule.calc = PyitaCalculator(small_potential(species=("C", "H", "O")))
+    assert molecule.get_potential_energies().sum() == pytest.approx(molecule.get_potential_energy(), abs=1e-10)
+
+
+def test_calculate_many_equals_one_by_one(model_file):
+    calc = PyitaCalculator(model_file)
+    atoms_list = [s.to_ase() for s in emt_structures(3, seed=11) + emt_structures(2, seed=12, atoms_per_cell=8)]
+    labels = [atoms.calc for atoms in atoms_list]   # the EMT labels on a SinglePointCalculator
+    batched = calc.calculate_many(atoms_list, properties=("energy", "forces", "stress"), batch_size=2)
+    assert len(batched) == len(atoms_list)
+    for atoms, result, label in zip(atoms_list, batched, labels):
+        single = atoms.copy()
+        single.calc = PyitaCalculator(model_file)
+        assert result["energy"] == pytest.approx(single.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(result["energies"], single.get_potential_energies(), atol=1e-10)
+        np.testing.assert_allclose(result["forces"], single.get_forces(), atol=1e-10)
+        np.testing.assert_allclose(result["stress"], single.get_stress(), atol=1e-10)
+        assert atoms.calc is label   # the Atoms are left as they are
+    slab = atoms_list[0].copy()
+    slab.pbc = (True, False, True)
+    with pytest.raises(CalculatorSetupError):   # refused before any structure is evaluated
+        calc.calculate_many(atoms_list + [slab])
+    with pytest.raises(PropertyNotImplementedError):
+        PyitaCalculator(small_potential(species=("C", "H", "O"))).calculate_many([emt_molecule().to_ase()],
+                                                                                  properties=("stress",))
 
 
 def test_error_tables_against_an_independent_calculation(model_file):
@@ -122,10 +161,18 @@ def test_predict_to_dir_writes_tables_that_read_back(model_file, tmp_path):
         rows = list(csv.DictReader(handle))
     frames = ase.io.read(out / "predictions.extxyz", index=":")
     expected = predict(model_file, structures)
-    for row, frame, p in zip(rows, frames, expected):
+    for row, frame, p, s in zip(rows, frames, expected, structures):
         assert float(row["energy_pred_eV"]) == pytest.approx(p.energy, rel=1e-12)
-        assert frame.get_potential_energy() == pytest.approx(p.energy, rel=1e-12)
-        np.testing.assert_allclose(frame.get_forces(), p.forces, atol=1e-7)  # extxyz keeps 8 decimals
+        # predictions under PYITA_*, references under MACE's REF_*, and nothing under ASE's own keys
+        assert frame.calc is None and "energy" not in frame.info and "forces" not in frame.arrays
+        assert frame.info["PYITA_energy"] == pytest.approx(p.energy, rel=1e-12)
+        np.testing.assert_allclose(frame.arrays["PYITA_forces"], p.forces, atol=1e-7)  # extxyz keeps 8 decimals
+        assert frame.info["REF_energy"] == pytest.approx(s.energy, abs=1e-9)   # as the XSF file holds it
+        np.testing.assert_allclose(frame.arrays["REF_forces"], s.forces, atol=1e-7)
+    # read back, the file's labels are the references (REF_* recognised without being named)
+    again = read_structures(str(out / "predictions.extxyz"))
+    assert [a.energy for a in again] == pytest.approx([s.energy for s in structures], abs=1e-9)
+    np.testing.assert_allclose(again[0].forces, structures[0].forces, atol=1e-7)
     with open(out / "forces.csv") as handle:
         assert len(list(csv.DictReader(handle))) == sum(len(s) for s in structures)
     # A failing run (a species the model lacks) leaves nothing behind.

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+from array import array
 import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyita import __version__
-from pyita.augment.settings import AugmentSettings
+from pyita.architecture import ChebyshevSetup
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE, AugmentSettings, check_config_type
 from pyita.augment.derive import shortfall_message, why_nothing_made
 from pyita.augment.strategies import copies_for, copies_total
 from pyita.augment.workers import CHUNK, Job, worker_processes, workers_for, xsf_results
 from pyita.augment.writers import MANIFEST_FIELDS, ExtxyzWriter, XsfWriter
 from pyita.choices import FORMATS
-from pyita.errors import InputError
+from pyita.errors import InputError, PyitaError
 from pyita.geometry import CloseAtomsWarning, close_atoms, warn_close_atoms
 from pyita.io import DataSource, archive_members, match_names, open_source, read_name_list
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.outputs import data_inputs, guard_output
 from pyita.io.records import json_text
 from pyita.progress import progress_bar
+from pyita.reference import Composition, check_reference_energies
+from pyita.structure import LabelKeys
 
 
 def read_exclude_list(path: str | Path) -> set[str]:
@@ -75,19 +80,26 @@ def _excluded(source: DataSource, names: list[str], exclude_file: str | Path | N
 
 class _Tally:
     """What a run has made so far, parent by parent: the summary's counts and species, the parents due copies
-    that gave none (the shortfall's reason), and near-coincident atoms in the parents read in this process."""
+    that gave none (the shortfall's reason), near-coincident atoms in the parents read in this process, and
+    (``keep_labels``) the energy of each original not excluded, by composition, which the reference energies of
+    an aenet training set may be fitted to (8 bytes per parent)."""
 
-    def __init__(self, names: list[str], excluded: set[int], settings: AugmentSettings):
+    def __init__(self, names: list[str], excluded: set[int], settings: AugmentSettings, keep_labels: bool = False):
         self.names, self.excluded, self.settings = names, excluded, settings
         self.counts = {"parents": len(names), "excluded": len(excluded), "augmented_parents": 0, "derived": 0}
         self.species: dict[str, None] = {}
+        self.keep_labels, self._energies = keep_labels, {}
         self.rank = self.empty = 0  # parents seen that may be augmented; of those, ones due some that gave none
         self.close, self.unchecked, self.unchecked_names = [], [], []  # close atoms found; parents to check, names
 
-    def add(self, index: int, parent, symbols, n_derived: int) -> None:
+    def add(self, index: int, parent, composition: Composition, n_derived: int) -> None:
         """Count one parent's result; parents read here (XSF files are read by the workers) are checked for
         close atoms in chunks."""
-        self.species.update(dict.fromkeys(symbols))
+        self.species.update(dict.fromkeys(composition.species))
+        if self.keep_labels and index not in self.excluded and not composition.is_derived \
+                and composition.energy is not None:
+            key = (composition.counts, composition.energy_kind)
+            self._energies.setdefault(key, array("d")).append(composition.energy)
         self.counts["augmented_parents"] += n_derived > 0
         self.counts["derived"] += n_derived
         if index not in self.excluded:
@@ -99,6 +111,12 @@ class _Tally:
             self.unchecked_names.append(self.names[index])
             if len(self.unchecked) == CHUNK:
                 self._check_close()
+
+    @property
+    def labels(self) -> list[Composition]:
+        """The originals kept for the reference-energy fit (grouped by composition)."""
+        return [Composition(counts, energy, kind) for (counts, kind), energies in self._energies.items()
+                for energy in energies]
 
     def _check_close(self) -> None:
         """Check the parents gathered so far for close atoms, together (much faster than one by one)."""
@@ -125,21 +143,55 @@ class _Tally:
         return requested, shortfall_message(self.settings, requested, self.counts["derived"], n_used, self.empty)
 
 
-def _writer(fmt: str, folder: Path, final_abs: Path, source: DataSource, only_derived: bool):
+@dataclass(frozen=True)
+class OutputOptions:
+    """How `pyita augment` writes, besides the structures: extended XYZ's ``config_type`` of derived frames; for XSF
+    output from input other than a generate.in, the descriptor of the ``<Sym>.stp`` files (``ChebyshevSetup``'s
+    defaults, as `pyita aenet prepare` and `pyita train`) and given TYPES energies (for any XSF output; the rest
+    follow ``pyita.reference.resolve_references``)."""
+
+    fmt: str = "xsf"
+    config_type: str | None = None
+    descriptor: ChebyshevSetup | None = None
+    types: dict[str, float] | None = None
+
+    def checked(self, source: DataSource) -> OutputOptions:
+        """These options with their defaults filled in, or one error for an option the output cannot use."""
+        if self.fmt == "extxyz":
+            given = [name for name, value in (("--types", self.types), ("the descriptor options (--radial-rc …)",
+                                                                         self.descriptor)) if value]
+            if given:
+                raise PyitaError(f"{' and '.join(given)} apply to --format xsf (aenet's generate.in and .stp files)")
+            return replace(self, config_type=check_config_type(self.config_type or DEFAULT_CONFIG_TYPE))
+        if self.config_type is not None:
+            raise PyitaError("--config-type applies to --format extxyz (aenet's XSF files have no config_type)")
+        if self.descriptor is not None and source.generate_in is not None:
+            raise PyitaError(f"the descriptor options (--radial-rc …) apply to input without .stp files; "
+                             f"{source.generate_in.path} names its own in SETUPS, which are copied")
+        return replace(self, descriptor=self.descriptor or ChebyshevSetup(), types=check_reference_energies(self.types))
+
+
+def _writer(options: OutputOptions, folder: Path, final_abs: Path, source: DataSource, only_derived: bool):
     """The writer of the chosen output format, writing into the temporary ``folder``."""
-    if fmt == "xsf":
-        return XsfWriter(folder, final_abs, source.xsf_paths is not None, source.generate_in)
-    return ExtxyzWriter(folder, only_derived)
+    if options.fmt == "xsf":
+        return XsfWriter(folder, final_abs, source.xsf_paths is not None, source.generate_in, options.descriptor,
+                         options.types)
+    return ExtxyzWriter(folder, only_derived, options.config_type)
 
 
-def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: AugmentSettings, tally: _Tally,
-             requested: int, shortfall: str | None, seconds: float, workers: int) -> dict:
-    """The run summary saved as run.json and returned."""
+def _summary(data, options: OutputOptions, written: dict, only_derived: bool, exclude_file,
+             settings: AugmentSettings, tally: _Tally, requested: int, shortfall: str | None, seconds: float,
+             workers: int, keys: LabelKeys) -> dict:
+    """The run summary saved as run.json and returned; ``written`` is what the writer chose (XSF: the .stp
+    descriptor and the TYPES energies, with their origin)."""
     return {
         "pyita_version": __version__,
         "command": "augment",
         "data": str(data),
-        "output_format": fmt,
+        "label_keys": keys.as_dict(),
+        "output_format": options.fmt,
+        "config_type": options.config_type,
+        **({"aenet": written} if written else {}),
         "only_derived": only_derived,
         "exclude_file": None if exclude_file is None else str(exclude_file),
         "settings": settings.as_dict(),
@@ -158,16 +210,23 @@ def _summary(data, fmt: str, only_derived: bool, exclude_file, settings: Augment
 
 def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fmt: str = "xsf",
                 only_derived: bool = False, exclude_file: str | Path | None = None,
-                overwrite: bool = False, progress: bool = True, workers: int | None = None) -> dict:
+                overwrite: bool = False, progress: bool = True, workers: int | None = None,
+                keys: LabelKeys | None = None, output: OutputOptions | None = None) -> dict:
     """Augment every parent of ``data`` into the folder ``out``; returns the run summary (also run.json).
 
     Nothing appears under ``out`` unless the whole run succeeds; inputs are only read. Parents stream
-    through in chunks (memory does not grow with their number). ``workers`` > 1 spreads the XSF work over
-    processes (default: ``default_workers``); the output is byte for byte the same for any number.
+    through in chunks (memory does not grow with their number, but for 8 bytes per parent when XSF output needs its
+    TYPES energies fitted). ``workers`` > 1 spreads the XSF work over
+    processes (default: ``default_workers``); the output is byte for byte the same for any number. ``keys``
+    name the labels of an ASE file (``pyita.structure.LabelKeys``); ``output`` how to write besides the
+    structures (``OutputOptions``; its ``fmt``, when given, replaces ``fmt``).
     """
-    if fmt not in FORMATS:
+    options = output or OutputOptions(fmt)
+    fmt = options.fmt
+    if fmt not in FORMATS:   # before the data is opened: a typo in the format is named first
         raise InputError(f"unknown output format {fmt!r}; choose {' or '.join(FORMATS)}")
-    source = open_source(data)
+    source = open_source(data, keys=keys)
+    options = options.checked(source)
     guard_output(out, data_inputs(data, source) + ([exclude_file] if exclude_file else []), "augment",
                  overwrite)
     names = _parent_names(source)
@@ -176,12 +235,14 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
     out = Path(out)
     final_abs = out.resolve()
     start = time.perf_counter()
-    tally = _Tally(names, excluded, settings)
+    # TYPES may need fitting: for input without a generate.in, or one whose TYPES are placeholders (all 0.0)
+    fit = fmt == "xsf" and (source.generate_in is None or not any(source.generate_in.types.values()))
+    tally = _Tally(names, excluded, settings, keep_labels=fit)
     workers = workers_for(workers, len(names), fmt, settings.strategy == "sequential" or source.xsf_paths is None)
     with atomic_output_dir(out, overwrite=overwrite, command="augment") as tmp, \
             open(tmp / "manifest.csv", "w", newline="") as manifest_file:
         manifest_file.write(",".join(MANIFEST_FIELDS) + "\r\n")
-        writer = _writer(fmt, tmp, final_abs, source, only_derived)
+        writer = _writer(options, tmp, final_abs, source, only_derived)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with worker_processes(workers) as pool, \
@@ -191,13 +252,13 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
                     results = xsf_results(source, names, stems, excluded, job, pool, workers)
                 else:
                     results = writer.results(source, names, stems, excluded, settings)
-                for index, parent, symbols, n_derived, files, rows in results:
+                for index, parent, composition, n_derived, files, rows in results:
                     if fmt == "xsf":
                         if not only_derived:
                             writer.parent(parent, names[index], stems[index])
                         writer.add_derived(files)
                     manifest_file.write(rows)
-                    tally.add(index, parent, symbols, n_derived)
+                    tally.add(index, parent, composition, n_derived)
                     advance(1)
         warn_close_atoms(tally.close_atoms_found(caught))
         if not tally.counts["derived"]:
@@ -205,8 +266,8 @@ def run_augment(data: str | Path, out: str | Path, settings: AugmentSettings, fm
         requested, shortfall = tally.shortfall()
         if shortfall is not None:
             warnings.warn(shortfall, stacklevel=2)
-        writer.close(list(tally.species))
-        summary = _summary(data, fmt, only_derived, exclude_file, settings, tally, requested, shortfall,
-                           round(time.perf_counter() - start, 3), workers)
+        written = writer.close(list(tally.species), tally.labels)
+        summary = _summary(data, options, written, only_derived, exclude_file, settings, tally, requested, shortfall,
+                           round(time.perf_counter() - start, 3), workers, source.keys)
         (tmp / "run.json").write_text(json_text(summary, indent=2))
     return summary

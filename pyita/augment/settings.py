@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass, fields
 
@@ -15,6 +16,17 @@ DEFAULT_DELTA = 0.03
 #: Above this δ (Å) the first-order label is usually poor; see ``pyita check`` to measure it.
 LARGE_DELTA = 0.1
 ABSURD_DELTA = 1.0
+#: The ``config_type`` of derived frames in extended-XYZ output, which MACE's ``config_type_weights`` (and
+#: similar per-type weights) can weight: ``pyita augment --config-type``'s default.
+DEFAULT_CONFIG_TYPE = "taylor"
+_CONFIG_TYPE = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def check_config_type(value: str) -> str:
+    """A ``config_type`` as one plain token (extended XYZ would quote anything else, and tools split on it)."""
+    if not isinstance(value, str) or not _CONFIG_TYPE.fullmatch(value):
+        raise PyitaError(f"--config-type must be one word of letters, digits and _.+-, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pyita.io import DataSource
 from pyita.io.xsf import read_xsf, read_xsf_layout
 from pyita.io.xsf_write import XsfTemplate
 from pyita.parallel import plan_workers, usable_cores, worker_pool
+from pyita.reference import Composition
 
 
 #: Parents per task sent to a worker process, and tasks in flight per worker (bounds memory).
@@ -143,8 +144,7 @@ def _work_item(item, job: Job, parents: list, parent_names: list):
                                          template)
     else:
         files, rows = [], ""
-    return (index, None if path is not None else parent, list(dict.fromkeys(parent.symbols)), len(moves or ()),
-            files, rows)
+    return index, None if path is not None else parent, Composition.of(parent), len(moves or ()), files, rows
 
 
 def _noop() -> None:

@@ -9,17 +9,23 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 
-from pyita.augment.settings import AugmentSettings
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE, AugmentSettings
 from pyita.augment.derive import describe, iter_moves
 from pyita.augment.taylor import displaced
+from pyita.architecture import ChebyshevSetup
 from pyita.errors import InputError
 from pyita.io import DataSource
+from pyita.io.aenet_inputs import write_stp_files
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.xsf import ORIGINAL_MARK, aenet_text, read_xsf
 from pyita.io.xsf_write import XsfTemplate, format_xsf
+from pyita.reference import Composition, References, resolve_references
 
 
+#: The training-set file (OUTPUT) of a generate.in written for input that had none.
+AUGMENTED_TRAINSET = "augmented.train"
 MANIFEST_FIELDS = ["file", "parent_index", "parent", "copy", "atom", "direction", "dx", "dy", "dz",
                    "taylor_shift_eV", "energy_eV", "strategy", "delta", "seed"]
 
@@ -83,14 +89,19 @@ def write_derived_xsf(parent, index: int, moves, settings: AugmentSettings, pare
 
 
 class XsfWriter:
-    """Derived structures as aenet XSF files under derived/, plus an augmented generate.in.
+    """Derived structures as aenet XSF files under derived/, plus an augmented generate.in that generate.x runs as
+    written: the input generate.in's TYPES and copies of its SETUPS files, or, for any other input, a ``<Sym>.stp``
+    per species from ``setup`` and TYPES from ``resolve_references`` (``types`` given, else fitted on the parents).
 
     The FILES list is streamed to a scratch file, so memory does not grow with the number of parents.
     """
 
-    def __init__(self, tmp: Path, final_abs: Path, parents_on_disk: bool, template: GenerateIn | None):
+    def __init__(self, tmp: Path, final_abs: Path, parents_on_disk: bool, template: GenerateIn | None,
+                 setup=None, types: dict[str, float] | None = None):
         self.tmp, self.final_abs = tmp, str(final_abs)
         self.template = template
+        self.setup = ChebyshevSetup() if setup is None else setup
+        self.types = dict(types or {})
         self.missing_setups: list[str] = []
         self.setups = self._copy_setups(template)   # first: a missing setup file stops the run before work
         (tmp / "derived").mkdir()
@@ -149,8 +160,13 @@ class XsfWriter:
             setups[species] = copy
         return setups
 
-    def close(self, species: list[str]) -> None:
+    def close(self, species: list[str], labels: Sequence[Composition]) -> dict:
+        """Write generate.in (and, for input other than a generate.in, the .stp files); ``labels`` are the
+        originals the TYPES energies may be fitted to. Returns what was chosen, for run.json."""
         template = self.template
+        unknown = sorted(set(self.types) - set(species))
+        if unknown:
+            warnings.warn(f"--types gives energies for species not in the data: {', '.join(unknown)}", stacklevel=3)
         if template is not None:
             missing = [s for s in species if s not in template.types]
             if missing:  # generate.x would stop on these structures
@@ -158,13 +174,15 @@ class XsfWriter:
                                  template.path)
             for message in self.missing_setups:
                 warnings.warn(message, stacklevel=3)
-            gen = GenerateIn(output=template.output, types=dict(template.types),
-                             setups=self.setups, options=list(template.options))
+            refs = resolve_references(labels, list(template.types), self.types, template.types, warn=False)
+            gen = GenerateIn(output=template.output, types=refs.energies, setups=self.setups,
+                             options=list(template.options) + _types_comments(refs))
+            chosen = {"setups": "copied from the input generate.in"}
         else:
-            gen = GenerateIn(output="augmented.train", types={s: 0.0 for s in species},
-                             setups={s: f"{s}.stp" for s in species},
-                             options=["! TYPES energies are placeholders (0.0 eV): set the atomic reference "
-                                      "energies of your method"])
+            refs = resolve_references(labels, species, self.types, warn=False)
+            gen = GenerateIn(output=AUGMENTED_TRAINSET, types=refs.energies,
+                             setups=write_stp_files(self.tmp, species, self.setup), options=_types_comments(refs))
+            chosen = {"setups": self.setup.as_dict()}
         head = format_generate_in(gen)
         assert head.endswith("FILES\n0\n")
         self._list.seek(0)
@@ -174,14 +192,29 @@ class XsfWriter:
                 handle.write(block)
         self._list.close()
         os.remove(self.tmp / ".files.tmp")
+        return {**chosen, "reference_energies": refs.energies, "reference_energies_origin": refs.origin,
+                "reference_energy_fit": refs.fit}
+
+
+def _types_comments(refs: References) -> list[str]:
+    """generate.in comment lines saying where TYPES energies not taken from the input came from."""
+    lines = []
+    given = [s for s, origin in refs.origin.items() if origin == "user"]
+    if given:
+        lines.append(f"! TYPES energies of {', '.join(given)} given by --types")
+    if refs.fit.get("note"):
+        lines.append(f"! {refs.fit['note']} (PyITA; see run.json)")
+    return lines
 
 
 class ExtxyzWriter:
-    """All structures in one extended-XYZ file; derived frames carry an energy and no forces."""
+    """All structures in one extended-XYZ file; derived frames carry an energy, no forces, ``derived=T``, their
+    parent and ``config_type`` (so per-type loss weights can tell them apart)."""
 
-    def __init__(self, tmp: Path, only_derived: bool):
+    def __init__(self, tmp: Path, only_derived: bool, config_type: str = DEFAULT_CONFIG_TYPE):
         self.handle = open(tmp / "augmented.extxyz", "w")
         self.only_derived = only_derived
+        self.config_type = config_type
 
     def _write(self, structure, extra: dict) -> None:
         import ase.io
@@ -201,9 +234,11 @@ class ExtxyzWriter:
             for copy, move in enumerate(moves):
                 energy, info, comments = describe(parent, index, move, settings, copy, forces)
                 name = f"{stems[index]}-t{copy + 1:03d}"
-                self._write(displaced(parent, move, info, comments, energy), {"name": name, "derived": True})
+                self._write(displaced(parent, move, info, comments, energy),
+                            {"name": name, "derived": True, "config_type": self.config_type})
                 manifest.writerow(_manifest_row(f"augmented.extxyz#{name}", names[index], energy, info))
-            yield index, parent, parent.symbols, len(moves), [], buffer.getvalue()
+            yield index, parent, Composition.of(parent), len(moves), [], buffer.getvalue()
 
-    def close(self, species) -> None:
+    def close(self, species, labels) -> dict:
         self.handle.close()
+        return {}

@@ -277,38 +277,29 @@ def compute(calc, structure, need_forces: bool = True,
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _openmp_runtimes() -> list:
-    """OpenMP runtimes already loaded in this process (not loading any)."""
-    import ctypes
+def _limit(n: int):
+    """Tell the OpenMP and BLAS libraries loaded now to use ``n`` threads (threadpoolctl), and those loaded later
+    (the environment variables they read when they start); returns threadpoolctl's limiter, whose
+    ``restore_original_limits`` undoes the first part."""
     import os
 
-    found = []
-    for lib in ("libgomp.so.1", "libiomp5.so", "libomp.so"):
-        try:
-            handle = ctypes.CDLL(lib, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
-            found.append((handle.omp_get_max_threads, handle.omp_set_num_threads))
-        except (OSError, AttributeError):
-            continue
-    return found
+    from threadpoolctl import threadpool_limits
+
+    if n < 1:
+        raise PyitaError(f"--threads must be ≥ 1, got {n}")
+    for var in _THREAD_VARS:
+        os.environ[var] = str(n)
+    return threadpool_limits(limits=int(n))
 
 
 def limit_threads(n: int | None) -> None:
     """Use ``n`` OpenMP/BLAS threads from now on in this process (None: leave as is); for worker processes.
 
     tblite parallelises with OpenMP; on a busy machine two processes × two threads can be several times
-    slower than one thread each. The environment variables cover libraries loaded later; an OpenMP runtime
-    already loaded is told directly.
+    slower than one thread each.
     """
-    if n is None:
-        return
-    if n < 1:
-        raise PyitaError(f"--threads must be ≥ 1, got {n}")
-    import os
-
-    for var in _THREAD_VARS:
-        os.environ[var] = str(n)
-    for _, set_threads in _openmp_runtimes():
-        set_threads(int(n))
+    if n is not None:
+        _limit(n)
 
 
 @contextmanager
@@ -320,15 +311,13 @@ def threads_limited(n: int | None):
     import os
 
     saved_env = {var: os.environ.get(var) for var in _THREAD_VARS}
-    saved_omp = [(get(), set_threads) for get, set_threads in _openmp_runtimes()]
-    limit_threads(n)
+    limiter = _limit(n)
     try:
         yield
     finally:
+        limiter.restore_original_limits()
         for var, value in saved_env.items():
             if value is None:
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = value
-        for value, set_threads in saved_omp:
-            set_threads(int(value))

@@ -34,7 +34,7 @@ from pyita.check.report import CheckResult, write_check
 from pyita.check.settings import CheckSettings
 from pyita.errors import PyitaError
 from pyita.io import open_source
-from pyita.structure import Structure
+from pyita.structure import LabelKeys, Structure
 from pyita.metrics import summarize
 
 
@@ -119,12 +119,13 @@ def recommend(table: Sequence[dict], settings: CheckSettings, slopes: dict) -> d
 
 # --- the study --------------------------------------------------------------------------------------------
 
-def select_parents(data, count: int, seed: int) -> tuple[list[int], list[Structure]]:
-    """A seeded sample of ``count`` original (non-derived) structures, in data order."""
+def select_parents(data, count: int, seed: int, keys: LabelKeys | None = None) -> tuple[list[int], list[Structure]]:
+    """A seeded sample of ``count`` original (non-derived) structures, in data order (``keys``: the labels of
+    an ASE file, ``LabelKeys``)."""
     if isinstance(data, (list, tuple)):
         structures = list(data)
     else:
-        structures = list(open_source(data, require_labels=False))
+        structures = list(open_source(data, require_labels=False, keys=keys))
     candidates = [k for k, s in enumerate(structures) if not s.is_derived]
     if not candidates:
         raise PyitaError(f"{data}: no original (non-derived) structures to check")
@@ -140,13 +141,13 @@ def _data_label(data) -> str:
 
 def check(data, calculator, settings: CheckSettings | None = None, *, calc_kwargs=None, workers: int = 1,
           progress: bool = True, checkpoint_dir: str | Path | None = None, restart: bool = False,
-          threads: int | None = None, fold="auto") -> CheckResult:
+          threads: int | None = None, fold="auto", keys: LabelKeys | None = None) -> CheckResult:
     """Run the Taylor-error study in memory (see the module docstring). With ``checkpoint_dir`` every
     finished calculation is kept there, and a rerun with the same arguments continues."""
     settings = settings or CheckSettings()
     spec = resolve_calculator(calculator, calc_kwargs, fold)
     start = time.perf_counter()
-    indices, chosen = select_parents(data, settings.parents, settings.seed)
+    indices, chosen = select_parents(data, settings.parents, settings.seed, keys)
     names = [s.source or f"{_data_label(data)}[{k}]" for k, s in zip(indices, chosen)]
     chosen = [s.copy(source=name) for s, name in zip(chosen, names)]
     base_meta = {"data": _data_label(data), "calculator": spec.describe(), "pyita_version": __version__}
@@ -280,7 +281,7 @@ def _agreement(original: Sequence[Structure], recomputed: Sequence[Structure]) -
 
 def run_check(data, calculator, out: str | Path, settings: CheckSettings | None = None, *, calc_kwargs=None,
               workers: int = 1, progress: bool = True, overwrite: bool = False, restart: bool = False,
-              threads: int | None = None, fold="auto") -> CheckResult:
+              threads: int | None = None, fold="auto", keys: LabelKeys | None = None) -> CheckResult:
     """``pyita check``: the study, with a resumable checkpoint in ``OUT.partial/`` and the results
     written atomically to ``OUT/`` (errors.csv, check.json, check.png, check.svg)."""
     from pyita.io.atomic import atomic_output_dir, existing_ancestor
@@ -295,7 +296,7 @@ def run_check(data, calculator, out: str | Path, settings: CheckSettings | None 
     with exclusive(existing_ancestor(out.parent) / f".{partial.name}.lock", f"checkpoint {partial}"):
         CheckpointFolder(partial, "check")   # someone else's folder of that name: refused before any work
         result = check(data, calculator, settings, calc_kwargs=calc_kwargs, workers=workers, progress=progress,
-                       checkpoint_dir=partial, restart=restart, threads=threads, fold=fold)
+                       checkpoint_dir=partial, restart=restart, threads=threads, fold=fold, keys=keys)
         with atomic_output_dir(out, overwrite=overwrite, command="check") as tmp:
             write_check(result, tmp)
         CheckpointFolder(partial, "check").remove()

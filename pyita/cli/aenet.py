@@ -6,24 +6,10 @@ from pathlib import Path
 
 import typer
 
-from pyita.architecture import ChebyshevSetup
-from pyita.cli.app import LOG_FILE, QUIET, VERBOSE, AenetDescriptor, AenetMethod, app, console
+from pyita.cli.app import (ANGULAR_N, ANGULAR_RC, LOG_FILE, QUIET, RADIAL_N, RADIAL_RC, TYPES_OPTION, VERBOSE,
+                           AenetDescriptor, AenetMethod, app, chebyshev_setup, console)
 from pyita.errors import PyitaError
 from pyita.progress import sig
-
-
-def chebyshev_setup(radial_rc: float, radial_n: int, angular_rc: float, angular_n: int) -> ChebyshevSetup:
-    try:
-        return ChebyshevSetup(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc, angular_n=angular_n)
-    except ValueError as exc:
-        raise PyitaError(str(exc)) from None
-
-
-# The Chebyshev descriptor's settings, with the defaults of their one home, ChebyshevSetup (aenet's TiO2 example).
-RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff in Å.")
-RADIAL_N = typer.Option(ChebyshevSetup.radial_n, help="Chebyshev radial order.")
-ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff in Å.")
-ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
 
 
 aenet_app = typer.Typer(name="aenet", no_args_is_help=True,
@@ -43,8 +29,7 @@ def aenet_prepare(
     test_fraction: float = typer.Option(0.1, help="Without --test-parents: fraction of the original structures "
                                                   "held out as test parents (0: none)."),
     seed: int = typer.Option(0, help="Seed for choosing the test parents."),
-    types: str | None = typer.Option(None, help="Atomic reference energies in eV, e.g. Ti=-1626.67,O=-433.23. "
-                                                "Default: the input generate.in's, else fitted by least squares."),
+    types: str | None = TYPES_OPTION,
     descriptor: AenetDescriptor = typer.Option("chebyshev", help="Descriptor: chebyshev (aenet's TiO2 example "
                                                                  "settings) or behler (Behler2011)."),
     radial_rc: float = RADIAL_RC,

@@ -18,6 +18,7 @@ import typer
 from pyita import progress
 from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, DEVICES, ENERGY_NORMALIZATIONS,
                            FORCE_FRACTION_OF, FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
+from pyita.architecture import ChebyshevSetup
 from pyita.errors import PyitaError
 
 # OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
@@ -150,3 +151,27 @@ THREADS_OPTION = typer.Option(None, show_default=False,
 FOLD_OPTION = typer.Option("auto", help="Evaluate each cell replicated AxBxC times (a k-mesh for Γ-only tblite): "
                                         "auto takes a structure's own info 'fold' (the bundled sample has one), "
                                         "none replicates nothing, and e.g. 2x2x1 is used for every structure.")
+ENERGY_KEY_OPTION = typer.Option(None, "--energy-key", show_default=False,
+                                 help="Key of the reference energy in an extended-XYZ or other ASE file. Default: "
+                                      "energy, else MACE's REF_energy.")
+FORCES_KEY_OPTION = typer.Option(None, "--forces-key", show_default=False,
+                                 help="Key of the reference forces in an extended-XYZ or other ASE file. Default: "
+                                      "forces, else MACE's REF_forces.")
+
+
+def chebyshev_setup(radial_rc: float, radial_n: int, angular_rc: float, angular_n: int) -> ChebyshevSetup:
+    try:
+        return ChebyshevSetup(radial_rc=radial_rc, radial_n=radial_n, angular_rc=angular_rc, angular_n=angular_n)
+    except ValueError as exc:
+        raise PyitaError(str(exc)) from None
+
+
+# The Chebyshev descriptor's settings (`pyita aenet prepare`, and the .stp files `pyita augment` writes), with the
+# defaults of their one home, ChebyshevSetup (aenet's TiO2 example).
+RADIAL_RC = typer.Option(ChebyshevSetup.radial_rc, help="Chebyshev radial cutoff in Å.")
+RADIAL_N = typer.Option(ChebyshevSetup.radial_n, help="Chebyshev radial order.")
+ANGULAR_RC = typer.Option(ChebyshevSetup.angular_rc, help="Chebyshev angular cutoff in Å.")
+ANGULAR_N = typer.Option(ChebyshevSetup.angular_n, help="Chebyshev angular order.")
+TYPES_OPTION = typer.Option(None, show_default=False,
+                            help="Atomic reference energies in eV, e.g. Ti=-1626.67,O=-433.23. Default: the input "
+                                 "generate.in's, else fitted by least squares.")

@@ -7,16 +7,26 @@ from pathlib import Path
 
 import typer
 
-from pyita.cli.app import (CALC_HELP, DEVICE_OPTION, FOLD_OPTION, LOG_FILE, QUIET, THREADS_OPTION, VERBOSE, Format,
-                           Strategy, app, ask_if_missing, console, done)
+from pyita.augment.settings import DEFAULT_CONFIG_TYPE
+from pyita.cli.app import (ANGULAR_N, ANGULAR_RC, CALC_HELP, DEVICE_OPTION, ENERGY_KEY_OPTION, FOLD_OPTION,
+                           FORCES_KEY_OPTION, LOG_FILE, QUIET, RADIAL_N, RADIAL_RC, THREADS_OPTION, TYPES_OPTION,
+                           VERBOSE, Format, Strategy, app, ask_if_missing, chebyshev_setup, console, done)
 from pyita.progress import sig
 
 #: Options the paper's program asked for interactively: required, but asked for when a person is at the terminal.
 ASKED = "Required; asked for when run at a terminal."
 
 
+def given_on_command_line(ctx: typer.Context, *names: str) -> bool:
+    """Whether any of these options was given (rather than left at its default). By the source's name: typer may
+    bring its own copy of click, whose ParameterSource is another class than click's."""
+    sources = [ctx.get_parameter_source(name) for name in names]
+    return any(source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP") for source in sources)
+
+
 @app.command()
 def augment(
+    ctx: typer.Context,
     data: str = typer.Argument(..., help="generate.in, XSF folder or glob (quoted), ASE file (extxyz…), "
                                          "or 'sample[:name]' for the bundled data."),
     a: float | None = typer.Option(None, "--a", show_default=False,
@@ -39,20 +49,43 @@ def augment(
     workers: int | None = typer.Option(None, show_default=False,
                                        help="Worker processes for XSF output; the output is the same for any "
                                             "number. Default: the idle cores, or $PYITA_WORKERS."),
+    types: str | None = TYPES_OPTION,
+    radial_rc: float = RADIAL_RC,
+    radial_n: int = RADIAL_N,
+    angular_rc: float = ANGULAR_RC,
+    angular_n: int = ANGULAR_N,
+    config_type: str | None = typer.Option(None, "--config-type", show_default=False,
+                                           help="config_type of the derived frames of --format extxyz, for "
+                                                "per-type loss weights such as MACE's config_type_weights. "
+                                                f"Default: {DEFAULT_CONFIG_TYPE}."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
 ) -> None:
-    """Make Taylor-expanded structures E' = E − F·D from labelled structures."""
+    """Make Taylor-expanded structures E' = E − F·D from labelled structures. XSF output is an aenet training set
+    that `generate.x generate.in` reads in the output folder: input other than a generate.in gets a <Sym>.stp per
+    species (the descriptor options) and TYPES energies (--types, else fitted to the parents)."""
     from pyita.augment import AugmentSettings
-    from pyita.augment.run import run_augment
+    from pyita.augment.run import OutputOptions, run_augment
+    from pyita.reference import parse_types
+    from pyita.structure import LabelKeys
 
     a = ask_if_missing(a, "a", "New structures per parent (a)", float)
     delta = ask_if_missing(delta, "delta", "Displacement delta in Angstrom", float)
     settings = AugmentSettings(a=a, delta=delta, strategy=strategy, seed=seed, max_force=max_force, cap=cap)
-    summary = run_augment(data, out, settings, fmt=fmt, only_derived=only_derived, exclude_file=exclude,
-                          overwrite=overwrite, progress=not quiet, workers=workers)
+    descriptor = chebyshev_setup(radial_rc, radial_n, angular_rc, angular_n) \
+        if given_on_command_line(ctx, "radial_rc", "radial_n", "angular_rc", "angular_n") else None
+    output = OutputOptions(fmt, config_type, descriptor, parse_types(types) or None)
+    summary = run_augment(data, out, settings, only_derived=only_derived, exclude_file=exclude,
+                          overwrite=overwrite, progress=not quiet, workers=workers,
+                          keys=LabelKeys(energy_key, forces_key), output=output)
     c = summary["counts"]
+    if "aenet" in summary:
+        origin = summary["aenet"]["reference_energies_origin"]
+        console.print("generate.in TYPES: " + ", ".join(f"{s} {e:.6f} eV ({origin[s]})" for s, e in
+                                                        summary["aenet"]["reference_energies"].items()))
     done(f"{c['derived']} derived structures from {c['augmented_parents']} of {c['parents']} parents "
          f"({c['excluded']} excluded)", out, summary["seconds"])
 
@@ -82,6 +115,8 @@ def check(
     fold: str = FOLD_OPTION,
     restart: bool = typer.Option(False, help="Discard the checkpoint OUT.partial/ of an earlier run."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
@@ -91,12 +126,13 @@ def check(
     The first-order error |E − F·D − E(R+D)| for each δ and strategy. Writes errors.csv, check.json, check.png
     and check.svg; resumable after a failure."""
     from pyita.check import CheckSettings, print_report, run_check
+    from pyita.structure import LabelKeys
 
     settings = CheckSettings(deltas=delta, strategies=strategy, parents=parents, a=a, seed=seed,
                              tolerance=tolerance, max_force=max_force, cap=cap)
     result = run_check(data, calculator, out, settings, calc_kwargs=calc_kwargs, workers=workers,
                        progress=not quiet, overwrite=overwrite, restart=restart, threads=threads,
-                       fold=fold)
+                       fold=fold, keys=LabelKeys(energy_key, forces_key))
     print_report(result.summary, console)
     c = result.summary["counts"]
     done(f"{c['calculations']} calculations ({c['parents']} parents, {c['derived']} derived)", out,
@@ -139,15 +175,18 @@ def predict(
     batch_size: int = typer.Option(32, help="Structures per batch."),
     device: str = DEVICE_OPTION,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder (after success only)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
 ) -> None:
     """Predict energies and forces; with reference labels, per-structure and per-component errors."""
     from pyita.predict import run_predict
+    from pyita.structure import LabelKeys
 
     summary = run_predict(model, data, out, forces=forces, batch_size=batch_size, device=device,
-                          overwrite=overwrite, progress=not quiet)
+                          overwrite=overwrite, progress=not quiet, keys=LabelKeys(energy_key, forces_key))
     e, f = summary["energy_meV_per_atom"], summary["force_components_eV_per_A"]
     console.print(f"{summary['structures']} structures → {out}")
     if e["n"]:

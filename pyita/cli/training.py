@@ -9,8 +9,8 @@ import typer
 
 from pyita.architecture import ChebyshevSetup
 from pyita.augment.settings import DEFAULT_DELTA
-from pyita.cli.app import (DEVICE_OPTION, LOG_FILE, QUIET, VERBOSE, Backend, EnergyNormalization, ForceFractionOf,
-                           Method, Preset, Strategy, WeightInit, app, console)
+from pyita.cli.app import (DEVICE_OPTION, ENERGY_KEY_OPTION, FORCES_KEY_OPTION, LOG_FILE, QUIET, VERBOSE, Backend,
+                           EnergyNormalization, ForceFractionOf, Method, Preset, Strategy, WeightInit, app, console)
 from pyita.progress import sig
 
 
@@ -79,15 +79,20 @@ def train(
     resume: bool = typer.Option(False, help="Continue from OUT.ckpt (same data and settings)."),
     overwrite: bool = typer.Option(False, help="Replace an existing model file."),
     device: str = DEVICE_OPTION,
-    cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default ~/.cache/pyita)."),
+    cache_dir: Path | None = typer.Option(None, show_default=False,
+                                          help="Feature cache folder. Default: features/ in $PYITA_CACHE, else in "
+                                               "$XDG_CACHE_HOME/pyita, else in ~/.cache/pyita."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize without the on-disk cache."),
     checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (0: every epoch)."),
+    energy_key: str | None = ENERGY_KEY_OPTION,
+    forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
 ) -> None:
     """Train a Behler–Parrinello potential (aenet's Chebyshev descriptor) on energies, and forces if asked."""
     from pyita.reference import parse_types
+    from pyita.structure import LabelKeys
     from pyita.train.run import run_train
     from pyita.train.settings import TrainSettings
 
@@ -104,7 +109,8 @@ def train(
     summary = run_train(data, out, settings, test_fraction=test_fraction,
                         validation_fraction=validation_fraction, max_energy=max_energy,
                         references=parse_types(types) or None, resume=resume, overwrite=overwrite,
-                        cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
+                        cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet,
+                        keys=LabelKeys(energy_key, forces_key))
     c, last, test = summary["counts"], summary["last"], summary["test_errors"]
     derived = "derived drawn fresh each epoch" if on_the_fly else f"{c['train_derived']} derived"
     console.print(f"trained on {c['train']} structures ({derived}), validation {c['validation']}, "

@@ -27,6 +27,7 @@ from pyita.errors import InputError, PyitaError
 from pyita.experiment.results import refuse_shared_file_names
 from pyita.experiment.schema import check_tables
 from pyita.reference import check_max_energy, check_reference_energies
+from pyita.structure import LabelKeys
 
 _PATH_KEYS = ("data", "aenet_bin")
 
@@ -59,6 +60,9 @@ class ExperimentConfig:
     test_fraction: float = 0.1
     max_energy: float | None = None
     reference_energies: dict[str, float] | None = None
+    #: Keys of the labels in an extended-XYZ data file (None: ``pyita.structure.LabelKeys``' default lookup).
+    energy_key: str | None = None
+    forces_key: str | None = None
     backend: str = "embedded"
     #: Folder of aenet's executables for ``backend = "aenet"`` (None: AENET_BIN, then PATH).
     aenet_bin: str | None = None
@@ -71,18 +75,22 @@ class ExperimentConfig:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin`` and ``left_out``,
-        only when set, so the record (experiment.json) of an experiment without them reads as before and
+        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``left_out`` and the
+        label keys, only when set, so the record (experiment.json) of an experiment without them reads as before and
         ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):
                 if not condition[key]:
                     del condition[key]
-        for key in ("aenet_bin", "left_out"):
+        for key in ("aenet_bin", "left_out", "energy_key", "forces_key"):
             if not d[key]:
                 del d[key]
         return d
+
+    @property
+    def label_keys(self) -> LabelKeys:
+        return LabelKeys(self.energy_key, self.forces_key)
 
     @classmethod
     def from_record(cls, record, path: str | Path) -> ExperimentConfig:
@@ -259,6 +267,7 @@ def _validate(config: ExperimentConfig, path) -> None:
         refuse_shared_file_names(names)
         config.max_energy = check_max_energy(config.max_energy)
         config.reference_energies = check_reference_energies(config.reference_energies)
+        LabelKeys(config.energy_key, config.forces_key)   # its own check of the key names
     except PyitaError as exc:
         raise InputError(str(exc), path) from None
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)

@@ -19,7 +19,7 @@ from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
 from pyita.io import read_structures
 from pyita.reference import max_energy_mask, resolve_references
-from pyita.structure import Structure, held_out_without_copies
+from pyita.structure import LabelKeys, Structure, held_out_without_copies
 
 
 @dataclass
@@ -31,13 +31,13 @@ class TrialSplit:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_pool(data: str) -> tuple[Structure, ...]:
-    return tuple(read_structures(data))
+def _read_pool(data: str, keys: LabelKeys) -> tuple[Structure, ...]:
+    return tuple(read_structures(data, keys=keys))
 
 
 def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, float]]:
     """All usable structures (after the MAXENERGY filter) and the reference energies used."""
-    pool = list(_read_pool(config.data))
+    pool = list(_read_pool(config.data, config.label_keys))
     species = sorted({s for st in pool for s in st.symbols})
     reference = resolve_references(pool, species, config.reference_energies, warn=False).energies
     if config.max_energy is not None:

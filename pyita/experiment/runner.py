@@ -122,7 +122,8 @@ def prepare_experiment(config_file: str | Path | None, preset: str | None, overr
     config = parse_config(raw, path, overrides)
     prepared = PreparedExperiment(config, raw, path, text, overrides)
     if for_run:
-        prepared.inputs = data_inputs(config.data, open_source(config.data)) + ([path] if config_file else [])
+        source = open_source(config.data, keys=config.label_keys)   # label keys for XSF data: refused here
+        prepared.inputs = data_inputs(config.data, source) + ([path] if config_file else [])
         check_backends(config)
     return prepared
 

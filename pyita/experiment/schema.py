@@ -44,6 +44,10 @@ class ExperimentTable(_Table):
     test_fraction: float = _key("a number between 0 and 1 (both excluded)", gt=0, lt=1)
     max_energy: float = _key("a finite number (eV/atom above the reference energies)")
     reference_energies: dict[str, float] = _key("a table of element = finite energy in eV, e.g. { Ti = -1626.67 }")
+    energy_key: str = _key("the key of the reference energy in an extended-XYZ data file, e.g. \"REF_energy\"",
+                           min_length=1)
+    forces_key: str = _key("the key of the reference forces in an extended-XYZ data file, e.g. \"REF_forces\"",
+                           min_length=1)
     backend: Literal[BACKENDS] = _key("one of " + ", ".join(f'"{b}"' for b in BACKENDS))
     aenet_bin: str = _key("a folder path")
     workers: int = _key("an integer ≥ 1", ge=1)

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 
 from ase.data import chemical_symbols
 
+from pyita import __version__
 from pyita.architecture import ChebyshevSetup
 from pyita.io.generate_in import quote_token
 
 __all__ = ["METHOD_PARAMS", "BehlerSetup", "TrainIn", "PredictIn", "arch_tag", "format_method_line",
            "format_train_in", "format_predict_in", "format_stp", "chebyshev_line", "feature_count",
-           "check_readval_keys", "check_single_token", "check_symbol", "PATHLEN"]
+           "check_readval_keys", "check_single_token", "check_symbol", "write_stp_files", "PATHLEN"]
 
 PATHLEN = 1024
 _SYMBOLS = frozenset(chemical_symbols[1:])
@@ -310,3 +312,14 @@ def format_stp(species: str, env: Sequence[str], setup, description: Sequence[st
     else:
         raise ValueError(f"unknown descriptor set-up {setup!r}")
     return "\n".join(out) + "\n"
+
+
+def write_stp_files(folder: str | Path, species: Sequence[str], setup) -> dict[str, str]:
+    """Write ``<Sym>.stp`` for every species into ``folder`` (each with all ``species`` as its ENV), as generate.x
+    reads them from a generate.in's SETUPS; returns species → file name."""
+    names = {}
+    for sym in species:
+        names[sym] = f"{sym}.stp"
+        text = format_stp(sym, species, setup, [f"{setup.kind} descriptor for {sym}, written by PyITA {__version__}"])
+        (Path(folder) / names[sym]).write_text(text)
+    return names

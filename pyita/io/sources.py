@@ -20,7 +20,7 @@ from pyita.io.files import glob_paths, require_regular
 from pyita.io.generate_in import GenerateIn, read_generate_in
 from pyita.io.names import refuse_line_breaks
 from pyita.io.xsf import read_xsf
-from pyita.structure import Structure
+from pyita.structure import LabelKeys, Structure
 
 _GLOB_CHARS = set("*?[")
 
@@ -53,6 +53,7 @@ class DataSource:
     sample: str | None = None
     generate_in: GenerateIn | None = None
     require_labels: bool = True
+    keys: LabelKeys = LabelKeys()
 
     def __iter__(self) -> Iterator[Structure]:
         if self.xsf_paths is not None:
@@ -63,9 +64,9 @@ class DataSource:
         elif self.sample is not None:
             from pyita.sample import load_sample
 
-            yield from map(self._checked, load_sample(self.sample))
+            yield from map(self._checked, load_sample(self.sample, self.keys))
         else:
-            yield from map(self._checked, _iter_ase(self.ase_path))
+            yield from map(self._checked, _iter_ase(self.ase_path, self.keys))
 
     def __len__(self) -> int:
         if self.xsf_paths is not None:
@@ -78,14 +79,14 @@ class DataSource:
         if self.sample is not None:
             from pyita.sample import load_sample
 
-            return load_sample(self.sample)
-        return _iter_ase(self.ase_path)
+            return load_sample(self.sample, self.keys)
+        return _iter_ase(self.ase_path, self.keys)
 
     def _checked(self, structure: Structure) -> Structure:
         return check_labels(structure, required=self.require_labels)
 
 
-def _iter_ase(path: Path) -> Iterator[Structure]:
+def _iter_ase(path: Path, keys: LabelKeys) -> Iterator[Structure]:
     import ase.io
 
     k = -1
@@ -93,7 +94,7 @@ def _iter_ase(path: Path) -> Iterator[Structure]:
         for k, atoms in enumerate(ase.io.iread(str(path), index=":")):
             if not len(atoms):  # as an XSF file without atoms: nothing to label, featurize or predict
                 raise InputError("structure has no atoms", f"{path}[{k}]")
-            yield Structure.from_ase(atoms, source=f"{path}[{k}]")
+            yield Structure.from_ase(atoms, source=f"{path}[{k}]", keys=keys)
     except InputError:
         raise
     except Exception as exc:  # ASE raises many types for unreadable files
@@ -102,8 +103,21 @@ def _iter_ase(path: Path) -> Iterator[Structure]:
         raise InputError("file holds no structures", path)
 
 
-def open_source(spec: str | Path, require_labels: bool = True) -> DataSource:
-    """Interpret a data argument: ``sample[:name]``, a generate.in, a folder or glob of XSF, or an ASE file."""
+def open_source(spec: str | Path, require_labels: bool = True, keys: LabelKeys | None = None) -> DataSource:
+    """Interpret a data argument: ``sample[:name]``, a generate.in, a folder or glob of XSF, or an ASE file.
+    ``keys`` name the labels of an ASE file (``LabelKeys``); XSF files have no keys, so naming some for them is
+    refused rather than ignored."""
+    keys = keys or LabelKeys()
+    source = _open_source(spec, require_labels)
+    if source.ase_path is None and source.sample is None and keys != LabelKeys():
+        named = " and ".join(f"--{what}-key {key}" for what, key in (("energy", keys.energy), ("forces", keys.forces))
+                             if key is not None)
+        raise InputError(f"{named} applies to ASE files (extended XYZ…); XSF files have no label keys", spec)
+    source.keys = keys
+    return source
+
+
+def _open_source(spec: str | Path, require_labels: bool) -> DataSource:
     text = str(spec)
     if text == "sample" or text.startswith("sample:"):
         from pyita.sample import sample_path
@@ -158,6 +172,6 @@ def _looks_like_generate_in(path: Path) -> bool:
     return "FILES" in words and ("TYPES" in words or "OUTPUT" in words)
 
 
-def read_structures(spec: str | Path, require_labels: bool = True) -> list[Structure]:
+def read_structures(spec: str | Path, require_labels: bool = True, keys: LabelKeys | None = None) -> list[Structure]:
     """All structures of a data argument as a list (see ``open_source`` for what it accepts)."""
-    return list(open_source(spec, require_labels=require_labels))
+    return list(open_source(spec, require_labels=require_labels, keys=keys))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +31,15 @@ MODEL_KEYS = ("kind", "format", "pyita_version", "descriptor", "hidden", "seed",
 _DESCRIPTOR_KEYS = ("type", "species", "radial_rc", "radial_n", "angular_rc", "angular_n")
 #: How every zip archive, and so every file torch.save writes, begins.
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+class Evaluation(NamedTuple):
+    """What ``Potential.evaluate`` returns for a batch of B structures with M atoms in all."""
+
+    energies: torch.Tensor
+    forces: torch.Tensor | None
+    d_strain: torch.Tensor | None
+    atomic: torch.Tensor
 
 
 class Potential(nn.Module):
@@ -81,11 +91,20 @@ class Potential(nn.Module):
         return self.reference[species_index] + self.energy_shift + self.energy_scale * outputs
 
     def forward(self, batch: AtomsBatch) -> torch.Tensor:
+        return self._energies(batch)[0]
+
+    def _energies(self, batch: AtomsBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-structure energies (B,) and the per-atom energies (M,) they are the sums of."""
         atomic = self.atomic_energies(self.descriptor(batch), batch.species_index)
-        return atomic.new_zeros(batch.n_structures).index_add(0, batch.structure_index, atomic)
+        return atomic.new_zeros(batch.n_structures).index_add(0, batch.structure_index, atomic), atomic
 
     def energy_and_derivatives(self, batch: AtomsBatch, forces: bool = True, strain: bool = False):
-        """Energies (B,), forces −∂E/∂R (M, 3) or None, and ∂E/∂ε (B, 3, 3) or None.
+        """Energies (B,), forces −∂E/∂R (M, 3) or None, and ∂E/∂ε (B, 3, 3) or None (``evaluate``'s first three)."""
+        return self.evaluate(batch, forces, strain)[:3]
+
+    def evaluate(self, batch: AtomsBatch, forces: bool = True, strain: bool = False) -> Evaluation:
+        """Energies (B,), forces −∂E/∂R (M, 3) or None, ∂E/∂ε (B, 3, 3) or None, and the per-atom energies (M,)
+        whose sums the energies are.
 
         ε is a homogeneous strain applied to positions and periodic image offsets alike (R → R(1 + ε));
         the stress is ∂E/∂ε divided by the cell volume.
@@ -103,11 +122,11 @@ class Potential(nn.Module):
                     positions=torch.bmm(positions.unsqueeze(1), per_atom).squeeze(1),
                     pair_shift=torch.bmm(batch.pair_shift.unsqueeze(1),
                                          per_atom[batch.pair_i]).squeeze(1))
-            energies = self(deformed)
+            energies, atomic = self._energies(deformed)
             grads = list(torch.autograd.grad(energies.sum(), inputs)) if inputs else []
         force = -grads.pop(0) if forces else None
         d_strain = grads.pop(0) if strain else None
-        return energies.detach(), force, d_strain
+        return Evaluation(energies.detach(), force, d_strain, atomic.detach())
 
     # -- saving and loading ---------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import torch
 
 from pyita.descriptors import featurize
 from pyita.model.potential import atomic_torch_save
+from pyita.paths import user_cache_dir
 from pyita.structure import Structure, geometry_key
 
 #: Bump when the descriptor's numbers change for the same settings, or the shard format (invalidates old
@@ -27,7 +28,8 @@ CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PYITA_CACHE", Path.home() / ".cache" / "pyita")) / "features"
+    """``$PYITA_CACHE/features``, else the features folder in ``pyita.paths.user_cache_dir()``."""
+    return Path(os.environ.get("PYITA_CACHE") or user_cache_dir()) / "features"
 
 
 def _settings_folder(root: Path, settings: dict) -> Path:
@@ -78,8 +80,9 @@ def cached_features(descriptor, structures: Sequence[Structure], cache_dir: str 
                     batch_size: int = 100, device=None, progress: bool = False) -> list[torch.Tensor]:
     """Features of each structure (atoms, F) on the CPU, from the cache where present.
 
-    ``cache_dir=None`` uses ``$PYITA_CACHE`` or ``~/.cache/pyita``. A shard that fails its integrity check is
-    never used: its structures are featurized again, the shard removed, and a warning says so.
+    ``cache_dir=None`` uses ``default_cache_dir()`` (under $PYITA_CACHE, $XDG_CACHE_HOME/pyita or ~/.cache/pyita).
+    A shard that fails its integrity check is never used: its structures are featurized again, the shard removed,
+    and a warning says so.
     """
     folder = _settings_folder(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
                               descriptor.settings())

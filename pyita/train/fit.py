@@ -92,7 +92,7 @@ def train(training: Sequence[Structure], validation: Sequence[Structure] | None 
     With ``settings.model.initial_networks`` training starts from those networks and keeps their species,
     reference energies, normalisation, hidden layers and descriptor (see ``initial_potential`` and
     ``ModelSettings.adopt``); the result's settings are those adopted ones.
-    Features of original structures are cached on disk (``cache_dir``, default ``~/.cache/pyita``),
+    Features of original structures are cached on disk (``cache_dir``, default ``pyita.train.cache.default_cache_dir``),
     keyed by geometry and descriptor settings; ``use_cache=False`` skips the cache.
     """
     settings = settings or TrainSettings()

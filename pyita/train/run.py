@@ -17,7 +17,7 @@ from pyita.io.tables import write_csv
 from pyita.metrics import error_tables
 from pyita.predict import predict
 from pyita.reference import check_max_energy, check_reference_energies, resolve_references
-from pyita.structure import held_out_without_copies
+from pyita.structure import LabelKeys, held_out_without_copies
 from pyita.train.data import filter_max_energy, species_of, split_by_parent, take
 from pyita.train.trainer import graceful_stop
 from pyita.train.settings import TrainSettings
@@ -91,9 +91,10 @@ def guard_train_outputs(out: str | Path, inputs: list[Path], overwrite: bool, re
 def run_train(data: str, out: str | Path, settings: TrainSettings, test_fraction: float = 0.1,
               validation_fraction: float = 0.0, max_energy: float | None = None,
               references: dict[str, float] | None = None, resume: bool = False, overwrite: bool = False,
-              cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True) -> dict:
-    """Train on ``data`` (anything ``open_source`` reads) and write ``out`` (the model) next to
-    ``out.history.csv``; returns a summary with the final test errors.
+              cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True,
+              keys: LabelKeys | None = None) -> dict:
+    """Train on ``data`` (anything ``open_source`` reads; ``keys`` name the labels of an ASE file) and write
+    ``out`` (the model) next to ``out.history.csv``; returns a summary with the final test errors.
 
     Reference energies follow ``resolve_references``: ``references``, else generate.in's TYPES (unless the
     all-zero placeholders), else a least-squares fit on the originals; with ``settings.model.initial_networks``, those
@@ -103,7 +104,7 @@ def run_train(data: str, out: str | Path, settings: TrainSettings, test_fraction
     max_energy = check_max_energy(max_energy)
     references = check_reference_energies(references)
     started = time.perf_counter()
-    source = open_source(data)
+    source = open_source(data, keys=keys)
     initial = settings.model.initial_networks
     inputs = data_inputs(data, source) + ([Path(initial)] if initial else [])
     guard_train_outputs(out, inputs, overwrite, resume)
@@ -154,6 +155,7 @@ def _train_from_source(data, source, out: Path, settings: TrainSettings, test_fr
                                     potential.reference_energies())[2]
     potential.metadata.update({
         "data": str(data),
+        "label_keys": source.keys.as_dict(),
         "reference_energies_origin": resolved.origin,
         "max_energy": max_energy,
         "dropped_by_max_energy": dropped,

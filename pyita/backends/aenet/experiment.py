@@ -21,6 +21,7 @@ from pyita.backends.aenet.settings import AenetSettings
 from pyita.errors import PyitaError
 from pyita.io.atomic import atomic_output_dir
 from pyita.io.records import jsonable
+from pyita.paths import user_cache_dir
 from pyita.reference import resolve_references
 from pyita.structure import Structure
 
@@ -152,8 +153,9 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
 
     Trains on parents + derived, predicts ``test``; returns a ``ConditionResult`` (energies as compared,
     signed force errors). Every condition of a trial starts from the same untrained networks (made once
-    per seed, cached under $PYITA_AENET_CACHE or ~/.cache/pyita/aenet); ``init_seed_offset`` ≠ 0 takes those
-    of seed + offset instead (aenet draws them from the clock, so each seed's set is an independent draw).
+    per seed, cached under $PYITA_AENET_CACHE or aenet/ in ``pyita.paths.user_cache_dir()``); ``init_seed_offset``
+    ≠ 0 takes those of seed + offset instead (aenet draws them from the clock, so each seed's set is an
+    independent draw).
     ``trainer`` may name ``aenet_bin`` and ``keep_runs``; the run folder is kept under ``workdir`` when that
     is given, else in a temporary folder (under ``scratch``, default the system's) removed after success.
     What aenet cannot do (``unsupported``) raises PyitaError.
@@ -168,7 +170,7 @@ def experiment_backend(parents: Sequence[Structure], derived: Sequence[Structure
         settings.reference_energies = dict(reference_energies)
     start = time.perf_counter()
     if settings.initial_networks is None:
-        cache = Path(os.environ.get("PYITA_AENET_CACHE", Path.home() / ".cache" / "pyita" / "aenet"))
+        cache = Path(os.environ.get("PYITA_AENET_CACHE") or user_cache_dir() / "aenet")
         settings.initial_networks = str(_initial_networks(parents, test, settings, seed + init_seed_offset,
                                                           aenet_bin, cache))
     kept = workdir is not None

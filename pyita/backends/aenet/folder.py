@@ -18,7 +18,7 @@ from pyita import __version__
 from pyita.backends.aenet.settings import (INITIAL_DIR, RECORD, STRUCTURES_CSV, TEST_PARENTS, TRAINSET, XSF_NAME,
                                            AenetSettings)
 from pyita.errors import InputError, PyitaError
-from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_stp, format_train_in
+from pyita.io.aenet_inputs import PredictIn, TrainIn, arch_tag, format_predict_in, format_train_in, write_stp_files
 from pyita.io.generate_in import GenerateIn, format_generate_in
 from pyita.io.tables import write_csv
 from pyita.io.xsf import aenet_text
@@ -162,13 +162,9 @@ def write_run_folder(folder: Path, train: list[Entry], test: list[Entry], specie
         gen_comments.append(f"! TYPES energies of {', '.join(fitted)} fitted by least squares on composition "
                             "(training structures); see pyita-aenet.json")
     gen = GenerateIn(output=TRAINSET, types={s: refs[s] for s in species},
-                     setups={s: f"{s}.stp" for s in species}, files=[e.name for e in train],
+                     setups=write_stp_files(folder, species, setup), files=[e.name for e in train],
                      options=gen_comments)
     (folder / "generate.in").write_text(format_generate_in(gen))
-    descr = [f"{settings.descriptor} descriptor for {{sym}}, written by PyITA {__version__}"]
-    for sym in species:
-        (folder / f"{sym}.stp").write_text(
-            format_stp(sym, species, setup, [d.format(sym=sym) for d in descr]))
     train_in = TrainIn(
         trainingset=TRAINSET, networks=networks, hidden=settings.hidden, iterations=int(settings.iterations),
         method=settings.method, method_params=settings.method_params, testpercent=0,
