@@ -55,7 +55,7 @@ def augment(
     angular_rc: float = ANGULAR_RC,
     angular_n: int = ANGULAR_N,
     config_type: str | None = typer.Option(None, "--config-type", show_default=False,
-                                           help="config_type of the derived frames of --format extxyz, for "
+                                           help="The config_type of the derived frames of --format extxyz, for "
                                                 "per-type loss weights such as MACE's config_type_weights. "
                                                 f"Default: {DEFAULT_CONFIG_TYPE}."),
     energy_key: str | None = ENERGY_KEY_OPTION,
