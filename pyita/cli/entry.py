@@ -7,7 +7,7 @@ import signal
 import sys
 
 # Importing the command modules registers their commands with the application.
-from pyita.cli import aenet, structures, training  # noqa: F401
+from pyita.cli import aenet, dynamics, structures, training  # noqa: F401
 from pyita.cli.app import app, err_console
 from pyita.errors import Interrupted, PyitaError
 
