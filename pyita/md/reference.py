@@ -68,7 +68,8 @@ def relabel(trajectories: dict[str, Path], every: int, spec: CalculatorSpec, fol
     for k, (name, index, frame) in enumerate(chosen):
         if k in checkpoint:
             energy, forces = checkpoint.results[k]
-            rows.append({"run": name, "frame": index, "step": frame.info["step"], "time_fs": frame.info["time_fs"],
+            rows.append({"run": name, "frame": index, "step": int(frame.info["step"]),
+                         "time_fs": float(frame.info["time_fs"]),
                          **frame_errors(frame, energy, np.asarray(forces, dtype=np.float64))})
     for name, problems in failed.items():
         warnings.warn(f"{name}: the reference calculator failed on {len(problems)} frame(s), left out of the "
