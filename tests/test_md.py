@@ -36,6 +36,8 @@ from pyita.model import Potential
 from pyita.structure import Structure
 from trainer_data import SMALL_DESCRIPTOR
 
+THREADS = torch.get_num_threads()
+
 
 def cu_cells(n: int = 2) -> list[Structure]:
     """Rattled 16-atom fcc Cu cells with one Au atom each (species EMT knows)."""
@@ -261,32 +263,50 @@ def md_files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def test_a_run_killed_outright_and_resumed_writes_what_an_uninterrupted_one_does(tmp_path):
+def wait_for(condition, process, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while not condition() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_run_killed_and_resumed_writes_what_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    """SIGKILL (nothing saved but the last checkpoint), then SIGTERM of the resumed run (a checkpoint of the
+    step it stopped after), then the rest: the same files as one run without a break."""
     pair_potential(2.0).save(tmp_path / "model.pt")
     ase.io.write(tmp_path / "cells.extxyz", [c.to_ase() for c in cu_cells(2)])
+    settings = MDSettings(steps=300, write_every=10, replicas=2)
     args = ["md", "model.pt", "cells.extxyz", "--steps", "300", "--write-every", "10", "--checkpoint-every", "25",
-            "--replicas", "2", "--temperature", "300", "-q"]
-    whole = run_cli(*args, "--out", "whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
-    process = subprocess.Popen(cli_command(*args, "--out", "cut"), cwd=tmp_path, env=cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "--replicas", "2", "-q", "--out", "cut"]
     state = tmp_path / "cut.partial" / "state.npz"
-    deadline = time.time() + 120
-    while not state.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    process = subprocess.Popen(cli_command(*args), cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    wait_for(state.exists, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "cut").exists() and state.exists(), "the run ended before it could be killed"
     with pytest.raises(PyitaError, match="cut.partial exists: the checkpoint of an interrupted run. --resume"):
-        run_md(tmp_path / "model.pt", str(tmp_path / "cells.extxyz"), tmp_path / "cut", MDSettings(steps=300),
-               progress=False)
-    resumed = run_cli(*args, "--out", "cut", "--resume", cwd=tmp_path)
+        run_md(tmp_path / "model.pt", str(tmp_path / "cells.extxyz"), tmp_path / "cut", settings, progress=False)
+    killed_at = state.stat().st_mtime_ns
+    process = subprocess.Popen(cli_command(*args, "--resume"), cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: state.stat().st_mtime_ns != killed_at, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM and not (tmp_path / "cut").exists(), stderr
+    assert "md stopped after step" in stderr and "--resume continues it" in stderr
+    resumed = run_cli(*args, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert not (tmp_path / "cut.partial").exists()
-    cut, full = md_files(tmp_path / "cut"), md_files(tmp_path / "whole")
-    first, second = (json.loads(files.pop("summary.json")) for files in (cut, full))
-    assert cut == full and cut["trajectories/s000-r01.extxyz"].count(b"Lattice") == 31
-    assert first["resumed_from_step"] > 0 and second["resumed_from_step"] == 0
+    monkeypatch.chdir(tmp_path)   # the same data argument, so the same source names
+    torch.set_num_threads(1)   # as the command line ran (OMP_NUM_THREADS=1)
+    try:
+        run_md("model.pt", "cells.extxyz", "whole", settings, progress=False)
+    finally:
+        torch.set_num_threads(THREADS)
+    cut, whole = md_files(tmp_path / "cut"), md_files(tmp_path / "whole")
+    first, second = (json.loads(files.pop("summary.json")) for files in (cut, whole))
+    assert cut == whole and cut["trajectories/s000-r01.extxyz"].count(b"Lattice") == 31
+    assert first["resumed_from_step"] > 25 and second["resumed_from_step"] == 0
     for summary in (first, second):
         del summary["seconds"], summary["resumed_from_step"]
     assert first == second

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pyita.errors import Interrupted
 from pyita.md.evaluate import Evaluation, evaluate, pair_names
 from pyita.md.failure import find_failure
 from pyita.md.integrate import integrator_for
 from pyita.md.settings import CHECKPOINT_EVERY
 from pyita.md.state import Run, load_checkpoint, save_checkpoint
 from pyita.progress import progress_bar
+from pyita.train.trainer import graceful_stop
 
 STATE_FILE = "state.npz"
 TRAJECTORIES, LOGS = "trajectories", "logs"
@@ -154,7 +156,7 @@ class Engine:
         try:
             total = self.settings.steps
             label = "md" if not done else f"md (resumed at step {done})"
-            with progress_bar(total - done, label, "steps", enabled=progress) as advance:
+            with graceful_stop() as stop, progress_bar(total - done, label, "steps", enabled=progress) as advance:
                 for step in range(done + 1, total + 1):
                     running = [run for run in self.runs if run.running]
                     if not running:
@@ -167,6 +169,11 @@ class Engine:
                     if step % checkpoint_every == 0:
                         self.checkpoint(streams, step)
                     advance(1, running=f"{sum(run.running for run in self.runs)}/{len(self.runs)}")
+                    if stop.requested:   # Ctrl-C or SIGTERM: the step is complete, keep it
+                        self.checkpoint(streams, step)
+                        stopped = Interrupted(stop.signum)
+                        stopped.add_note(f"md stopped after step {step}")
+                        raise stopped
             self.checkpoint(streams, total)
         finally:
             streams.close()

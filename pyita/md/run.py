@@ -20,7 +20,7 @@ import numpy as np
 from pyita import __version__
 from pyita.check.calculators import resolve_calculator
 from pyita.check.label import CheckpointFolder, fingerprint
-from pyita.errors import PyitaError, SettingError, whole_number
+from pyita.errors import Interrupted, PyitaError, SettingError, whole_number
 from pyita.md.engine import LOGS, STATE_FILE, TRAJECTORIES, Engine
 from pyita.md.evaluate import pair_names, shortest_distances
 from pyita.md.failure import distance_thresholds
@@ -152,11 +152,15 @@ def run_md(model, data, out: str | Path, settings: MDSettings | None = None, *, 
                 "structures": fingerprint(structures), "runs": [run.name for run in runs],
                 "pyita_version": __version__}
         folder.create()
-        resumed = Engine(potential, runs, settings, thresholds, partial, meta).simulate(checkpoint_every, progress)
-        errors, reference_rows = {}, None
-        if spec is not None:
-            reference_rows, errors = relabel({run.name: partial / TRAJECTORIES / f"{run.name}.extxyz" for run in runs},
-                                             settings.reference_every, spec, folder, progress)
+        try:
+            resumed = Engine(potential, runs, settings, thresholds, partial, meta).simulate(checkpoint_every, progress)
+            errors, reference_rows = {}, None
+            if spec is not None:
+                reference_rows, errors = relabel({run.name: partial / TRAJECTORIES / f"{run.name}.extxyz"
+                                                  for run in runs}, settings.reference_every, spec, folder, progress)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            exc.add_note(f"the work so far is kept in {partial}: the same command with --resume continues it")
+            raise
         pairs = pair_names(potential.species)
         summary = {
             "pyita_version": __version__, "command": "md",
