@@ -59,14 +59,16 @@ def md(
     at its first failure (collapse, broken bond, runaway temperature, NVE drift, non-finite numbers) and
     report stability; resumable (--resume). Writes summary.json, runs.csv, trajectories/,
     logs/ and, with --reference, reference.csv."""
-    from pyita.md import MDSettings, run_md
+    from pyita.md import MDSettings
 
     given = {"temperature": temperature, "steps": steps, "timestep": timestep, "ensemble": ensemble,
              "friction": friction, "write_every": write_every, "replicas": replicas, "starts": starts, "seed": seed,
              "min_distance_fraction": min_distance_fraction, "max_bond_stretch": max_bond_stretch,
              "max_temperature_factor": max_temperature_factor, "max_drift": max_drift,
              "reference_every": reference_every}
-    settings = MDSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = MDSettings(**{k: v for k, v in given.items() if v is not None})   # checked before torch loads
+    from pyita.md import run_md
+
     summary = run_md(model, data, out, settings, reference=reference, calc_kwargs=calc_kwargs, fold=fold,
                      device=device, checkpoint_every=checkpoint_every or CHECKPOINT_EVERY, overwrite=overwrite,
                      resume=resume, progress=not quiet)

@@ -33,23 +33,19 @@ def log_columns(run: Run, species) -> list[str]:
 
 
 class Streams:
-    """The files the runs write as they go (``trajectories/NAME.extxyz``, ``logs/NAME.jsonl``); opened afresh,
-    or cut back to a checkpoint's lengths and continued."""
+    """The files the runs write as they go (``trajectories/NAME.extxyz``, ``logs/NAME.jsonl``): made empty, or cut
+    back to a checkpoint's lengths. Each write opens its file and closes it again, so that a study of thousands
+    of runs needs no more open files than one."""
 
     def __init__(self, folder: Path, runs: list[Run], offsets: dict[str, int] | None = None):
-        self.handles = {}
-        for run in runs:
-            for kind, suffix in ((TRAJECTORIES, ".extxyz"), (LOGS, ".jsonl")):
-                path = folder / kind / f"{run.name}{suffix}"
-                path.parent.mkdir(exist_ok=True)
-                key = f"{kind}/{path.name}"
-                if offsets is None:
-                    handle = open(path, "w")
-                else:
-                    handle = open(path, "r+")
+        self.folder = folder
+        for kind in (TRAJECTORIES, LOGS):
+            (folder / kind).mkdir(exist_ok=True)
+        self.keys = [key for run in runs for key in (f"{TRAJECTORIES}/{run.name}.extxyz", f"{LOGS}/{run.name}.jsonl")]
+        for key in self.keys:
+            with open(folder / key, "r+" if offsets is not None else "w") as handle:
+                if offsets is not None:
                     handle.truncate(offsets[key])
-                    handle.seek(offsets[key])
-                self.handles[key] = handle
 
     def frame(self, run: Run, timestep: float) -> None:
         import ase.io
@@ -60,19 +56,15 @@ class Streams:
         atoms.info.update(run=run.name, step=run.step, time_fs=round(run.step * timestep, 9))
         if run.fold is not None:
             atoms.info["fold"] = run.fold
-        ase.io.write(self.handles[f"{TRAJECTORIES}/{run.name}.extxyz"], atoms, format="extxyz")
+        with open(self.folder / TRAJECTORIES / f"{run.name}.extxyz", "a") as handle:
+            ase.io.write(handle, atoms, format="extxyz")
 
     def log(self, run: Run, row: dict) -> None:
-        self.handles[f"{LOGS}/{run.name}.jsonl"].write(json.dumps(row) + "\n")
+        with open(self.folder / LOGS / f"{run.name}.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
 
     def offsets(self) -> dict[str, int]:
-        for handle in self.handles.values():
-            handle.flush()
-        return {key: handle.tell() for key, handle in self.handles.items()}
-
-    def close(self) -> None:
-        for handle in self.handles.values():
-            handle.close()
+        return {key: (self.folder / key).stat().st_size for key in self.keys}
 
 
 def log_row(run: Run, evaluation: Evaluation, timestep: float, species) -> dict:
@@ -153,28 +145,25 @@ class Engine:
             done = 0
             streams = Streams(self.folder, self.runs)
             self.begin(streams)
-        try:
-            total = self.settings.steps
-            label = "md" if not done else f"md (resumed at step {done})"
-            with graceful_stop() as stop, progress_bar(total - done, label, "steps", enabled=progress) as advance:
-                for step in range(done + 1, total + 1):
-                    running = [run for run in self.runs if run.running]
-                    if not running:
-                        break
-                    for run in running:
-                        self.integrator.drift(run)
-                        run.step = step
-                    for run, ev in zip(running, evaluate(self.potential, [run.structure() for run in running])):
-                        self.observe(run, ev, streams)
-                    if step % checkpoint_every == 0:
-                        self.checkpoint(streams, step)
-                    advance(1, running=f"{sum(run.running for run in self.runs)}/{len(self.runs)}")
-                    if stop.requested:   # Ctrl-C or SIGTERM: the step is complete, keep it
-                        self.checkpoint(streams, step)
-                        stopped = Interrupted(stop.signum)
-                        stopped.add_note(f"md stopped after step {step}")
-                        raise stopped
-            self.checkpoint(streams, total)
-        finally:
-            streams.close()
+        total = self.settings.steps
+        label = "md" if not done else f"md (resumed at step {done})"
+        with graceful_stop() as stop, progress_bar(total - done, label, "steps", enabled=progress) as advance:
+            for step in range(done + 1, total + 1):
+                running = [run for run in self.runs if run.running]
+                if not running:
+                    break
+                for run in running:
+                    self.integrator.drift(run)
+                    run.step = step
+                for run, ev in zip(running, evaluate(self.potential, [run.structure() for run in running])):
+                    self.observe(run, ev, streams)
+                if step % checkpoint_every == 0:
+                    self.checkpoint(streams, step)
+                advance(1, running=f"{sum(run.running for run in self.runs)}/{len(self.runs)}")
+                if stop.requested:   # Ctrl-C or SIGTERM: the step is complete, keep it
+                    self.checkpoint(streams, step)
+                    stopped = Interrupted(stop.signum)
+                    stopped.add_note(f"md stopped after step {step}")
+                    raise stopped
+        self.checkpoint(streams, total)
         return done
