@@ -150,7 +150,7 @@ def run_md(model, data, out: str | Path, settings: MDSettings | None = None, *, 
         runs = make_runs(structures, start_indices(len(structures), settings.starts), settings, label)
         meta = {"kind": "md", "settings": settings.as_dict(), "model": model_fingerprint(potential),
                 "structures": fingerprint(structures), "runs": [run.name for run in runs],
-                "pyita_version": __version__}
+                "reference": None if spec is None else spec.describe(), "pyita_version": __version__}
         folder.create()
         try:
             resumed = Engine(potential, runs, settings, thresholds, partial, meta).simulate(checkpoint_every, progress)
