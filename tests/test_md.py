@@ -29,9 +29,9 @@ from pyita.descriptors import ChebyshevDescriptor
 from pyita.errors import PyitaError, SettingError
 from pyita.md import MDSettings, run_md
 from pyita.md.engine import Engine
-from pyita.md.evaluate import Evaluation, shortest_distances
+from pyita.md.evaluate import BATCH_ATOMS, Evaluation, evaluate, evaluate_batch, shortest_distances
 from pyita.md.failure import distance_thresholds, find_failure
-from pyita.md.run import make_runs
+from pyita.md.run import make_runs, start_indices
 from pyita.model import Potential
 from pyita.structure import Structure
 from trainer_data import SMALL_DESCRIPTOR
@@ -122,6 +122,16 @@ def test_nve_equals_ase_velocity_verlet_and_the_batch_changes_nothing(tmp_path):
     assert np.abs(alone[1].positions - runs[3].positions).max() < 1e-12   # its batch mates change nothing
 
 
+def test_many_structures_are_evaluated_in_chunks_as_each_alone():
+    potential, cells = smooth_potential(), cu_cells(2)
+    many = cells * (BATCH_ATOMS // 16 // 2 + 3)   # more atoms than one call takes
+    together, alone = evaluate(potential, many), [evaluate_batch(potential, [c])[0] for c in cells]
+    for k, ev in enumerate(together):
+        assert ev.energy == pytest.approx(alone[k % 2].energy, abs=1e-10)
+        assert np.abs(ev.forces - alone[k % 2].forces).max() < 1e-10
+        assert np.array_equal(ev.nearest, alone[k % 2].nearest) and np.array_equal(ev.shortest, alone[k % 2].shortest)
+
+
 def test_langevin_equals_ase_baoab_step_for_step(tmp_path):
     potential, cells = smooth_potential(), cu_cells(1)
     settings = MDSettings(ensemble="nvt", temperature=300, steps=20, friction=0.02, write_every=20)
@@ -201,6 +211,16 @@ def test_failure_criteria_in_order():
                         thresholds=thresholds, start_nearest=np.full(2, 2.5), temperature=300, settled_mean=None,
                         drift=50.0) is None                                  # drift counts in NVE only
     assert distance_thresholds(np.array([2.0, np.inf, 0.4]), 0.75).tolist() == [1.5, 0.5, 0.5]
+
+
+def test_starts_spread_evenly_and_seeds_follow_the_start():
+    assert start_indices(150, 4) == [0, 50, 99, 149] and start_indices(3, 10) == [0, 1, 2]
+    assert start_indices(5, None) == [0, 1, 2, 3, 4]
+    cells = cu_cells(2)
+    runs = make_runs(cells, [1], MDSettings(replicas=2, seed=7), "x")
+    assert [(r.name, r.seed) for r in runs] == [("s001-r00", [7, 1, 0]), ("s001-r01", [7, 1, 1])]
+    again = make_runs(cells, [0, 1], MDSettings(replicas=2, seed=7), "x")[2]   # the same run among others
+    assert np.array_equal(again.momenta, runs[0].momenta) and not np.array_equal(runs[0].momenta, runs[1].momenta)
 
 
 def test_a_stable_run_and_its_outputs(tmp_path):

@@ -19,6 +19,10 @@ from pyita.structure import Structure
 
 #: Structures per neighbour search when scanning many (the shortest distances of a data set).
 SCAN_CHUNK = 50
+#: Atoms per model call in the dynamics: the cost per atom falls as a call's fixed costs are shared, up to some
+#: 800 atoms, and rises again beyond about 1500, as the pair tensors outgrow the caches (benchmarks/bench_md.py;
+#: TiO2 at the default 8 Å cutoff, 2 cores).
+BATCH_ATOMS = 1024
 
 
 def pair_names(species: Sequence[str]) -> list[str]:
@@ -70,6 +74,19 @@ class Evaluation:
 
 
 def evaluate(potential, structures: Sequence[Structure]) -> list[Evaluation]:
+    """Energies, forces and geometry of ``structures``, in batches of up to ``BATCH_ATOMS`` atoms (a structure
+    larger than that alone)."""
+    results, chunk, size = [], [], 0
+    for s in structures:
+        if chunk and size + len(s) > BATCH_ATOMS:
+            results += evaluate_batch(potential, chunk)
+            chunk, size = [], 0
+        chunk.append(s)
+        size += len(s)
+    return results + (evaluate_batch(potential, chunk) if chunk else [])
+
+
+def evaluate_batch(potential, structures: Sequence[Structure]) -> list[Evaluation]:
     """Energies, forces and geometry of ``structures`` in one batch. A structure the neighbour search refuses
     gets its ``problem`` and the others are evaluated without it (a run that broke must not stop the rest)."""
     try:
@@ -78,7 +95,7 @@ def evaluate(potential, structures: Sequence[Structure]) -> list[Evaluation]:
     except InputError as exc:
         if len(structures) == 1:
             return [Evaluation(problem=exc.problem)]
-        return [result for s in structures for result in evaluate(potential, [s])]
+        return [result for s in structures for result in evaluate_batch(potential, [s])]
     energies, forces, _ = potential.energy_and_derivatives(batch, forces=True)
     shortest, nearest = batch_geometry(batch)
     bounds = np.cumsum([0] + [len(s) for s in structures])
