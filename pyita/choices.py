@@ -27,6 +27,8 @@ FORMATS = ("xsf", "extxyz")
 BACKENDS = ("embedded", "aenet")
 #: aenet descriptors ``pyita aenet prepare`` writes: Chebyshev (its TiO2 example) or Behler's symmetry functions.
 AENET_DESCRIPTORS = ("chebyshev", "behler")
+#: MD ensembles of ``pyita md``: constant energy (velocity Verlet) or constant temperature (Langevin, BAOAB).
+ENSEMBLES = ("nve", "nvt")
 #: Training methods of aenet's train.x (input.f90).
 AENET_METHODS = ("bfgs", "lm", "online_sd", "adam", "ekf")
 

@@ -1,8 +1,8 @@
 """The package's layers: a module may import from its own layer and the layers below it, never from above.
 
-io → augment → descriptors → model → train → backends → experiment → cli, with the shared basics (errors,
-structures and their geometry checks, the model's architecture, reference energies, error measures, output
-safety, worker pools, progress bars) below everything. A lower layer that reaches up is how one concept ends up
+io → augment → descriptors → model → train → check → md → backends → experiment → cli, with the shared basics
+(errors, structures and their geometry checks, the model's architecture, reference energies, error measures,
+output safety, worker pools, progress bars) below everything. A lower layer that reaches up is how one concept ends up
 with two homes; this test names the import that does it. Within a layer no modules import each other in a circle
 (an import inside a function counts: it only hides the circle), and no module takes a private name (``_name``)
 from another package.
@@ -27,6 +27,7 @@ LAYERS = [
     {"model"},
     {"train", "predict", "calculator"},
     {"check"},
+    {"md"},
     {"backends"},
     {"experiment"},
     {"cli", "__main__"},

@@ -16,7 +16,7 @@ from typing import Literal
 import typer
 
 from pyita import progress
-from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, DEVICES, ENERGY_NORMALIZATIONS,
+from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, DEVICES, ENERGY_NORMALIZATIONS, ENSEMBLES,
                            FORCE_FRACTION_OF, FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
 from pyita.architecture import ChebyshevSetup
 from pyita.errors import PyitaError
@@ -62,6 +62,7 @@ Preset = choice(PRESETS)
 Backend = choice(BACKENDS)
 AenetDescriptor = choice(AENET_DESCRIPTORS)
 AenetMethod = choice(AENET_METHODS)
+Ensemble = choice(ENSEMBLES)
 
 
 def _complete_device(incomplete: str) -> list[str]:

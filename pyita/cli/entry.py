@@ -9,7 +9,7 @@ import sys
 import typer
 
 # Importing the command modules registers their commands with the application.
-from pyita.cli import aenet, structures, training  # noqa: F401
+from pyita.cli import aenet, dynamics, structures, training  # noqa: F401
 from pyita.cli.app import app, err_console, tidy_help
 from pyita.errors import Interrupted, PyitaError
 from pyita.progress import verbose

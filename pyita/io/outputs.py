@@ -20,7 +20,7 @@ from pyita.io.records import json_text
 #: The record file each folder-writing command leaves in its output, holding ``"command": <name>`` and, under
 #: ``FILES``, every file and folder it wrote there.
 RECORDS = {"augment": "run.json", "predict": "summary.json", "check": "check.json",
-           "aenet prepare": "pyita-aenet.json", "aenet export": "pyita-export.json"}
+           "aenet prepare": "pyita-aenet.json", "aenet export": "pyita-export.json", "md": "summary.json"}
 FILES = "files"
 #: Records of later commands that write into an earlier one's folder (``pyita aenet run`` into a prepared run
 #: folder): their own name and the files they list under ``"outputs"`` belong to the folder too.
