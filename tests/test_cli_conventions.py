@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, ENERGY_NORMALIZATIONS, FORCE_FRACTION_OF,
-                           FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
+                           ENSEMBLES, FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = [["augment"], ["check"], ["label"], ["predict"], ["train"], ["experiment"], ["aenet", "prepare"],
+COMMANDS = [["augment"], ["check"], ["label"], ["predict"], ["md"], ["train"], ["experiment"], ["aenet", "prepare"],
             ["aenet", "run"], ["aenet", "export"]]
 #: The choices each command's --help must list, as typer shows them (a|b|c), from their one home.
 CHOICES = {
@@ -25,6 +25,7 @@ CHOICES = {
     "augment": [STRATEGIES, FORMATS],
     "experiment": [PRESETS, BACKENDS],
     "aenet prepare": [AENET_DESCRIPTORS, AENET_METHODS],
+    "md": [ENSEMBLES],
 }
 
 
@@ -82,7 +83,7 @@ def test_command_descriptions_are_one_line_each():
     panel = result.stdout[result.stdout.index("Commands"):]
     rows = [re.sub(r"[│╭╮╰╯─]", "", line).strip() for line in panel.splitlines()[1:]]
     rows = [row for row in rows if row]
-    names = ["augment", "check", "label", "predict", "train", "experiment", "aenet"]
+    names = ["augment", "check", "label", "predict", "md", "train", "experiment", "aenet"]
     assert [row.split()[0] for row in rows] == names, rows   # no continuation lines at 250 columns
     assert all(row.endswith(".") for row in rows), rows
     aenet = pyita("aenet", "--help").stdout

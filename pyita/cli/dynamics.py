@@ -58,10 +58,11 @@ def md(
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
 ) -> None:
-    """Run MD from every starting structure (× replicas, batched through the model together), stop each run
-    at its first failure (collapse, broken bond, runaway temperature, NVE drift, non-finite numbers) and
-    report stability; resumable (--resume). Writes summary.json, runs.csv, trajectories/,
-    logs/ and, with --reference, reference.csv."""
+    """Run molecular dynamics with a trained model and report how long each run stays physical.
+
+    Every starting structure (× replicas) runs batched through the model together; each run stops at its first
+    failure (collapse, broken bond, runaway temperature, NVE drift, non-finite numbers). Resumable (--resume).
+    Writes summary.json, runs.csv, trajectories/, logs/ and, with --reference, reference.csv."""
     from pyita.md import MDSettings
 
     given = {"temperature": temperature, "steps": steps, "timestep": timestep, "ensemble": ensemble,

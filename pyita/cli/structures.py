@@ -64,9 +64,11 @@ def augment(
     verbose: bool = VERBOSE,
     log_file: Path | None = LOG_FILE,
 ) -> None:
-    """Make Taylor-expanded structures E' = E − F·D from labelled structures. XSF output is an aenet training set
-    that `generate.x generate.in` reads in the output folder: input other than a generate.in gets a <Sym>.stp per
-    species (the descriptor options) and TYPES energies (--types, else fitted to the parents)."""
+    """Make Taylor-expanded structures E' = E − F·D from labelled structures.
+
+    XSF output is an aenet training set that `generate.x generate.in` reads in the output folder: input other
+    than a generate.in gets a <Sym>.stp per species (the descriptor options) and TYPES energies (--types, else
+    fitted to the parents)."""
     from pyita.augment import AugmentSettings
     from pyita.augment.run import OutputOptions, run_augment
     from pyita.reference import parse_types
