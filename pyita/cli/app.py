@@ -3,7 +3,6 @@ several commands take. The commands live beside it, one module per kind of job; 
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 
@@ -11,10 +10,9 @@ import typer
 from rich.console import Console
 
 from pyita.errors import PyitaError
+from pyita.parallel import passive_openmp
 
-# OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
-# (measured on 2 cores); passive waiting costs nothing when the machine is idle. Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+passive_openmp()   # before torch loads
 
 app = typer.Typer(
     name="pyita",
