@@ -1,7 +1,7 @@
 """Running an experiment's (trial, condition) tasks: in this process, in a local process pool, or on a Dask
 cluster — with one set of inputs and one way of saving.
 
-The data are read once, here, and handed to every task (Dask: scattered to the workers once). A task returns
+The data are read once, here, and handed to every task (Dask: sent to the scheduler once). A task returns
 its result (``FinishedTask``) and this process saves it under the experiment folder as it arrives, so a worker
 needs neither the data files nor the folder, and a killed experiment loses at most the tasks that were running.
 A task that fails (an error, a worker lost more often than the scheduler's ``allowed-failures``) leaves the
@@ -159,7 +159,7 @@ def cluster_client(config: ExperimentConfig):
 @dataclass
 class TrialsRun:
     """What a run of the pending tasks did: the summaries saved now, and the tasks that did not finish with
-    why (keyed by (trial, condition name))."""
+    why, keyed by (trial, condition name) in the order of the tasks."""
 
     saved: list[dict] = field(default_factory=list)
     missing: dict[tuple[int, str], str] = field(default_factory=dict)
@@ -179,11 +179,11 @@ class UnfinishedExperiment(PyitaError):
 def unfinished(run: TrialsRun, out: Path, summary: dict) -> UnfinishedExperiment:
     """The error that ends a run with tasks missing; each distinct failure is first said in a warning."""
     by_reason: dict[str, list[str]] = {}
-    for (trial, name), why in sorted(run.missing.items()):
+    for (trial, name), why in run.missing.items():
         by_reason.setdefault(why, []).append(f"trial {trial} {name!r}")
     for why, tasks in by_reason.items():
         warnings.warn(f"{_listed(tasks)} did not finish: {why}", stacklevel=2)
-    tasks = [f"trial {t} {n!r}" for t, n in sorted(run.missing)]
+    tasks = [f"trial {t} {n!r}" for t, n in run.missing]
     return UnfinishedExperiment(
         f"{len(tasks)} of {summary['expected_tasks']} tasks did not finish ({_listed(tasks)}); the report in {out} "
         f"covers the {summary['finished_tasks']} that did; rerun the same command with --resume to run them",
@@ -207,6 +207,7 @@ def run_trials(config: ExperimentConfig, out: Path, progress_enabled: bool = Tru
         return run
     inputs = TaskInputs(config, *load_pool(config), out=None if on_cluster(config) else str(out.absolute()))
     names = {(t, c): config.conditions[c].name for t, c in tasks}
+    shown: set[tuple[str, type]] = set()   # each distinct warning once, however many tasks raise it
     with progress_bar(len(tasks), "experiment", "tasks", enabled=progress_enabled) as advance, \
             closing(_outcomes(inputs, tasks, inline, client)) as outcomes:
         for (trial, cond), outcome in outcomes:
@@ -215,13 +216,17 @@ def run_trials(config: ExperimentConfig, out: Path, progress_enabled: bool = Tru
                 outcome = PyitaError(f"ran on pyita {outcome.summary.get('pyita_version')}, this is {__version__}")
             if isinstance(outcome, FinishedTask):
                 for message, category in outcome.warnings:
-                    warnings.warn(message, category, stacklevel=2)
+                    if (message, category) not in shown:
+                        shown.add((message, category))
+                        warnings.warn(message, category, stacklevel=2)
                 run.saved.append(outcome.save(out))
                 advance(1, last=f"trial {trial} {key[1]}: {outcome.summary['seconds']:.0f} s")
             else:
                 run.missing[key] = str(outcome) if isinstance(outcome, PyitaError) else \
                     f"{type(outcome).__name__}: {outcome}"
                 advance(1, last=f"trial {trial} {key[1]}: failed")
+    order = [(t, names[t, c]) for t, c in tasks]
+    run.missing = {key: run.missing[key] for key in order if key in run.missing}
     return run
 
 
@@ -256,13 +261,19 @@ def _outcomes(inputs: TaskInputs, tasks: list[tuple[int, int]], inline: bool | N
 
 
 def _on_cluster(client, inputs: TaskInputs, tasks: list[tuple[int, int]]):
+    """The tasks on a Dask cluster. The inputs go to the scheduler once, as a task of their own that every task
+    depends on, copied to each worker there (so that the scheduler spreads the tasks over all of them; workers
+    joining later fetch a copy from a peer). Should every worker holding them die, the scheduler makes them again
+    from its own copy: data scattered to the workers would be lost with them, and every task after it."""
     from distributed import as_completed
 
     if not client.scheduler_info().get("workers"):
-        warnings.warn("no Dask worker has joined the scheduler yet; waiting for one", stacklevel=3)
-        client.wait_for_workers(1)
-    shared = client.scatter(inputs, broadcast=True, hash=False)   # sent once to each worker, not with each task
+        warnings.warn("no Dask worker has joined the scheduler yet; the tasks wait for one", stacklevel=3)
     run = uuid.uuid4().hex[:8]
+    with warnings.catch_warnings():   # Dask's advice to scatter large data instead: see above
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        shared = client.submit(_same, inputs, pure=False, key=f"pyita-{run}-inputs")
+    client.replicate([shared])
     futures = {client.submit(run_task, shared, t, c, pure=False,
                              key=f"pyita-{run}-trial-{t:03d}-{slug(inputs.config.conditions[c].name)}"): (t, c)
                for t, c in tasks}
@@ -270,8 +281,12 @@ def _on_cluster(client, inputs: TaskInputs, tasks: list[tuple[int, int]]):
         for future in as_completed(futures):
             yield futures[future], _result_or_error(future)
     except BaseException:
-        client.cancel(list(futures))
+        client.cancel([*futures, shared])
         raise
+
+
+def _same(inputs: TaskInputs) -> TaskInputs:
+    return inputs
 
 
 def _result_or_error(future) -> FinishedTask | Exception:
