@@ -289,3 +289,22 @@ def test_a_failing_task_leaves_the_others_saved_and_is_named(tmp_path):
     assert str(error) == (f"1 of 2 tasks did not finish (trial 0 'large delta'); the report in {out} covers the 1 "
                           "that did; rerun the same command with --resume to run them")
     assert sorted(p.name for p in (out / "results" / "trial-000").iterdir()) == ["baseline.json", "baseline.npz"]
+
+
+def test_the_slurm_example_checks_its_arguments_and_imports_without_running(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "slurm_experiment.py"
+    spec = importlib.util.spec_from_file_location("slurm_experiment", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)   # defines, submits nothing
+    args = module.arguments(["study.toml", "--out", "o", "--memory", "8GB", "--jobs", "3", "--tasks-per-job", "4"])
+    assert (args.config, args.jobs, args.tasks_per_job, args.threads_per_task) == ("study.toml", 3, 4, 1)
+    for bad, words in ((["x.toml", "--out", "o", "--memory", "8GB", "--jobs", "0"], "--jobs: must be ≥ 1"),
+                       (["--out", "o", "--memory", "8GB"], "give either a config file or --preset")):
+        done = subprocess.run([sys.executable, script, *bad], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        done = subprocess.run([sys.executable, script, "--preset", "quick", "--out", "o", "--memory", "8GB"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 2 and "needs dask-jobqueue" in done.stderr and not (tmp_path / "o").exists()
