@@ -203,7 +203,8 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
                    progress: bool = True) -> dict:
     """``pyita experiment``: check every setting, claim ``out``, run the pending tasks and write the report
     (or, ``report_only``, rebuild the report of the experiment stored in ``out``); returns the report's
-    summary."""
+    summary. When tasks did not finish, the report of those that did is written all the same and
+    ``UnfinishedExperiment`` (a PyitaError: exit status 2 on the command line) names the others."""
     out = Path(out)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if report_only and config_file is None and preset is None:
