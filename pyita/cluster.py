@@ -8,7 +8,9 @@ their results back to it, so a worker needs neither the data files nor the exper
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,9 +24,10 @@ from pyita.parallel import use_threads
 
 class WorkerSetup(WorkerPlugin):
     """Run on every worker that joins (and those already there): refuses a worker whose pyita is not the
-    client's (its results would not be the ones the experiment records), lets OpenMP threads wait passively and
+    client's (its results would not be the ones the experiment records), lets OpenMP threads wait passively,
     gives each task ``threads`` torch threads — by default the worker's OMP_NUM_THREADS, else 1, since a worker
-    runs as many tasks side by side as it has threads and cores are shared among them."""
+    runs as many tasks side by side as it has threads and cores are shared among them — and undoes the memory
+    setting of Dask's nanny that slows training (``adaptive_malloc``)."""
 
     def __init__(self, version: str, threads: int | None = None):
         self.version = version
@@ -35,6 +38,27 @@ class WorkerSetup(WorkerPlugin):
             raise PyitaError(f"Dask worker {worker.address} runs pyita {__version__} and the client pyita "
                              f"{self.version}; install the same version on every worker")
         use_threads(self.threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
+        adaptive_malloc()
+
+
+#: glibc's mallopt parameters, and the values its adaptive defaults grow to on 64-bit systems.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+def adaptive_malloc() -> None:
+    """Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_=65536, to hand freed memory back to the system
+    at once; glibc then serves every allocation above 128 KiB with a fresh mmap, and a force-training task of
+    ``--preset quick`` took 43 s instead of 21 s. Set glibc's thresholds to those its adaptive defaults reach
+    (a no-op where the variable is not set, or not glibc)."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
+    except (OSError, AttributeError):   # another C library
+        pass
 
 
 def where(address: str | None, scheduler_file: str | Path | None) -> str:

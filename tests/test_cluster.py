@@ -308,3 +308,37 @@ def test_the_slurm_example_checks_its_arguments_and_imports_without_running(tmp_
         done = subprocess.run([sys.executable, script, "--preset", "quick", "--out", "o", "--memory", "8GB"],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 2 and "needs dask-jobqueue" in done.stderr and not (tmp_path / "o").exists()
+
+
+MMAPPED = """
+import ctypes, numpy
+from pyita.cluster import adaptive_malloc
+
+class Info(ctypes.Structure):   # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+
+def mmapped():   # chunks served by their own mmap while a 2 MiB array lives
+    before = libc.mallinfo2().hblks
+    array = numpy.ones(2**18)
+    return libc.mallinfo2().hblks - before
+
+print([mmapped(), mmapped()], end=" ")
+adaptive_malloc()
+print([mmapped(), mmapped()])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_dask_nannys_malloc_setting_is_undone_on_workers():
+    """The nanny's MALLOC_TRIM_THRESHOLD_ makes glibc mmap every allocation above 128 KiB, afresh each time;
+    the worker setup restores the heap for them (a force-training task took twice as long without)."""
+    done = subprocess.run([sys.executable, "-c", MMAPPED], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"})
+    assert done.stdout.split() == ["[1,", "1]", "[0,", "0]"], done.stdout + done.stderr
+    untouched = subprocess.run([sys.executable, "-c", MMAPPED], capture_output=True, text=True, timeout=60,
+                               env={k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"})
+    assert untouched.stdout.split()[2:] == ["[0,", "0]"], untouched.stdout + untouched.stderr
