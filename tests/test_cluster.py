@@ -231,6 +231,14 @@ def test_scheduler_and_scheduler_file_together_are_refused(tmp_path):
     assert sorted(p.name for p in client.iterdir()) == ["cluster.toml", "scheduler.json"]
 
 
+def test_an_unreachable_scheduler_is_refused_before_the_folder_exists(tmp_path):
+    client = _client_folder(tmp_path)
+    done = run_cli("experiment", "cluster.toml", "--out", "out", "--scheduler", "tcp://127.0.0.1:9", "-q",
+                   cwd=client, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s")
+    error_line(done, "--scheduler tcp://127.0.0.1:9: cannot reach the Dask scheduler")
+    assert not (client / "out").exists()
+
+
 def test_the_command_line_scheduler_replaces_the_configs(tmp_path):
     """A config's scheduler_file is read from the config's folder; --scheduler given instead replaces it."""
     from pyita.experiment.config import parse_config, parse_toml
