@@ -11,7 +11,7 @@ import pytest
 from pyita.experiment.config import parse_config
 from pyita.experiment.report import write_report
 from pyita.experiment.results import load_results
-from pyita.experiment.runner import run_trials
+from pyita.experiment.tasks import run_trials
 
 CONFIG = """
 [experiment]
@@ -42,8 +42,8 @@ def aa(tmp_path_factory):
     out.mkdir()
     raw = tomllib.loads(CONFIG)
     config = parse_config(raw, "aa-tiny.toml")
-    run_trials({"raw": raw, "path": "aa-tiny.toml", "overrides": {}}, config, out, progress_enabled=False,
-               inline=True)
+    run = run_trials(config, out, progress_enabled=False, inline=True)
+    assert not run.missing
     return config, out, write_report(config, out)
 
 

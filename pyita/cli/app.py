@@ -5,7 +5,6 @@ module per kind of job; ``entry.py`` runs them."""
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import shlex
 import sys
@@ -20,10 +19,9 @@ from pyita.choices import (AENET_DESCRIPTORS, AENET_METHODS, BACKENDS, DEVICES, 
                            FORCE_FRACTION_OF, FORMATS, METHODS, PRESETS, STRATEGIES, WEIGHT_INITS)
 from pyita.architecture import ChebyshevSetup
 from pyita.errors import PyitaError
+from pyita.parallel import passive_openmp
 
-# OpenMP threads that spin while waiting make torch 10–20× slower when another process holds a core
-# (measured on 2 cores); passive waiting costs nothing when the machine is idle. Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+passive_openmp()   # before torch loads
 
 app = typer.Typer(
     name="pyita",

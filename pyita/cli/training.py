@@ -143,7 +143,11 @@ def experiment(
                                           help="Folder of aenet's generate.x, train.x and predict.x. Default: "
                                                "$AENET_BIN, then the PATH."),
     workers: int | None = typer.Option(None, help="Parallel training processes (a local pool)."),
-    scheduler: str | None = typer.Option(None, help="Address of a Dask scheduler, e.g. tcp://host:8786."),
+    scheduler: str | None = typer.Option(None, help="Run the tasks on the Dask cluster of this scheduler address, "
+                                                    "e.g. tcp://host:8786."),
+    scheduler_file: Path | None = typer.Option(None, help="Run the tasks on the Dask cluster whose scheduler wrote "
+                                                          "this file (dask scheduler --scheduler-file, "
+                                                          "dask-jobqueue, dask-mpi); instead of --scheduler."),
     report_only: bool = typer.Option(False, help="Rebuild the report of the experiment in --out from its finished "
                                                  "results, with the settings stored with them (a CONFIG, if "
                                                  "given, must be that experiment's)."),
@@ -158,7 +162,7 @@ def experiment(
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
-                 "scheduler": scheduler}
+                 "scheduler": scheduler, "scheduler_file": scheduler_file and str(scheduler_file)}
     summary = run_experiment(config_file, preset, overrides, out, resume=resume, overwrite=overwrite,
                              report_only=report_only, progress=not quiet)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric

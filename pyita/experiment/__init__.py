@@ -3,5 +3,6 @@ judged by paired statistics over trials (``pyita experiment``: :func:`run_experi
 
 from pyita.experiment.config import ExperimentConfig, parse_config
 from pyita.experiment.runner import run_experiment
+from pyita.experiment.tasks import UnfinishedExperiment
 
-__all__ = ["ExperimentConfig", "parse_config", "run_experiment"]
+__all__ = ["ExperimentConfig", "UnfinishedExperiment", "parse_config", "run_experiment"]

@@ -29,7 +29,9 @@ from pyita.experiment.schema import check_tables
 from pyita.reference import check_max_energy, check_reference_energies
 from pyita.structure import LabelKeys
 
-_PATH_KEYS = ("data", "aenet_bin")
+_PATH_KEYS = ("data", "aenet_bin", "scheduler_file")
+#: Where tasks run on a Dask cluster: its scheduler's address, or the file that names it; one of them.
+_SCHEDULER_KEYS = ("scheduler", "scheduler_file")
 
 
 @dataclass
@@ -67,7 +69,9 @@ class ExperimentConfig:
     #: Folder of aenet's executables for ``backend = "aenet"`` (None: AENET_BIN, then PATH).
     aenet_bin: str | None = None
     workers: int = 2
+    #: A Dask scheduler's address; else ``scheduler_file``, the file it wrote (None for both: a local run).
     scheduler: str | None = None
+    scheduler_file: str | None = None
     description: str = ""
     trainer: dict = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
@@ -75,15 +79,15 @@ class ExperimentConfig:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``left_out`` and the
-        label keys, only when set, so the record (experiment.json) of an experiment without them reads as before and
-        ``--resume`` still recognises it."""
+        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``scheduler_file``,
+        ``left_out`` and the label keys, only when set, so the record (experiment.json) of an experiment without
+        them reads as before and ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):
                 if not condition[key]:
                     del condition[key]
-        for key in ("aenet_bin", "left_out", "energy_key", "forces_key"):
+        for key in ("aenet_bin", "scheduler_file", "left_out", "energy_key", "forces_key"):
             if not d[key]:
                 del d[key]
         return d
@@ -167,6 +171,11 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     # from the current one.
     if Path(str(path)).parent != _PRESETS_DIR:
         exp = _absolute_paths(exp, Path(str(path)).parent)
+    given = [k for k in _SCHEDULER_KEYS if k in overrides]
+    if len(given) > 1:
+        raise PyitaError("--scheduler and --scheduler-file both say where the Dask scheduler is; give one of them")
+    if given:   # the command line's choice of scheduler replaces the config's
+        exp = {k: v for k, v in exp.items() if k not in _SCHEDULER_KEYS}
     exp.update(overrides)
     exp = _absolute_paths(exp, Path.cwd())
     if "data" not in exp:
@@ -183,7 +192,24 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
     _validate(config, path)
     _leave_out_what_aenet_cannot(config, path)
     _check_values(config, path)
+    _check_cluster(config, path)
     return config
+
+
+def _check_cluster(config: ExperimentConfig, path) -> None:
+    """One scheduler setting at most, and nothing a cluster's workers cannot do: they do not write to the
+    experiment folder, where aenet's ``keep_runs`` keeps its run folders."""
+    if config.scheduler and config.scheduler_file:
+        raise InputError("[experiment] scheduler and scheduler_file both say where the Dask scheduler is; give "
+                         "one of them", path)
+    if not (config.scheduler or config.scheduler_file):
+        return
+    keeping = [c.name for c in config.conditions
+               if backend_of(config, c) == "aenet" and {**config.trainer, **c.trainer}.get("keep_runs")]
+    if keeping:
+        raise InputError(f"keep_runs = true (condition {keeping[0]!r}) keeps aenet's run folders in the "
+                         "experiment folder, which Dask workers do not write to; drop keep_runs or run without "
+                         "a scheduler", path)
 
 
 def backend_of(config: ExperimentConfig, condition: Condition) -> str:

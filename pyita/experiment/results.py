@@ -1,6 +1,7 @@
-"""The saved result of one (trial, condition) task: where it lives, and reading it back — checked.
+"""The saved result of one (trial, condition) task: where it lives, saving it, and reading it back — checked.
 
-A task writes ``results/trial-NNN/<condition>.npz`` (the errors) and then ``<condition>.json`` (its
+A finished task travels to the process that started the experiment (from a local worker or a Dask worker
+alike), which writes ``results/trial-NNN/<condition>.npz`` (the errors) and then ``<condition>.json`` (its
 summary), each atomically; the JSON marks completion. A file damaged anyway (a full disk, a copy cut short)
 is caught on reading, so ``--resume`` redoes that task instead of building a report on it.
 """
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pyita.errors import PyitaError
+from pyita.io.atomic import atomic_write, atomic_write_text
+from pyita.io.records import json_text
 
 RESULTS = "results"
 #: The aenet run folders kept with ``keep_runs = true``, one per task, beside ``results/``.
@@ -71,6 +75,39 @@ def _undefined_as_nan(summary: dict) -> None:
 def kept_run_folder(out: Path, trial: int, condition: str) -> Path:
     """Where the aenet backend keeps a task's run folder when the trainer says ``keep_runs = true``."""
     return Path(out) / KEPT_RUNS / f"trial-{trial:03d}" / slug(condition)
+
+
+@dataclass
+class FinishedTask:
+    """One task's result as it comes back from the worker that ran it, before it is saved: its summary, its
+    arrays (``ARRAYS``), the aenet run folder it kept (absolute, or None), the warnings it raised (message and
+    category, to be shown where the experiment runs) and its wall time in the worker."""
+
+    summary: dict
+    arrays: dict[str, np.ndarray]
+    run_folder: str | None = None
+    warnings: list[tuple[str, type[Warning]]] = field(default_factory=list)
+    seconds_in_task: float = 0.0
+
+    @property
+    def trial(self) -> int:
+        return self.summary["trial"]
+
+    @property
+    def condition(self) -> str:
+        return self.summary["condition"]
+
+    def save(self, out: Path) -> dict:
+        """Write the task's files under ``out`` (arrays, then the summary that marks completion); the one way
+        results are saved, whichever kind of worker ran the task. Returns the summary as saved."""
+        json_path, npz_path = result_paths(out, self.trial, self.condition)
+        summary = dict(self.summary)
+        if self.run_folder:   # as seen from the result's own folder
+            summary["aenet_run"] = os.path.relpath(self.run_folder, json_path.parent.absolute())
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(npz_path, lambda tmp: np.savez_compressed(tmp, **{key: self.arrays[key] for key in ARRAYS}))
+        atomic_write_text(json_path, json_text(summary, indent=1))
+        return summary
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Run every (trial, condition) of an experiment: locally in a process pool or on a Dask cluster.
+"""`pyita experiment`: check the settings, claim the output folder, run the tasks (``tasks.py``), write the
+report.
 
 Each finished task is saved at once (atomically) under ``results/``; a rerun with ``resume`` skips what
 is there, so a killed experiment loses at most the tasks that were running.
@@ -6,92 +7,28 @@ is there, so a killed experiment loses at most the tasks that were running.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
-import os
 import re
 import shutil
-import time
 import warnings
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from pyita import __version__
 from pyita.errors import PyitaError
 from pyita.experiment.config import (ExperimentConfig, backend_of, first_difference, parse_config, parse_toml,
                                      read_config_text)
-from pyita.experiment.protocol import derived_for, load_pool, taylor_signal, trial_split
-from pyita.experiment.results import (KEPT_RUNS, RESULTS, SCRATCH, DamagedResult, TaskResult, kept_run_folder,
-                                      result_paths)
-from pyita.io.atomic import TMP_MARK, atomic_write, atomic_write_text
+from pyita.experiment.results import KEPT_RUNS, RESULTS, SCRATCH
+from pyita.experiment.tasks import cluster_client, on_cluster, require_dask, run_trials, unfinished
+from pyita.io.atomic import TMP_MARK, atomic_write_text
 from pyita.io.locks import exclusive
 from pyita.io import open_source
 from pyita.io.outputs import data_inputs, listing, refuse_overlap
 from pyita.io.records import json_text
-from pyita.parallel import plan_workers, usable_cores, worker_pool
-from pyita.progress import progress_bar
 
 
 #: The lock file of a running experiment, inside its folder.
 LOCK = ".pyita.lock"
-
-
-def run_task(config_dict: dict, out: str, trial: int, condition_index: int, threads: int = 0) -> dict:
-    """Train and evaluate one condition of one trial; saves and returns its summary (runs in a worker)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from pyita.backends import get_backend
-
-    config = parse_config(config_dict["raw"], config_dict["path"], config_dict["overrides"])
-    condition = config.conditions[condition_index]
-    pool, reference = load_pool(config)
-    split = trial_split(pool, config, trial)
-    parents = [pool[i] for i in split.train]
-    test = [pool[i] for i in split.test]
-    derived = derived_for(condition, parents, seed=split.model_seed)
-    signal = taylor_signal(derived)
-    if condition.augment and condition.augment.get("on_the_fly"):
-        derived = []   # the trainer draws its own every epoch
-    trainer = {**config.trainer, **condition.trainer}
-    # other initial weights only (an A/A check); the backend gets the option only when it is set
-    extra = {"init_seed_offset": condition.init_seed_offset} if condition.init_seed_offset else {}
-    json_path, npz_path = result_paths(Path(out), trial, condition.name)
-    backend = backend_of(config, condition)
-    keep_runs = trainer.pop("keep_runs", False)
-    if backend == "aenet":
-        if config.aenet_bin:
-            trainer["aenet_bin"] = config.aenet_bin
-        if keep_runs:
-            extra["workdir"] = kept_run_folder(Path(out), trial, condition.name)
-            shutil.rmtree(extra["workdir"], ignore_errors=True)   # an interrupted attempt's folder, ours
-        else:
-            extra["scratch"] = Path(out) / SCRATCH
-    start = time.perf_counter()
-    result = get_backend(backend)(parents=parents, derived=derived, test=test, trainer=trainer,
-                                  augment=condition.augment, seed=split.model_seed,
-                                  reference_energies=reference, **extra)
-    seconds = time.perf_counter() - start
-    summary = {
-        "trial": trial, "condition": condition.name, "backend": backend, "seed": split.model_seed,
-        **({"init_seed": split.model_seed + condition.init_seed_offset} if extra else {}),
-        "n_train_parents": len(parents), "n_derived": len(derived), "n_test": len(test),
-        "test_sources": [s.source for s in test], "seconds": seconds, "history": result.history,
-        "taylor_signal_meV_atom": signal,
-        "train_energy_mae": result.train_energy_mae, "train_energy_rmse": result.train_energy_rmse,
-        **({"aenet_run": os.path.relpath(result.rundir, json_path.parent)} if result.rundir else {}),
-        "pyita_version": __version__,
-    }
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(npz_path, lambda tmp: np.savez_compressed(
-        tmp, energy_ref=result.energy_ref, energy_pred=result.energy_pred, n_atoms=result.n_atoms,
-        force_errors=result.force_errors))
-    atomic_write_text(json_path, json_text(summary, indent=1))   # written last: marks completion
-    return summary
 
 
 @dataclass
@@ -104,11 +41,6 @@ class PreparedExperiment:
     text: str
     overrides: dict
     inputs: list[Path] = field(default_factory=list)
-
-    @property
-    def task_config(self) -> dict:
-        """What each task (a worker process) rebuilds the config from."""
-        return {"raw": self.raw, "path": str(self.path), "overrides": self.overrides}
 
 
 def prepare_experiment(config_file: str | Path | None, preset: str | None, overrides: dict | None = None,
@@ -130,9 +62,12 @@ def prepare_experiment(config_file: str | Path | None, preset: str | None, overr
 
 def check_backends(config: ExperimentConfig) -> None:
     """Fail before anything is written or trained when a condition needs aenet and none is usable, or a Dask
-    scheduler is given without Dask."""
-    if config.scheduler:
-        _dask_client()
+    scheduler is given without Dask or its scheduler file is not there."""
+    if on_cluster(config):
+        require_dask()
+        if config.scheduler_file and not Path(config.scheduler_file).is_file():
+            raise PyitaError(f"--scheduler-file {config.scheduler_file}: no such file (the file that `dask scheduler "
+                             "--scheduler-file` writes)")
     needing = [c.name for c in config.conditions if backend_of(config, c) == "aenet"]
     if needing:
         from pyita.backends.aenet import find_executables
@@ -143,47 +78,8 @@ def check_backends(config: ExperimentConfig) -> None:
             raise PyitaError(f"conditions {', '.join(map(repr, needing))} need aenet: {exc}") from None
 
 
-def pending_tasks(config: ExperimentConfig, out: Path) -> list[tuple[int, int]]:
-    """Tasks without a valid saved result. A damaged result is removed (and said so), to be run again."""
-    pending = []
-    for t in range(config.trials):
-        for c, condition in enumerate(config.conditions):
-            json_path, npz_path = result_paths(out, t, condition.name)
-            if json_path.exists():
-                try:
-                    TaskResult.load(json_path, npz_path, t, condition.name)
-                    continue
-                except DamagedResult as exc:
-                    warnings.warn(f"{exc}; running that task again", stacklevel=2)
-                    json_path.unlink(missing_ok=True)
-                    npz_path.unlink(missing_ok=True)
-            pending.append((t, c))
-    return pending
-
-
-def _dask_client():
-    try:
-        from distributed import Client
-    except ImportError:
-        raise PyitaError("a Dask scheduler was given but dask.distributed is not installed "
-                         "(pip install pyita[dask])") from None
-    return Client
-
-
-@contextmanager
-def _executor(config: ExperimentConfig, n_tasks: int):
-    if config.scheduler:
-        with _dask_client()(config.scheduler) as client:
-            yield client.get_executor(), 0
-        return
-    workers = plan_workers(config.workers, n_tasks, "workers")
-    threads = max(1, usable_cores() // workers)
-    with worker_pool(workers, "spawn") as pool:
-        yield pool, threads
-
-
 #: Settings that say where tasks run, not what they compute: free to differ between a run and its resume.
-_WHERE = ("workers", "scheduler")
+_WHERE = ("workers", "scheduler", "scheduler_file")
 
 
 def _what_results_depend_on(record: dict) -> dict:
@@ -309,7 +205,8 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
                    progress: bool = True) -> dict:
     """``pyita experiment``: check every setting, claim ``out``, run the pending tasks and write the report
     (or, ``report_only``, rebuild the report of the experiment stored in ``out``); returns the report's
-    summary."""
+    summary. When tasks did not finish, the report of those that did is written all the same and
+    ``UnfinishedExperiment`` (a PyitaError: exit status 2 on the command line) names the others."""
     out = Path(out)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if report_only and config_file is None and preset is None:
@@ -324,35 +221,13 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
         warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}", stacklevel=2)
     if report_only:
         return rebuild_report(out, config)
-    with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
-        run_trials(prepared.task_config, config, out, progress_enabled=progress)
+    # a scheduler that cannot be reached or workers that cannot be set up: refused before the folder is claimed
+    with cluster_client(config) as client, \
+            experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):
+        run = run_trials(config, out, progress_enabled=progress, client=client)
         from pyita.experiment.report import write_report   # matplotlib: only once there are results
 
-        return write_report(config, out)
-
-
-def run_trials(config_dict: dict, config: ExperimentConfig, out: Path, progress_enabled: bool = True,
-               inline: bool | None = None) -> list[dict]:
-    """Run all pending tasks; returns the summaries of those run now (earlier ones are on disk)."""
-    tasks = pending_tasks(config, out)
-    done = []
-    with progress_bar(len(tasks), "experiment", "tasks", enabled=progress_enabled) as advance:
-
-        def finished(summary: dict) -> None:
-            done.append(summary)
-            advance(1, last=f"trial {summary['trial']} {summary['condition']}: {summary['seconds']:.0f} s")
-
-        if inline if inline is not None else (config.workers == 1 and not config.scheduler):
-            for trial, cond in tasks:
-                finished(run_task(config_dict, str(out), trial, cond))
-            return done
-        with _executor(config, len(tasks)) as (executor, threads):
-            futures = [executor.submit(run_task, config_dict, str(out), t, c, threads) for t, c in tasks]
-            try:
-                for future in cf.as_completed(futures):
-                    finished(future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-    return done
+        summary = write_report(config, out)
+        if run.missing:
+            raise unfinished(run, out, summary)
+        return summary

@@ -52,6 +52,8 @@ class ExperimentTable(_Table):
     aenet_bin: str = _key("a folder path")
     workers: int = _key("an integer ≥ 1", ge=1)
     scheduler: str = _key("a Dask scheduler address, e.g. \"tcp://host:8786\"", min_length=1)
+    scheduler_file: str = _key("a path to a Dask scheduler file (as `dask scheduler --scheduler-file` writes)",
+                               min_length=1)
     description: str = _key("a string")
 
     @field_validator("reference_energies")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyita.io.records import jsonable
+from pyita.io.records import json_text
 from pyita.io.tables import write_csv
 from pyita.md.engine import LOGS, TRAJECTORIES, log_columns
 from pyita.md.reference import REFERENCE_COLUMNS
@@ -64,7 +64,7 @@ def write_md(folder: Path, partial: Path, runs: list[Run], summary: dict, specie
               RUN_COLUMNS)
     if reference_rows is not None:
         write_csv(folder / "reference.csv", reference_rows, REFERENCE_COLUMNS)
-    (folder / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+    (folder / "summary.json").write_text(json_text(summary, indent=2))
 
 
 def describe(summary: dict) -> list[str]:

@@ -26,12 +26,12 @@ def main() -> None:
         for name in GOLDEN_RUNS:
             digest = run_golden(name, Path(scratch) / name)
             (HERE / f"{name}.json").write_text(json.dumps(digest, indent=1, sort_keys=True) + "\n")
-        from pyita.experiment.runner import run_trials
+        from pyita.experiment.tasks import run_trials
 
-        config, raw = experiment_config()
+        config, _ = experiment_config()
         out = Path(scratch) / "experiment"
         out.mkdir()
-        run_trials({"raw": raw, "path": "golden.toml", "overrides": {}}, config, out, progress_enabled=False)
+        assert not run_trials(config, out, progress_enabled=False).missing
         target = HERE / "experiment"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(out / "results", target / "results")
