@@ -12,6 +12,11 @@ from pyita.augment.settings import DEFAULT_DELTA
 from pyita.cli.app import app, console
 
 
+MAX_MEMORY_HELP = ("GiB this process may use in all, below what the machine, a batch system's cgroup and the "
+                   "rlimits allow (those are read anyway). Decides whether force training stores descriptor "
+                   "Jacobians or builds them per chunk (L-BFGS) or mini-batch (Adam): the same training, slower.")
+
+
 def train_option(default, text: str):
     """A model setting of `pyita train`: its default applies unless --initial-networks gives it."""
     return typer.Option(None, help=f"{text} With --initial-networks: theirs.", show_default=str(default))
@@ -72,6 +77,7 @@ def train(
     cache_dir: Path | None = typer.Option(None, help="Feature cache folder (default ~/.cache/pyita)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize without the on-disk cache."),
     checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (0: every epoch)."),
+    max_memory: float | None = typer.Option(None, metavar="GIB", help=MAX_MEMORY_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a Behler–Parrinello potential (aenet's Chebyshev descriptor) on energies, and forces if asked."""
@@ -87,7 +93,7 @@ def train(
         batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
         energy_normalization=energy_normalization, patience=patience, max_minutes=max_minutes, seed=seed,
         augment_a=augment_a, augment_delta=augment_delta, augment_strategy=augment_strategy, on_the_fly=on_the_fly,
-        device=device, checkpoint_every=checkpoint_every, descriptor=descriptor,
+        device=device, checkpoint_every=checkpoint_every, max_memory=max_memory, descriptor=descriptor,
         initial_networks=None if initial_networks is None else str(initial_networks))
     summary = run_train(data, out, settings, test_fraction=test_fraction,
                         validation_fraction=validation_fraction, max_energy=max_energy,
@@ -123,6 +129,8 @@ def experiment(
                                                      "(default: AENET_BIN, then PATH)."),
     workers: int | None = typer.Option(None, help="Parallel training processes (local pool)."),
     scheduler: str | None = typer.Option(None, help="Dask scheduler address (e.g. tcp://host:8786)."),
+    max_memory: float | None = typer.Option(None, metavar="GIB", help="Per task (embedded trainer): "
+                                            + MAX_MEMORY_HELP + " Free to change on --resume."),
     report_only: bool = typer.Option(False, help="Rebuild the report of the experiment in --out from its finished "
                                                  "results, with the settings stored with them (a CONFIG, if "
                                                  "given, must be that experiment's)."),
@@ -135,7 +143,7 @@ def experiment(
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
-                 "scheduler": scheduler}
+                 "scheduler": scheduler, "max_memory": max_memory}
     summary = run_experiment(config_file, preset, overrides, out, resume=resume, overwrite=overwrite,
                              report_only=report_only, progress=not quiet)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric

@@ -65,6 +65,9 @@ class ExperimentConfig:
     aenet_bin: str | None = None
     workers: int = 2
     scheduler: str | None = None
+    #: GiB each task may use (embedded trainer: ``RuntimeSettings.max_memory``); where tasks run, not what they
+    #: compute, so free to change on resume.
+    max_memory: float | None = None
     description: str = ""
     trainer: dict = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
@@ -72,15 +75,15 @@ class ExperimentConfig:
     left_out: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin`` and ``left_out``,
-        only when set, so the record (experiment.json) of an experiment without them reads as before and
-        ``--resume`` still recognises it."""
+        """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``max_memory`` and
+        ``left_out``, only when set, so the record (experiment.json) of an experiment without them reads as before
+        and ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):
                 if not condition[key]:
                     del condition[key]
-        for key in ("aenet_bin", "left_out"):
+        for key in ("aenet_bin", "max_memory", "left_out"):
             if not d[key]:
                 del d[key]
         return d
@@ -264,6 +267,9 @@ def _validate(config: ExperimentConfig, path) -> None:
         raise InputError(str(exc), path) from None
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)
                                                              for c in config.conditions]:
+        if "max_memory" in table:
+            raise InputError(f"{where}: max_memory is where a task runs, not what it trains: give it in "
+                             "[experiment] (or --max-memory), where it may change on --resume", path)
         fixed = sorted({"seed", "init_seed"} & set(table))
         if fixed:
             raise InputError(f"{where}: {', '.join(fixed)} cannot be set here: each trial draws its own seed "

@@ -62,6 +62,8 @@ def run_task(config_dict: dict, out: str, trial: int, condition_index: int, thre
     json_path, npz_path = result_paths(Path(out), trial, condition.name)
     backend = backend_of(config, condition)
     keep_runs = trainer.pop("keep_runs", False)
+    if backend == "embedded" and config.max_memory is not None:
+        trainer["max_memory"] = config.max_memory
     if backend == "aenet":
         if config.aenet_bin:
             trainer["aenet_bin"] = config.aenet_bin
@@ -181,7 +183,7 @@ def _executor(config: ExperimentConfig, n_tasks: int):
 
 
 #: Settings that say where tasks run, not what they compute: free to differ between a run and its resume.
-_WHERE = ("workers", "scheduler")
+_WHERE = ("workers", "scheduler", "max_memory")
 
 
 def _what_results_depend_on(record: dict) -> dict:
@@ -320,6 +322,8 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
     config = prepared.config
     for name, why in config.left_out.items():
         warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}", stacklevel=2)
+    if config.max_memory is not None and any(backend_of(config, c) == "aenet" for c in config.conditions):
+        warnings.warn("max_memory applies to the embedded trainer only: the aenet conditions ignore it", stacklevel=2)
     if report_only:
         return rebuild_report(out, config)
     with experiment_output(out, config, prepared.text, resume, prepared.inputs, overwrite=overwrite):

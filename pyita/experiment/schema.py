@@ -48,6 +48,7 @@ class ExperimentTable(_Table):
     aenet_bin: str = _key("a folder path")
     workers: int = _key("an integer ≥ 1", ge=1)
     scheduler: str = _key("a Dask scheduler address, e.g. \"tcp://host:8786\"", min_length=1)
+    max_memory: float = _key("a finite number of GiB > 0 (each task's memory, embedded trainer)", gt=0)
     description: str = _key("a string")
 
     @field_validator("reference_energies")
