@@ -50,8 +50,9 @@ def jacobians_streamed(sizes: dict[str, dict[int, float]], chunks: dict[str, lis
                              f"{hint}")
     how = ("per mini-batch instead, which makes each epoch several times slower" if method == "adam" else
            "per chunk each L-BFGS step instead: several times slower per epoch")
-    warnings.warn(f"storing the descriptor Jacobians would take {gib(need)} (with margin {gib(with_margin(need))}) "
-                  f"but {gib(free)} is available ({source}): they are computed {how}", stacklevel=5)
+    warnings.warn(f"storing the descriptor Jacobians would take {gib(need)} (with margin "
+                  f"{gib(with_margin(need + batch))}) but {gib(free)} is available ({source}): they are computed {how}",
+                  stacklevel=5)
     return True
 
 
