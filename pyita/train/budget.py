@@ -37,13 +37,13 @@ def jacobians_streamed(sizes: dict[str, dict[int, float]], chunks: dict[str, lis
               for name in sizes}
     if method == "adam" and with_share(batch) > free:
         fitting = _count_fitting(largest, free)
-        hint = f"--batch-size {fitting} fits" if fitting else _atoms_hint(largest[-1], free, atoms_share)
+        hint = f"--batch-size {fitting} fits" if fitting else _atoms_hint(largest[-1], free, atoms_share, source)
         raise PyitaError(f"one mini-batch of {batch_size} structures needs up to {gib(batch)} for descriptor "
                          f"Jacobians (built per mini-batch, as storing them all would take {gib(need)}) but "
                          f"{available}; {hint}")
     for name, what in (("train", "training"), ("val", "validation")):
         if (method != "adam" or name == "val") and with_share(pieces[name]) > free:
-            hint = _atoms_hint(pieces[name], free, atoms_share) if name == "train" else \
+            hint = _atoms_hint(pieces[name], free, atoms_share, source) if name == "train" else \
                 "the validation set keeps every atom's forces: fewer or smaller validation structures fit"
             raise PyitaError(f"one chunk of {what} structures needs {gib(pieces[name])} for descriptor Jacobians "
                              f"(built chunk by chunk, as storing them all would take {gib(need)}) but {available}; "
@@ -67,10 +67,11 @@ def _count_fitting(sizes: list[float], free: float) -> int:
     return count
 
 
-def _atoms_hint(piece: float, free: float, share: float) -> str:
+def _atoms_hint(piece: float, free: float, share: float, source: str) -> str:
     """The force fraction of atoms whose Jacobians of ``piece`` (taken at ``share``) would fit in ``free``."""
     fraction = share * free / with_share(piece) if piece else 0.0
     if fraction <= 0:
-        return "not even a share of the atoms fits: the process needs more memory"
+        more = "a larger --max-memory" if source == "--max-memory" else "more memory"
+        return f"not even a share of the atoms fits: the process needs {more}"
     digits = 10 ** (1 - math.floor(math.log10(fraction)))   # rounded down to two significant digits
     return f"--force-fraction-of atoms --force-fraction {math.floor(fraction * digits) / digits:g} fits"
