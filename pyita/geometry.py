@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pyita.errors import InputError
+from pyita.memory import available_memory
 from pyita.structure import Structure
 
 
@@ -42,15 +43,6 @@ MAX_NEIGHBOURS_PER_ATOM = 5000
 
 #: Memory a neighbour pair takes in vesin (with its growth) and in the pair arrays made from it, in bytes.
 _BYTES_PER_PAIR = 200
-
-
-def _available_memory() -> float:
-    """Bytes of memory available now (Linux), or infinity where unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            return next(float(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return float("inf")
 
 
 def _cross(u: list[float], v: list[float]) -> tuple[float, float, float]:
@@ -89,7 +81,8 @@ def neighbor_search_problem(positions: np.ndarray, cell: np.ndarray | None, cuto
         return (f"about {neighbours:.3g} neighbours per atom within the {cutoff:g} Å cutoff ({n_atoms} atoms in "
                 f"{volume:.3g} Å³; a solid has a few hundred): the cell is far too small (wrong units?)")
     need = n_atoms * neighbours / 2 * _BYTES_PER_PAIR
-    if need > 2**28 and need > _available_memory():   # /proc/meminfo read only when it may matter
+    free = available_memory() if need > 2**28 else None   # limits read only when they may matter
+    if free is not None and need > free:
         return (f"its neighbour list within {cutoff:g} Å would need about {need / 2**30:.3g} GiB, more memory "
                 "than is available")
     return None

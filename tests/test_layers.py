@@ -2,10 +2,10 @@
 
 io → augment → descriptors → model → train → check → md → backends → experiment → cli, with the shared basics
 (errors, structures and their geometry checks, the model's architecture, reference energies, error measures,
-output safety, worker pools and Dask workers, progress bars, choice names) below everything. A lower layer that
-reaches up is how one concept ends up with two homes; this test names the import that does it. Within a layer no
-modules import each other in a circle (an import inside a function counts: it only hides the circle), and no module
-takes a private name (``_name``) from another package.
+output safety, worker pools and Dask workers, progress bars, choice names, the memory available) below everything.
+A lower layer that reaches up is how one concept ends up with two homes; this test names the import that does it.
+Within a layer no modules import each other in a circle (an import inside a function counts: it only hides the
+circle), and no module takes a private name (``_name``) from another package.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ PACKAGE = Path(pyita.__file__).resolve().parent
 #: Layers from the bottom up; a module's layer is its first name below ``pyita``.
 LAYERS = [
     {"errors", "paths", "structure", "geometry", "reference", "metrics", "progress", "parallel", "cluster", "sample",
-     "data", "architecture", "choices"},
+     "data", "architecture", "choices", "memory"},
     {"io"},
     {"augment"},
     {"descriptors"},

@@ -14,6 +14,11 @@ from pyita.cli.app import (DEVICE_OPTION, ENERGY_KEY_OPTION, FORCES_KEY_OPTION, 
 from pyita.progress import sig
 
 
+MAX_MEMORY_HELP = ("GiB this process may use in all, below what the machine, a batch system's cgroup and the "
+                   "rlimits allow (those are read anyway). Decides whether force training stores descriptor "
+                   "Jacobians or builds them per chunk (L-BFGS) or mini-batch (Adam): the same training, slower.")
+
+
 def train_option(default, text: str):
     """A model setting of `pyita train`: its default applies unless --initial-networks gives it (so the option's
     own default is None, and the help says the real one plainly)."""
@@ -84,6 +89,7 @@ def train(
                                                "$XDG_CACHE_HOME/pyita, else in ~/.cache/pyita."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Featurize without the on-disk cache."),
     checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (0: every epoch)."),
+    max_memory: float | None = typer.Option(None, metavar="GIB", show_default=False, help=MAX_MEMORY_HELP),
     energy_key: str | None = ENERGY_KEY_OPTION,
     forces_key: str | None = FORCES_KEY_OPTION,
     quiet: bool = QUIET,
@@ -104,7 +110,7 @@ def train(
         batch_size=batch_size, learning_rate=learning_rate, weight_init=weight_init,
         energy_normalization=energy_normalization, patience=patience, max_minutes=max_minutes, seed=seed,
         augment_a=augment_a, augment_delta=augment_delta, augment_strategy=augment_strategy, on_the_fly=on_the_fly,
-        device=device, checkpoint_every=checkpoint_every, descriptor=descriptor,
+        device=device, checkpoint_every=checkpoint_every, max_memory=max_memory, descriptor=descriptor,
         initial_networks=None if initial_networks is None else str(initial_networks))
     summary = run_train(data, out, settings, test_fraction=test_fraction,
                         validation_fraction=validation_fraction, max_energy=max_energy,
@@ -148,6 +154,9 @@ def experiment(
     scheduler_file: Path | None = typer.Option(None, help="Run the tasks on the Dask cluster whose scheduler wrote "
                                                           "this file (dask scheduler --scheduler-file, "
                                                           "dask-jobqueue, dask-mpi); instead of --scheduler."),
+    max_memory: float | None = typer.Option(None, metavar="GIB", show_default=False,
+                                            help="For each task of the embedded trainer: " + MAX_MEMORY_HELP
+                                            + " Free to change on --resume."),
     report_only: bool = typer.Option(False, help="Rebuild the report of the experiment in --out from its finished "
                                                  "results, with the settings stored with them (a CONFIG, if "
                                                  "given, must be that experiment's)."),
@@ -162,7 +171,8 @@ def experiment(
 
     overrides = {"data": data, "trials": trials, "subset_size": subset_size, "max_energy": max_energy,
                  "backend": backend, "aenet_bin": aenet_bin and str(aenet_bin), "workers": workers,
-                 "scheduler": scheduler, "scheduler_file": scheduler_file and str(scheduler_file)}
+                 "scheduler": scheduler, "scheduler_file": scheduler_file and str(scheduler_file),
+                 "max_memory": max_memory}
     summary = run_experiment(config_file, preset, overrides, out, resume=resume, overwrite=overwrite,
                              report_only=report_only, progress=not quiet)
     for line in summary["plain_summary"]:   # the report's opening lines: one per condition and metric

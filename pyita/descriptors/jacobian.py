@@ -99,8 +99,8 @@ class ForceJacobians:
 
 
 class StreamedJacobians:
-    """The Jacobians of structures too many to store, computed when needed instead: in full for a mini-batch
-    (``renumber``, which :meth:`FeatureSet.subset` calls, returns stored :class:`ForceJacobians`), and chunk
+    """The Jacobians of structures too many to store, computed when needed instead: in full for a mini-batch or a
+    chunk (``renumber``, which :meth:`FeatureSet.subset` calls, returns stored :class:`ForceJacobians`), and chunk
     by chunk, each dropped after use, for forces on the whole set without gradients (monitoring)."""
 
     def __init__(self, descriptor: ChebyshevDescriptor, structures: Sequence[Structure], only: Sequence[int],
@@ -112,8 +112,13 @@ class StreamedJacobians:
 
     def forces(self, v: torch.Tensor) -> torch.Tensor:
         if v.requires_grad:
-            raise RuntimeError("streamed Jacobians give forces without gradients only; train on mini-batches")
-        return torch.cat([self._build(chunk).forces(v) for chunk in _chunks(self.only, self.all)])
+            raise RuntimeError("streamed Jacobians give forces without gradients only; differentiate a mini-batch's or "
+                               "a chunk's (FeatureSet.subset)")
+        return torch.cat([self._build(chunk).forces(v) for chunk in self.chunks()])
+
+    def chunks(self) -> list[list[int]]:
+        """The structures, in pieces of about ``CHUNK_ATOMS`` atoms: what streamed L-BFGS builds at once."""
+        return chunked(self.only, self.all)
 
     def renumber(self, structure_map: torch.Tensor, atom_map: torch.Tensor) -> ForceJacobians | None:
         kept = self.structures[structure_map[self.structures] >= 0].tolist()
@@ -155,7 +160,7 @@ def descriptor_jacobians(descriptor: ChebyshevDescriptor, structures: Sequence[S
     of those atoms k are kept, all that their forces need."""
     chosen = list(range(len(structures))) if only is None else list(only)
     parts = []
-    for chunk in _chunks(chosen, structures):
+    for chunk in chunked(chosen, structures):
         where = _atom_places(structures, chunk).to(device)
         rows, cols, blocks = _pair_blocks(descriptor, [structures[m] for m in chunk], device)
         if columns is not None:
@@ -192,7 +197,7 @@ def _atom_places(structures: Sequence[Structure], chosen: Sequence[int]) -> torc
         torch.zeros(0, dtype=torch.long)
 
 
-def _chunks(chosen: list[int], structures: Sequence[Structure]) -> list[list[int]]:
+def chunked(chosen: list[int], structures: Sequence[Structure]) -> list[list[int]]:
     """``chosen`` in consecutive pieces of about ``CHUNK_ATOMS`` atoms (a larger structure alone)."""
     pieces, chunk, filled = [], [], 0
     for k in chosen:

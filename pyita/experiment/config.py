@@ -72,6 +72,9 @@ class ExperimentConfig:
     #: A Dask scheduler's address; else ``scheduler_file``, the file it wrote (None for both: a local run).
     scheduler: str | None = None
     scheduler_file: str | None = None
+    #: GiB each task may use (embedded trainer: ``RuntimeSettings.max_memory``); where tasks run, not what they
+    #: compute, so free to change on resume.
+    max_memory: float | None = None
     description: str = ""
     trainer: dict = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
@@ -80,14 +83,14 @@ class ExperimentConfig:
 
     def as_dict(self) -> dict:
         """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``scheduler_file``,
-        ``left_out`` and the label keys, only when set, so the record (experiment.json) of an experiment without
-        them reads as before and ``--resume`` still recognises it."""
+        ``max_memory``, ``left_out`` and the label keys, only when set, so the record (experiment.json) of an
+        experiment without them reads as before and ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):
                 if not condition[key]:
                     del condition[key]
-        for key in ("aenet_bin", "scheduler_file", "left_out", "energy_key", "forces_key"):
+        for key in ("aenet_bin", "scheduler_file", "max_memory", "left_out", "energy_key", "forces_key"):
             if not d[key]:
                 del d[key]
         return d
@@ -298,6 +301,9 @@ def _validate(config: ExperimentConfig, path) -> None:
         raise InputError(str(exc), path) from None
     for where, table in [("[trainer]", config.trainer)] + [(f"condition {c.name!r}", c.trainer)
                                                              for c in config.conditions]:
+        if "max_memory" in table:
+            raise InputError(f"{where}: max_memory is where a task runs, not what it trains: give it in "
+                             "[experiment] (or --max-memory), where it may change on --resume", path)
         fixed = sorted({"seed", "init_seed"} & set(table))
         if fixed:
             raise InputError(f"{where}: {', '.join(fixed)} cannot be set here: each trial draws its own seed "

@@ -79,7 +79,7 @@ def check_backends(config: ExperimentConfig) -> None:
 
 
 #: Settings that say where tasks run, not what they compute: free to differ between a run and its resume.
-_WHERE = ("workers", "scheduler", "scheduler_file")
+_WHERE = ("workers", "scheduler", "scheduler_file", "max_memory")
 
 
 def _what_results_depend_on(record: dict) -> dict:
@@ -219,6 +219,8 @@ def run_experiment(config_file: str | Path | None, preset: str | None, overrides
     config = prepared.config
     for name, why in config.left_out.items():
         warnings.warn(f"backend {config.backend}: condition {name!r} left out: {why}", stacklevel=2)
+    if config.max_memory is not None and any(backend_of(config, c) == "aenet" for c in config.conditions):
+        warnings.warn("max_memory applies to the embedded trainer only: the aenet conditions ignore it", stacklevel=2)
     if report_only:
         return rebuild_report(out, config)
     # a scheduler that cannot be reached or workers that cannot be set up: refused before the folder is claimed

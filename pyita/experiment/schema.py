@@ -54,6 +54,7 @@ class ExperimentTable(_Table):
     scheduler: str = _key("a Dask scheduler address, e.g. \"tcp://host:8786\"", min_length=1)
     scheduler_file: str = _key("a path to a Dask scheduler file (as `dask scheduler --scheduler-file` writes)",
                                min_length=1)
+    max_memory: float = _key("a finite number of GiB > 0 (each task's memory, embedded trainer)", gt=0)
     description: str = _key("a string")
 
     @field_validator("reference_energies")

@@ -79,6 +79,8 @@ def _train(inputs: TaskInputs, trial: int, condition_index: int) -> FinishedTask
     extra = {"init_seed_offset": condition.init_seed_offset} if condition.init_seed_offset else {}
     backend = backend_of(config, condition)
     keep_runs = trainer.pop("keep_runs", False)
+    if backend == "embedded" and config.max_memory is not None:
+        trainer["max_memory"] = config.max_memory
     if backend == "aenet":
         if config.aenet_bin:
             trainer["aenet_bin"] = config.aenet_bin

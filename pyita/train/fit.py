@@ -8,7 +8,6 @@ featurized (with the on-disk cache), normalised, optionally augmented (once, or 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,9 @@ from pyita.reference import resolve_references
 from pyita.structure import Structure, geometry_key
 from pyita.train.cache import cached_features
 from pyita.train.data import FeatureSet, check_structures, fit_normalization, species_of
-from pyita.descriptors.jacobian import StreamedJacobians, descriptor_jacobians, jacobian_bytes
+from pyita.descriptors.jacobian import StreamedJacobians, chunked, descriptor_jacobians, jacobian_bytes
+from pyita.memory import memory_limits
+from pyita.train.budget import jacobians_streamed
 from pyita.train.losses import EnergyLoss, ForceLoss, ParentChildLoss
 from pyita.train.trainer import StopFlag, Trainer
 from pyita.train.settings import TrainSettings
@@ -59,22 +60,6 @@ def _fingerprint(*sets: Sequence[Structure]) -> str:
 
 def _weights(structures: Sequence[Structure], derived_weight: float) -> list[float]:
     return [float(s.info.get("weight", 1.0)) * (derived_weight if s.is_derived else 1.0) for s in structures]
-
-
-def _available_memory() -> int | None:
-    """Bytes that can be allocated without swapping: Linux's MemAvailable (free memory plus the page cache
-    that can be dropped), else the free pages; ``None`` where neither is known."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def train(training: Sequence[Structure], validation: Sequence[Structure] | None = None,
@@ -250,9 +235,9 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
     """The force loss term, and descriptor Jacobians of the structures with force labels. With a force fraction
     below 1 the term uses a seeded random share of the training structures with forces (at least one), or of
     the atoms of each (at least one per structure), and only those need Jacobians; the validation set keeps
-    all of its own. Jacobians that do not fit in memory (with Adam: together with a copy of the largest
-    mini-batch's) are computed per mini-batch instead, if one batch fits; otherwise training is refused here,
-    before it starts, with the memory needed."""
+    all of its own. Jacobians that do not fit in the memory available (with Adam: together with a copy of the
+    largest mini-batch's) are built per chunk (L-BFGS) or per mini-batch (Adam) instead; when not even one of
+    those fits, training is refused here, before it starts (``pyita.train.budget``)."""
     with_forces = {name: [k for k, s in enumerate(data) if s.forces is not None and not s.is_derived]
                    for name, data in (("train", train), ("val", validation))}
     if not with_forces["train"]:
@@ -268,30 +253,17 @@ def _force_training(descriptor, train: list[Structure], validation: list[Structu
         columns = {k: np.sort(draw.choice(n, max(1, int(round(loss.force_fraction * n))), replace=False))
                    for k in with_forces["train"] for n in [len(train[k])]}
     share = {k: len(atoms) / len(train[k]) for k, atoms in (columns or {}).items()}   # of a structure's blocks, ≈
-    sizes = {name: [jacobian_bytes([data[k]], descriptor) * (share.get(k, 1.0) if name == "train" else 1.0)
-                    for k in with_forces[name]] for name, data in (("train", train), ("val", validation))}
-    need, free = sum(map(sum, sizes.values())), _available_memory()
-    # Adam copies a mini-batch's blocks out of the stored ones: the largest batch comes on top
-    batch = sum(sorted(sizes["train"])[-settings.optimizer.batch_size:]) if method == "adam" else 0
-    streamed = free is not None and need + batch > 0.8 * free
-    if streamed:
-        fits = f"--force-fraction {max(0.01, 0.5 * free / need):.2g} fits"
-        if method != "adam":
-            raise PyitaError(f"direct force training needs {need / 2**30:.1f} GiB for descriptor Jacobians but only "
-                             f"{free / 2**30:.1f} GiB is free; use a force fraction below 1 ({fits}), fewer "
-                             "structures, or --method adam (Jacobians then computed per mini-batch)")
-        if batch > 0.8 * free:
-            raise PyitaError(f"one mini-batch of {settings.optimizer.batch_size} structures needs up to "
-                             f"{batch / 2**30:.1f} GiB for descriptor Jacobians but only {free / 2**30:.1f} GiB "
-                             "is free; use a smaller --batch-size or a force fraction below 1")
-        warnings.warn(f"storing the descriptor Jacobians would take {need / 2**30:.1f} GiB "
-                      f"({free / 2**30:.1f} GiB free): they are computed per mini-batch instead, which makes "
-                      "each epoch several times slower", stacklevel=4)
+    sets = {"train": train, "val": validation}
+    sizes = {name: {k: jacobian_bytes([sets[name][k]], descriptor) * (share.get(k, 1.0) if name == "train" else 1.0)
+                    for k in with_forces[name]} for name in sets}
+    streamed = jacobians_streamed(sizes, {name: chunked(with_forces[name], sets[name]) for name in sets}, method,
+                                  settings.optimizer.batch_size, memory_limits(settings.runtime.max_memory),
+                                  loss.force_fraction if columns is not None else 1.0)
     reference = np.concatenate([(train[k].forces if columns is None else train[k].forces[columns[k]]).ravel()
                                 for k in with_forces["train"]])
     build = partial(StreamedJacobians, descriptor) if streamed else partial(descriptor_jacobians, descriptor)
-    jacobians = {name: build(data, with_forces[name], device=device, columns=columns if name == "train" else None)
-                 for name, data in (("train", train), ("val", validation)) if with_forces[name]}
+    jacobians = {name: build(sets[name], with_forces[name], device=device, columns=columns if name == "train" else None)
+                 for name in sets if with_forces[name]}
     return ForceLoss(float(np.sqrt(np.mean(reference**2))) or 1.0, loss.force_weight), jacobians
 
 

@@ -39,10 +39,19 @@ class ForceLoss:
     def __call__(self, outputs: Outputs, data: FeatureSet) -> torch.Tensor:
         if outputs.forces is None:
             return data.energy.new_zeros(())
+        return self.part(outputs, data, self.count(data))
+
+    @staticmethod
+    def count(data: FeatureSet) -> torch.Tensor:
+        """What the squared errors are divided by: 3 × the summed weights of the atoms whose forces count."""
+        return 3 * data.weight[data.structure_index[data.jacobians.atoms]].sum()
+
+    def part(self, outputs: Outputs, data: FeatureSet, count: torch.Tensor) -> torch.Tensor:
+        """The term's share from ``data``, a chunk of a set whose :meth:`count` is ``count``: the shares of a set's
+        chunks add up to the term on the whole set (streamed L-BFGS, ``Trainer._streamed_loss``)."""
         atoms = data.jacobians.atoms
         error = (outputs.forces - data.forces[atoms]) / self.scale
         w = data.weight[data.structure_index[atoms]]
-        count = 3 * w.sum()
         return self.weight * (w * (error * error).sum(dim=1)).sum() / count if count > 0 else count
 
 

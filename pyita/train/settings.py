@@ -11,6 +11,7 @@ from pyita.augment.settings import AugmentSettings
 from pyita.choices import ENERGY_NORMALIZATIONS, FORCE_FRACTION_OF, METHODS, WEIGHT_INITS
 from pyita.errors import PyitaError, SettingError, whole_number
 from pyita.architecture import ChebyshevSetup
+from pyita.memory import check_max_memory
 from pyita.model.network import hidden_layers
 from pyita.model.potential import Potential
 
@@ -131,10 +132,15 @@ class RuntimeSettings:
 
     device: str = "auto"
     checkpoint_every: float = 30.0
+    #: GiB the process may use in all (a cap below the machine's, a cgroup's and the rlimits'; None: no cap of its
+    #: own). It decides only whether descriptor Jacobians are stored or built per chunk/mini-batch: the same
+    #: training either way (``pyita.train.budget``).
+    max_memory: float | None = None
 
     def __post_init__(self) -> None:
         if not self.checkpoint_every >= 0:
             raise SettingError(f"checkpoint_every must be ≥ 0 seconds (0: every epoch), got {self.checkpoint_every}")
+        object.__setattr__(self, "max_memory", check_max_memory(self.max_memory))
 
 
 #: The parts, by the attribute that holds each; their fields are the record's keys.

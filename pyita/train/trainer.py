@@ -30,8 +30,9 @@ from pyita.train.settings import TrainSettings
 CHECKPOINT_KIND = "pyita-checkpoint"
 CHECKPOINT_FORMAT = 1
 #: Settings that may differ between a run and its resumption (everything else must match); a smaller learning
-#: rate is how a run that diverged continues from its last finite checkpoint.
-RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device", "learning_rate")
+#: rate is how a run that diverged continues from its last finite checkpoint, and a resumed job may run under
+#: another memory limit (stored or streamed Jacobians train alike).
+RESUMABLE_CHANGES = ("iterations", "patience", "checkpoint_every", "device", "learning_rate", "max_memory")
 
 
 class TrainingDiverged(PyitaError):
@@ -155,8 +156,11 @@ class Trainer:
                     p.grad = g.clone()
                 return memo["loss"]
             self.optimizer.zero_grad()
-            value, outputs = self.loss(data)
-            value.backward()
+            if self.needs_forces and isinstance(data.jacobians, StreamedJacobians):
+                value, outputs = self._streamed_loss(data)
+            else:
+                value, outputs = self.loss(data)
+                value.backward()
             self._memo = {"data": data, "parameters": flat, "loss": value.detach(),
                           "grads": [p.grad.clone() for p in parameters],
                           "outputs": Outputs(outputs.energies.detach(),
@@ -164,6 +168,27 @@ class Trainer:
             return value
 
         return closure
+
+    def _streamed_loss(self, data: FeatureSet) -> tuple[torch.Tensor, Outputs]:
+        """The full-batch loss (detached) with its gradient accumulated in the weights' ``.grad``, and the outputs,
+        when the Jacobians are streamed: the terms without forces see the whole set at once; the force terms are
+        summed chunk by chunk (``ForceLoss.part``), each chunk's Jacobians built, differentiated and freed with its
+        graph before the next, so only one chunk's are ever held. Equal to the stored loss up to rounding."""
+        whole = [term for term in self.losses if not term.needs_forces]
+        chunked = [(term, term.count(data)) for term in self.losses if term.needs_forces]
+        outputs = evaluate(self.potential, data)
+        value = sum((term(outputs, data) for term in whole), data.energy.new_zeros(()))
+        if value.requires_grad:
+            value.backward()
+        value, forces = value.detach(), []
+        for chunk in data.jacobians.chunks():
+            part = data.subset(torch.tensor(chunk, device=data.n_atoms.device))
+            out = evaluate(self.potential, part, forces=True, create_graph=True)
+            piece = sum(term.part(out, part, count) for term, count in chunked)
+            piece.backward()
+            value, forces = value + piece.detach(), forces + [out.forces.detach()]
+            del part, out, piece   # before the next chunk is built
+        return value, Outputs(outputs.energies.detach(), torch.cat(forces) if forces else None)
 
     def _step(self, data: FeatureSet, epoch: int) -> None:
         if self.settings.optimizer.method == "lbfgs":
