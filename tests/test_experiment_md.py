@@ -169,3 +169,52 @@ def test_without_md_the_record_has_no_md_key(tmp_path):
     assert config.md is None and "md" not in config.as_dict()
     with_md = parse_config(parse_toml(CONFIG, "x.toml"), tmp_path / "x.toml")
     assert with_md.as_dict()["md"]["steps"] == 30 and with_md.as_dict()["md"]["replicas"] == 1
+
+
+@pytest.fixture(scope="module")
+def sample_models():
+    """The sample's two known models, small: energy-only (collapses within ~100 fs at 300 K) and force-trained
+    (stable), trained on 40 structures; the last 8 are the starts."""
+    from pyita.backends.embedded import train_and_evaluate
+    from pyita.sample import load_sample
+
+    structures = load_sample("tio2-md")
+    train, test = structures[:40], structures[-8:]
+    models = {name: train_and_evaluate(train, [], test, {"iterations": 100, "force_weight": weight}, seed=0).potential
+              for name, weight in (("energy", 0.0), ("forces", 0.1))}
+    return models, train, test
+
+
+def _per_seed(potential, train, test, seeds, key):
+    from pyita.experiment.md import run_task_md
+
+    table = {"starts": 2, "replicas": 2, "steps": 200, "temperature": 300.0}
+    return [run_task_md(table, potential, train, test, seed)[0][key] for seed in seeds]
+
+
+@pytest.mark.slow
+def test_stability_separates_the_energy_only_model_from_the_force_trained_one(sample_models):
+    """The metric works: over three velocity seeds the force-trained model is stable in every run and the
+    energy-only one in none, and the paired verdict says so."""
+    from pyita.experiment.stats import compare
+
+    models, train, test = sample_models
+    energy = _per_seed(models["energy"], train, test, [0, 1, 2], "md_stable_fraction")
+    forces = _per_seed(models["forces"], train, test, [0, 1, 2], "md_stable_fraction")
+    assert energy == [0.0, 0.0, 0.0] and forces == [1.0, 1.0, 1.0]
+    assert compare("forces", "MD stable fraction", energy, forces, higher_is_better=True).verdict == "better"
+    assert compare("energy", "MD stable fraction", forces, energy, higher_is_better=True).verdict == "worse"
+
+
+@pytest.mark.slow
+def test_null_check_other_velocity_seeds_give_no_verdict(sample_models):
+    """The same model with other velocity seeds: its time to failure varies from seed to seed, and the rule
+    finds no difference."""
+    from pyita.experiment.stats import compare
+
+    models, train, test = sample_models
+    first = _per_seed(models["energy"], train, test, [0, 1, 2], "md_median_time_to_failure_fs")
+    other = _per_seed(models["energy"], train, test, [10, 11, 12], "md_median_time_to_failure_fs")
+    assert first != other and max(first + other) < 200.0
+    row = compare("energy, other seeds", "MD median time to failure (fs)", first, other, higher_is_better=True)
+    assert row.verdict.startswith("no detectable difference")
