@@ -196,6 +196,9 @@ def _markdown(config, conditions, tests, figure_files, finished, subset=None) ->
                                     ("energy_max", "E max"), ("force_mae", "F MAE"), ("force_rmse", "F RMSE"),
                                     ("force_median", "F median"), ("seconds_mean", "train s")])
     lines += ["", "## Verdicts (condition − baseline per trial; negative = better)", ""]
+    if config.md:
+        lines += ["MD stable fraction and median time to failure are better when higher: for them a positive "
+                  "difference is \"better\".", ""]
     lines += _md_table(tests, [("condition", "condition"), ("baseline", "vs"), ("metric", "metric"),
                                ("mean_difference", "mean Δ", _sig), ("ci_low", "95 % CI low", _sig),
                                ("ci_high", "95 % CI high", _sig), ("percent_difference", "Δ %", _pct),
