@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyita.experiment.config import ExperimentConfig
+from pyita.experiment.md import MD_METRICS, md_metrics
 from pyita.experiment.stats import compare, no_verdict, summarize
 
 
@@ -24,7 +25,8 @@ def per_trial_table(config: ExperimentConfig, results) -> list[dict]:
                      "energy_median": e["median"], "force_mae": f["mae"], "force_rmse": f["rmse"],
                      "force_median": f["median"], "seconds": r.summary["seconds"],
                      "n_train_parents": r.summary["n_train_parents"], "n_derived": r.summary["n_derived"],
-                     "n_test": r.summary["n_test"]})
+                     "n_test": r.summary["n_test"],
+                     **{key: r.summary.get(key, float("nan")) for key in md_metrics(config)}})
     return rows
 
 
@@ -83,6 +85,29 @@ def comparisons(config: ExperimentConfig, results) -> list[dict]:
             cp = np.concatenate([results[(t, condition.name)].structure_errors(kind) for t in trials])
             row = compare(condition.name, metric, b, c, bp, cp).as_dict()
             out.append({"baseline": base, **row})
+        out += _md_comparisons(config, results, trials, base, condition.name)
+    return out
+
+
+def _md_comparisons(config: ExperimentConfig, results, trials: list[int], base: str, name: str) -> list[dict]:
+    """The condition against its baseline on each per-trial MD metric (``pyita.experiment.md``), by the same
+    rule; stability and time to failure are better when higher. A task that ran no MD (or a metric that is
+    not finite) gives no verdict, with the reason."""
+    out = []
+    for key in md_metrics(config):
+        metric, _, _, higher = MD_METRICS[key]
+        values = {n: [results[(t, n)].summary.get(key) for t in trials] for n in (base, name)}
+        bad = [f"{n!r} in trial {t}" for n in values for t, v in zip(trials, values[n])
+               if not isinstance(v, (int, float)) or not np.isfinite(v)]
+        if bad:
+            skipped = results[(trials[0], name)].summary.get("md_skipped")
+            reason = skipped or f"no finite {metric} for {', '.join(bad[:3])}"
+            out.append({"baseline": base, **no_verdict(name, metric, len(trials), reason).as_dict()})
+            continue
+        pooled_runs = [np.concatenate([results[(t, n)].md.get("md_time_to_failure_fs", np.zeros(0)) for t in trials])
+                       for n in (base, name)] if key == "md_median_time_to_failure_fs" else [(), ()]
+        row = compare(name, metric, values[base], values[name], *pooled_runs, higher_is_better=higher).as_dict()
+        out.append({"baseline": base, **row})
     return out
 
 
@@ -116,13 +141,17 @@ def _3(value: float) -> str:
     return f"{value:#.3g}".rstrip(".") if np.isfinite(value) else "n/a"
 
 
+#: The MD metrics' names in comparisons → (plain word, unit, higher is better).
+_MD_WORDS = {metric: (word, unit, higher) for metric, word, unit, higher in MD_METRICS.values()}
+
+
 def _plain(row: dict) -> str:
-    word, unit = _METRIC_WORDS.get(row["metric"], (row["metric"], ""))
+    word, unit, higher = _MD_WORDS.get(row["metric"], (*_METRIC_WORDS.get(row["metric"], (row["metric"], "")), None))
     verdict, n = row["verdict"], row["n_trials"]
     if verdict == "better":
-        what = "better, lower error"
+        what = "better, lower error" if higher is None else "better, higher" if higher else "better, lower"
     elif verdict == "worse":
-        what = "worse, higher error"
+        what = "worse, higher error" if higher is None else "worse, lower" if higher else "worse, higher"
     elif verdict.startswith("no verdict"):
         return f"{word} — {verdict}"
     elif verdict.startswith("insufficient"):
@@ -132,7 +161,8 @@ def _plain(row: dict) -> str:
     effect = f"Δ {_signed(row['percent_difference'])}"
     if np.isfinite(row["percent_ci_low"]):
         effect += f", 95 % CI {_signed(row['percent_ci_low'])} … {_signed(row['percent_ci_high'])}"
-    effect += f"; MAE {_3(row['baseline_mean'])} → {_3(row['condition_mean'])} {unit}".rstrip()
+    effect += f"; {'MAE' if higher is None else 'mean'} {_3(row['baseline_mean'])} → {_3(row['condition_mean'])} " \
+              f"{unit}".rstrip()
     needed = row.get("trials_needed")
     if not verdict.startswith(("better", "worse")) and needed is not None and needed > n:
         effect += f"; detecting a change this size would take {needed} trials at 80 % power"
@@ -153,3 +183,22 @@ def plain_summary(tests: list[dict]) -> list[str]:
     """One plain-language line per condition, its metrics separated by " | " (see :func:`plain_groups`)."""
     return [f"{name} (vs {base}, {n} trial{'s' if n != 1 else ''}): " + " | ".join(clauses)
             for name, base, n, clauses in plain_groups(tests)]
+
+
+def survival_table(config: ExperimentConfig, results, points: int = 101) -> list[dict]:
+    """Fraction of MD runs still stable against time, per condition, runs pooled over trials (md_survival.csv
+    and the survival figure): at time t, the runs that had not failed by t (a run that failed at t counts as
+    failed)."""
+    rows = []
+    for condition in config.conditions:
+        mine = [r for (t, n), r in sorted(results.items()) if n == condition.name and "md_stable" in r.md]
+        if not mine:
+            continue
+        times = np.concatenate([r.md["md_time_to_failure_fs"] for r in mine])
+        stable = np.concatenate([r.md["md_stable"] for r in mine]).astype(bool)
+        length = max(r.summary["md_run_length_fs"] for r in mine)
+        for t in np.linspace(0.0, length, points):
+            alive = stable | (times > t)
+            rows.append({"condition": condition.name, "time_fs": round(float(t), 9), "runs": int(times.size),
+                         "fraction_stable": float(alive.mean())})
+    return rows

@@ -80,17 +80,19 @@ class ExperimentConfig:
     conditions: list[Condition] = field(default_factory=list)
     #: Conditions the backend cannot train, left out, with the reason (aenet: force training, on the fly, …).
     left_out: dict[str, str] = field(default_factory=dict)
+    #: The [md] table with every setting filled in (``pyita.experiment.md``); None: no MD.
+    md: dict | None = None
 
     def as_dict(self) -> dict:
         """All settings; a condition's ``init_seed_offset`` and ``backend``, and ``aenet_bin``, ``scheduler_file``,
-        ``max_memory``, ``left_out`` and the label keys, only when set, so the record (experiment.json) of an
+        ``max_memory``, ``left_out``, ``md`` and the label keys, only when set, so the record (experiment.json) of an
         experiment without them reads as before and ``--resume`` still recognises it."""
         d = asdict(self)
         for condition in d["conditions"]:
             for key in ("init_seed_offset", "backend"):
                 if not condition[key]:
                     del condition[key]
-        for key in ("aenet_bin", "scheduler_file", "max_memory", "left_out", "energy_key", "forces_key"):
+        for key in ("aenet_bin", "scheduler_file", "max_memory", "left_out", "energy_key", "forces_key", "md"):
             if not d[key]:
                 del d[key]
         return d
@@ -185,6 +187,10 @@ def parse_config(raw: dict, path: str | Path = "<config>", overrides: dict | Non
         raise InputError("[experiment] needs data = …", path)
     exp.setdefault("name", Path(str(path)).stem)
     config = ExperimentConfig(**exp, trainer=dict(raw.get("trainer", {})))
+    if "md" in raw:
+        from pyita.experiment.md import checked_md
+
+        config.md = checked_md(raw["md"], path)
     for entry in raw.get("condition", []):
         config.conditions += _expand_condition(entry)
     if not any(c.is_baseline for c in config.conditions):

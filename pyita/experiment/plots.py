@@ -232,3 +232,20 @@ def effects(tests: list[dict], out: Path) -> list[Path]:
         ax.set_xlabel(f"{metric.split(' (')[0]}: Δ % of baseline (95 % CI)")
         ax.grid(axis="x", alpha=0.3)
     return _save(fig, out, "effects")
+
+
+def survival(config, table: list[dict], out: Path) -> list[Path]:
+    """Fraction of MD runs still stable against time, one line per condition (runs pooled over trials)."""
+    if not table:
+        return []
+    fig, ax = _subplots(figsize=(6.5, 4.2))
+    for condition in config.conditions:
+        rows = [r for r in table if r["condition"] == condition.name]
+        if rows:
+            ax.step([r["time_fs"] for r in rows], [r["fraction_stable"] for r in rows], where="post",
+                    label=f"{condition.name} ({rows[0]['runs']} runs)")
+    ax.set_xlabel("time (fs)")
+    ax.set_ylabel("fraction of runs still stable")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "md_survival")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pyita import __version__
 from pyita.experiment import plots
-from pyita.experiment.analysis import comparisons, condition_table, per_trial_table, plain_groups, plain_summary
+from pyita.experiment.analysis import comparisons, condition_table, per_trial_table, plain_groups, plain_summary, \
+    survival_table
 from pyita.experiment.results import load_results
 from pyita.experiment.config import ExperimentConfig
 from pyita.io.atomic import atomic_write_text
@@ -77,6 +78,10 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
         figure_files += plots.sweep(config, trials_table, figures)
         figure_files += plots.crossover(config, results, trials_table, figures)
         figure_files += plots.budget(config, conditions, figures)
+    survival = survival_table(config, results) if config.md else []
+    if survival:
+        figure_files += plots.survival(config, survival, figures)
+        write_csv(out / "md_survival.csv", survival)
     write_csv(out / "per_trial.csv", trials_table)
     write_csv(out / "conditions.csv", conditions)
     write_csv(out / "comparisons.csv", tests)
@@ -121,6 +126,10 @@ FIGURES = {
     "sweep": ("Sweep over a and δ", "Energy MAE against a and against δ (mean ± SD over trials)."),
     "crossover": ("Crossover", "Test errors against the model's own training error, with the Taylor signal "
                   "δ·|F|/N as vertical lines."),
+    "md_survival": ("MD stability", "Fraction of MD runs still stable against time, per condition, runs pooled "
+                    "over trials: every condition of a trial starts from the same test parents with the same "
+                    "velocities. A run fails at the first broken criterion of `pyita md` (atoms too close, a bond "
+                    "torn, a temperature runaway, NVE drift, non-finite numbers)."),
     "budget": ("Compute budget", "Test errors against the mean training wall time per run, one line per "
                "condition over its training lengths."),
 }
@@ -187,6 +196,9 @@ def _markdown(config, conditions, tests, figure_files, finished, subset=None) ->
                                     ("energy_max", "E max"), ("force_mae", "F MAE"), ("force_rmse", "F RMSE"),
                                     ("force_median", "F median"), ("seconds_mean", "train s")])
     lines += ["", "## Verdicts (condition − baseline per trial; negative = better)", ""]
+    if config.md:
+        lines += ["MD stable fraction and median time to failure are better when higher: for them a positive "
+                  "difference is \"better\".", ""]
     lines += _md_table(tests, [("condition", "condition"), ("baseline", "vs"), ("metric", "metric"),
                                ("mean_difference", "mean Δ", _sig), ("ci_low", "95 % CI low", _sig),
                                ("ci_high", "95 % CI high", _sig), ("percent_difference", "Δ %", _pct),

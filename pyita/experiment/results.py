@@ -30,6 +30,8 @@ KEPT_RUNS = "aenet-runs"
 SCRATCH = ".aenet-scratch"
 SUMMARY_KEYS = ("trial", "condition", "seed", "n_test", "seconds", "history")
 ARRAYS = ("energy_ref", "energy_pred", "n_atoms", "force_errors")
+#: Arrays a task saves only when it ran MD (``pyita.experiment.md``): time to failure and stable, per run.
+OPTIONAL_ARRAYS = ("md_time_to_failure_fs", "md_stable")
 
 
 class DamagedResult(PyitaError):
@@ -105,7 +107,8 @@ class FinishedTask:
         if self.run_folder:   # as seen from the result's own folder
             summary["aenet_run"] = os.path.relpath(self.run_folder, json_path.parent.absolute())
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(npz_path, lambda tmp: np.savez_compressed(tmp, **{key: self.arrays[key] for key in ARRAYS}))
+        atomic_write(npz_path, lambda tmp: np.savez_compressed(
+            tmp, **{key: self.arrays[key] for key in (*ARRAYS, *OPTIONAL_ARRAYS) if key in self.arrays}))
         atomic_write_text(json_path, json_text(summary, indent=1))
         return summary
 
@@ -116,6 +119,8 @@ class TaskResult:
     energy_errors: np.ndarray   # signed per-structure per-atom error, meV/atom
     force_errors: np.ndarray    # absolute per-component error, eV/Å
     n_atoms: np.ndarray
+    #: per-run MD arrays (``OPTIONAL_ARRAYS``), when the task ran MD
+    md: dict[str, np.ndarray] = field(default_factory=dict)
 
     def structure_errors(self, kind: str) -> np.ndarray:
         """One number per test structure: |energy error|, or the mean |force component error| (the unit
@@ -144,6 +149,7 @@ class TaskResult:
         try:
             with np.load(npz_path) as data:
                 arrays = {key: np.asarray(data[key]) for key in ARRAYS}
+                md = {key: np.asarray(data[key]) for key in OPTIONAL_ARRAYS if key in data.files}
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DamagedResult(f"{npz_path}: unreadable ({type(exc).__name__}: {exc})") from None
         n = summary["n_test"]
@@ -152,7 +158,7 @@ class TaskResult:
                 arrays["force_errors"].size not in (0, 3 * int(n_atoms.sum())) or (n_atoms <= 0).any():
             raise DamagedResult(f"{npz_path}: arrays do not match the {n} test structures of {json_path.name}")
         energy = 1000.0 * (arrays["energy_pred"] - arrays["energy_ref"]) / n_atoms
-        return cls(summary, energy, np.abs(arrays["force_errors"]), n_atoms)
+        return cls(summary, energy, np.abs(arrays["force_errors"]), n_atoms, md)
 
 
 def load_results(config, out: Path) -> dict[tuple[int, str], TaskResult]:

@@ -123,7 +123,7 @@ def rebuild_report(out: Path, given: ExperimentConfig | None = None) -> dict:
 
 #: What `pyita experiment` writes in its folder, as paths relative to it; anything else there is not its own.
 _OWN = re.compile(r"experiment\.json|config\.toml|summary\.json|report\.(md|html)|"
-                  r"(per_trial|conditions|comparisons)\.csv|(energy|force)_errors\.csv\.gz|"
+                  r"(per_trial|conditions|comparisons|md_survival)\.csv|(energy|force)_errors\.csv\.gz|"
                   rf"{re.escape(LOCK)}|{RESULTS}(/trial-\d+(/[^/]+\.(json|npz))?)?|figures(/[^/]+\.(png|svg))?|"
                   rf"({re.escape(SCRATCH)}|{KEPT_RUNS})(/.*)?")
 

@@ -113,13 +113,34 @@ class ConditionTable(_Table):
     backend: Literal[BACKENDS] = _key("one of " + ", ".join(f'"{b}"' for b in BACKENDS))
 
 
+class MDTable(_Table):
+    """``MDSettings``' keys (their defaults and finer checks live there) and the reference calculator."""
+
+    starts: int = _key("an integer ≥ 1 (test parents per trial to start from)", ge=1)
+    replicas: int = _key("an integer ≥ 1 (runs per starting structure)", ge=1)
+    temperature: float = _key("a number ≥ 0 (K)", ge=0)
+    steps: int = _key("an integer ≥ 1", ge=1)
+    timestep: float = _key("a number > 0 (fs)", gt=0)
+    ensemble: str = _key("\"nve\" or \"nvt\"")
+    friction: float = _key("a number > 0 (1/fs, NVT)", gt=0)
+    write_every: int = _key("an integer ≥ 1 (steps between the frames the reference labels)", ge=1)
+    seed: int = _key("an integer ≥ 0 (added to each trial's seed for the velocities)", ge=0)
+    min_distance_fraction: float = _key("a number between 0 and 1", gt=0, lt=1)
+    max_bond_stretch: float = _key("a number > 1", gt=1)
+    max_temperature_factor: float = _key("a number > 1", gt=1)
+    max_drift: float = _key("a number > 0 (meV/atom, NVE)", gt=0)
+    reference: str = _key("a calculator spec as `pyita check` takes, e.g. \"gfn1-xtb\"", min_length=1)
+    reference_every: int = _key("an integer ≥ 1 (label every k-th trajectory frame)", ge=1)
+
+
 class ConfigTables(_Table):
     experiment: ExperimentTable = _key("a table ([experiment])")
     trainer: TrainerTable = _key("a table ([trainer])")
     condition: list[ConditionTable] = _key("an array of tables ([[condition]] … entries)")
+    md: MDTable = _key("a table ([md])")
 
 
-_TABLE_NAMES = {"experiment": "[experiment]", "trainer": "[trainer]", "condition": "[[condition]]"}
+_TABLE_NAMES = {"experiment": "[experiment]", "trainer": "[trainer]", "condition": "[[condition]]", "md": "[md]"}
 
 
 def check_tables(raw: Any, path, overrides: dict | None = None) -> None:
@@ -144,7 +165,7 @@ def _explain(error: dict, raw: dict, overrides: dict) -> tuple[str, bool]:
     loc = list(error["loc"])
     top = loc.pop(0)
     if top not in ConfigTables.model_fields:
-        return f"unknown table {top!r}; a config has [experiment], [trainer] and [[condition]]", False
+        return f"unknown table {top!r}; a config has [experiment], [trainer], [[condition]] and [md]", False
     model, value = ConfigTables.model_fields[top].annotation, raw[top]
     label = _TABLE_NAMES[top] + " "   # how the key's table is named before the key
     where = _TABLE_NAMES[top]          # how an unknown key's table is named

@@ -199,13 +199,15 @@ def _percent(value: float, reference: float) -> float:
 
 
 def compare(condition: str, metric: str, baseline_per_trial, condition_per_trial, baseline_pooled=(),
-            condition_pooled=(), paired_pooled: bool = True, alpha: float = 0.05) -> Comparison:
+            condition_pooled=(), paired_pooled: bool = True, alpha: float = 0.05,
+            higher_is_better: bool = False) -> Comparison:
     """Condition − baseline per trial: the paired t interval and verdict of :func:`decide`, the same as a
     percentage of the mean baseline, and descriptive tests (Wilcoxon over trials and over the paired
     per-structure errors pooled across trials, Mann–Whitney over the pooled errors unpaired).
 
     The percentage interval is the t interval divided by the mean baseline MAE (taken as fixed), so it
-    excludes 0 exactly when the verdict is "better" or "worse".
+    excludes 0 exactly when the verdict is "better" or "worse". ``higher_is_better`` (MD stability) turns
+    the verdict round: an interval above 0 is then "better".
     """
     base = np.asarray(baseline_per_trial, float)
     cond = np.asarray(condition_per_trial, float)
@@ -217,8 +219,11 @@ def compare(condition: str, metric: str, baseline_per_trial, condition_per_trial
     p_struct = wilcoxon_p(cp - bp) if paired_pooled and bp.size and bp.size == cp.size else float("nan")
     reference = float(base.mean()) if n else float("nan")
     mean, low, high = float(decision.mean), float(decision.ci_low), float(decision.ci_high)
+    code = int(decision.code)
+    if higher_is_better and code in (BETTER, WORSE):
+        code = BETTER if code == WORSE else WORSE
     return Comparison(
         condition, metric, reference, float(cond.mean()) if n else float("nan"), mean, low, high,
         _percent(mean, reference), _percent(low, reference), _percent(high, reference), float(decision.sd),
         float(decision.p), wilcoxon_p(diff) if n else float("nan"), min_wilcoxon_p(n), p_struct,
-        mannwhitney_p(bp, cp), n, needed, verdict_text(int(decision.code), n, needed))
+        mannwhitney_p(bp, cp), n, needed, verdict_text(code, n, needed))

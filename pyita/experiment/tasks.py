@@ -110,6 +110,12 @@ def _train(inputs: TaskInputs, trial: int, condition_index: int) -> FinishedTask
     }
     arrays = {"energy_ref": result.energy_ref, "energy_pred": result.energy_pred, "n_atoms": result.n_atoms,
               "force_errors": result.force_errors}
+    if config.md:
+        from pyita.experiment.md import run_task_md
+
+        md_summary, md_arrays = run_task_md(config.md, result.potential, parents, test, split.model_seed)
+        summary.update(md_summary)
+        arrays.update(md_arrays)
     return FinishedTask(summary, arrays, run_folder=str(Path(result.rundir).absolute()) if result.rundir else None)
 
 

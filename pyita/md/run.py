@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -108,6 +109,59 @@ def _clear(partial: Path) -> None:
     CheckpointFolder(partial, "md").remove()
 
 
+@dataclass
+class Dynamics:
+    """What the runs did: the runs themselves (their failures and sums), the distance thresholds and the
+    shortest distances they came from, the step resumed from, and with a reference the errors per run and the
+    rows of reference.csv."""
+
+    runs: list[Run]
+    thresholds: np.ndarray
+    shortest: np.ndarray
+    resumed: int
+    errors: dict[str, dict]
+    reference_rows: list[dict] | None
+
+
+def dynamics(potential: Potential, structures: Sequence[Structure], settings: MDSettings, partial: Path,
+             folder: CheckpointFolder, *, runs: list[Run], spec=None, meta: dict | None = None,
+             thresholds_from: Sequence[Structure] | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
+             progress: bool = True) -> Dynamics:
+    """The one way runs are integrated (``pyita md`` and an experiment's tasks alike): the failure thresholds
+    from the shortest distances of ``thresholds_from`` (default: ``structures``), the engine working in
+    ``partial`` (resumed from its checkpoint if there is one), then the reference's labels of the frames."""
+    shortest = shortest_distances(list(thresholds_from or structures), potential.species,
+                                  potential.descriptor.cutoff)
+    thresholds = distance_thresholds(shortest, settings.min_distance_fraction)
+    meta = {"kind": "md", "settings": settings.as_dict(), "model": model_fingerprint(potential),
+            "runs": [run.name for run in runs], "reference": None if spec is None else spec.describe(),
+            **(meta or {})}
+    resumed = Engine(potential, runs, settings, thresholds, partial, meta).simulate(checkpoint_every, progress)
+    errors, reference_rows = {}, None
+    if spec is not None:
+        reference_rows, errors = relabel({run.name: partial / TRAJECTORIES / f"{run.name}.extxyz" for run in runs},
+                                         settings.reference_every, spec, folder, progress)
+    return Dynamics(runs, thresholds, shortest, resumed, errors, reference_rows)
+
+
+def simulate(potential: Potential, structures: Sequence[Structure], settings: MDSettings, *, reference=None,
+             thresholds_from: Sequence[Structure] | None = None, label: str = "<structures>") -> Dynamics:
+    """Dynamics from every structure given (``settings.starts`` is not applied), in this process, with the
+    engine's streams in a temporary folder that is gone on return: what an experiment's task needs, which
+    keeps numbers only. ``reference``: a calculator spec as ``pyita check`` takes."""
+    import tempfile
+
+    spec = None if reference is None else resolve_calculator(reference)
+    potential.eval()
+    potential.check_species(structures)
+    runs = make_runs(structures, list(range(len(structures))), settings, label)
+    with tempfile.TemporaryDirectory(prefix="pyita-md-") as tmp:
+        folder = CheckpointFolder(Path(tmp) / "work", "md")
+        folder.create()
+        return dynamics(potential, structures, settings, folder.path, folder, runs=runs, spec=spec,
+                        thresholds_from=thresholds_from, checkpoint_every=settings.steps + 1, progress=False)
+
+
 def run_md(model, data, out: str | Path, settings: MDSettings | None = None, *, reference=None,
            calc_kwargs=None, fold="auto", device=None, checkpoint_every: int = CHECKPOINT_EVERY,
            overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
@@ -145,22 +199,17 @@ def run_md(model, data, out: str | Path, settings: MDSettings | None = None, *, 
                 raise PyitaError(f"{partial} exists: the checkpoint of an interrupted run? --resume continues it, "
                                  "--overwrite starts again (or choose another --out)")
             _clear(partial)
-        shortest = shortest_distances(structures, potential.species, potential.descriptor.cutoff)
-        thresholds = distance_thresholds(shortest, settings.min_distance_fraction)
-        runs = make_runs(structures, start_indices(len(structures), settings.starts), settings, label)
-        meta = {"kind": "md", "settings": settings.as_dict(), "model": model_fingerprint(potential),
-                "structures": fingerprint(structures), "runs": [run.name for run in runs],
-                "reference": None if spec is None else spec.describe(), "pyita_version": __version__}
         folder.create()
         try:
-            resumed = Engine(potential, runs, settings, thresholds, partial, meta).simulate(checkpoint_every, progress)
-            errors, reference_rows = {}, None
-            if spec is not None:
-                reference_rows, errors = relabel({run.name: partial / TRAJECTORIES / f"{run.name}.extxyz"
-                                                  for run in runs}, settings.reference_every, spec, folder, progress)
+            done = dynamics(potential, structures, settings, partial, folder, spec=spec,
+                            meta={"structures": fingerprint(structures), "pyita_version": __version__},
+                            runs=make_runs(structures, start_indices(len(structures), settings.starts), settings,
+                                           label), checkpoint_every=checkpoint_every, progress=progress)
         except (Interrupted, KeyboardInterrupt) as exc:
             exc.add_note(f"the work so far is kept in {partial}: the same command with --resume continues it")
             raise
+        runs, thresholds, shortest = done.runs, done.thresholds, done.shortest
+        resumed, errors, reference_rows = done.resumed, done.errors, done.reference_rows
         pairs = pair_names(potential.species)
         summary = {
             "pyita_version": __version__, "command": "md",
