@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Before torch loads: spinning OpenMP waits slow torch 10–20× when the other core is busy (2-core CI).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("PYTEST_XDIST_WORKER"):   # parallel test workers (pytest -n 2): one thread each, not 2 × 2 cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 TIO2 = ROOT.parent / "shared" / "data" / "tio2"
@@ -22,14 +26,25 @@ if AENET.is_dir():
 
 
 def _extract_tio2(cache: Path) -> Path:
-    """Unpack the archive once into a cache outside the project (never into the repository)."""
+    """Unpack the archive once into a cache outside the project (never into the repository). Test workers run in
+    parallel (pytest-xdist), so each unpacks into its own temporary folder and the first rename wins."""
     target = cache / "tio2"
-    done = target / ".complete"
-    if not done.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(TIO2_ARCHIVE) as tar:
-            tar.extractall(target, filter="data")
-        done.touch()
+    if not (target / ".complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="tio2-", dir=cache))
+        try:
+            with tarfile.open(TIO2_ARCHIVE) as tar:
+                tar.extractall(scratch, filter="data")
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        (scratch / ".complete").touch()
+        try:
+            scratch.rename(target)
+        except OSError:                # another worker won, or a half-unpacked folder of an interrupted run is there
+            if not (target / ".complete").exists():
+                return scratch / "xsf"
+            shutil.rmtree(scratch, ignore_errors=True)
     return target / "xsf"
 
 
