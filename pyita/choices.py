@@ -29,6 +29,8 @@ BACKENDS = ("embedded", "aenet")
 AENET_DESCRIPTORS = ("chebyshev", "behler")
 #: MD ensembles of ``pyita md``: constant energy (velocity Verlet) or constant temperature (Langevin, BAOAB).
 ENSEMBLES = ("nve", "nvt")
+#: What ``pyita recommend`` decides on: test energy or force MAE, both (their geometric mean), or MD stability.
+OBJECTIVES = ("energy", "forces", "both", "md")
 #: Training methods of aenet's train.x (input.f90).
 AENET_METHODS = ("bfgs", "lm", "online_sd", "adam", "ekf")
 

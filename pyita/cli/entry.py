@@ -9,7 +9,7 @@ import sys
 import typer
 
 # Importing the command modules registers their commands with the application, in the order --help lists them.
-from pyita.cli import structures, dynamics, training, aenet  # noqa: F401
+from pyita.cli import structures, dynamics, training, recommending, aenet  # noqa: F401
 from pyita.cli.app import app, err_console, tidy_help
 from pyita.errors import Interrupted, PyitaError
 from pyita.progress import verbose
