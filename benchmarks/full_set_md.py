@@ -78,8 +78,9 @@ def main() -> None:
                      "seconds": round(seconds, 1)})
         runs[name] = [{"run": r.name, "source": Path(r.source).name, "failure": r.failure} for r in done.runs]
         r = rows[-1]
-        print(f"{name:>13}: {r['stable']}/{r['runs']} stable, median time to failure {r['median_time_to_failure_fs']:.0f}"
-              f" fs, failures {r['failures'] or '-'}; test MAE {r['test_energy_mae_meV_atom']:.2f} meV/atom, "
+        print(f"{name:>13}: {r['stable']}/{r['runs']} stable, median time to failure "
+              f"{r['median_time_to_failure_fs']:.0f} fs, failures {r['failures'] or '-'}; test MAE "
+              f"{r['test_energy_mae_meV_atom']:.2f} meV/atom, "
               f"{r['test_force_mae_eV_A']:.3f} eV/Å ({seconds:.0f} s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"pyita_version": __version__, "settings": settings.as_dict(), "starts": [s.source for s in starts],

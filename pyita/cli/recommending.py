@@ -43,6 +43,9 @@ def recommend(
                                                        "aenet's MAXENERGY)."),
     max_minutes: float | None = typer.Option(None, help="Training-time bound of every run (minutes)."),
     delta: float | None = _setting("δ of the absolute augmentation recipes.", "delta", " Å"),
+    recipes: str | None = typer.Option(None, help="Race only these recipes (comma-separated names, as "
+                                                  "recommendation.json names them); energy only always trains, "
+                                                  "as the reference. \\[default: all]"),
     seed: int | None = _setting("Seed of every split, initial weights and derived structure.", "seed"),
     workers: int = typer.Option(2, help="Parallel training processes (a local pool)."),
     scheduler: str | None = typer.Option(None, help="Run the rounds' tasks on the Dask cluster of this scheduler."),
@@ -65,7 +68,8 @@ def recommend(
 
     given = {"objective": objective, "trials": trials, "iterations": iterations, "max_rounds": max_rounds,
              "test_fraction": test_fraction, "subset_size": subset_size, "max_energy": max_energy,
-             "max_minutes": max_minutes, "delta": delta, "seed": seed}
+             "max_minutes": max_minutes, "delta": delta, "seed": seed,
+             "recipes": recipes and tuple(name.strip() for name in recipes.split(",") if name.strip())}
     settings = RecommendSettings(data=data, budget_minutes=budget_minutes,
                                  **{k: v for k, v in given.items() if v is not None})
     from pyita.recommend import recommend as run_recommend

@@ -23,6 +23,8 @@ from pyita.io.xsf import read_xsf
 from pyita.structure import LabelKeys, Structure
 
 _GLOB_CHARS = set("*?[")
+#: The problem of an InputError for a structure without the forces a command needs.
+NO_FORCES = "structure has no forces"
 
 
 def check_labels(structure: Structure, required: bool = True) -> Structure:
@@ -35,7 +37,7 @@ def check_labels(structure: Structure, required: bool = True) -> Structure:
     if structure.energy is not None and not math.isfinite(structure.energy):
         raise InputError(f"energy {structure.energy} is not finite", where)
     if required and structure.forces is None and not structure.is_derived:
-        raise InputError("structure has no forces", where)
+        raise InputError(NO_FORCES, where)
     if not np.isfinite(structure.positions).all() or (
             structure.forces is not None and not np.isfinite(structure.forces).all()):
         raise InputError("positions or forces contain NaN or inf", where)

@@ -44,7 +44,6 @@ class RoundRecord:
 class Race:
     settings: RecommendSettings
     rounds: list[RoundRecord] = field(default_factory=list)
-    left_out: dict[str, str] = field(default_factory=dict)
     stopped_because: str = ""
     chosen: str = ""
 
@@ -53,15 +52,15 @@ class Race:
         return sum(r.spent_seconds for r in self.rounds)
 
 
-def available_recipes(settings: RecommendSettings, has_forces: bool) -> tuple[list[Recipe], dict[str, str]]:
-    """The candidates the data can train, and those left out with the reason."""
-    recipes, left_out = [], {}
-    for recipe in candidate_recipes(settings.delta):
-        if recipe.needs_forces and not has_forces:
-            left_out[recipe.name] = "the data has no forces"
-        else:
-            recipes.append(recipe)
-    return recipes, left_out
+def available_recipes(settings: RecommendSettings) -> list[Recipe]:
+    """The candidates asked for (``settings.recipes``), energy only — the reference — always first."""
+    candidates = candidate_recipes(settings.delta)
+    names = [r.name for r in candidates]
+    unknown = sorted(set(settings.recipes or ()) - set(names))
+    if unknown:
+        raise PyitaError(f"--recipes: unknown {', '.join(map(repr, unknown))}; the recipes are "
+                         + ", ".join(map(repr, names)))
+    return [r for r in candidates if settings.recipes is None or r.name in settings.recipes or r is candidates[0]]
 
 
 def round_cost(record: RoundRecord, racing: list[str], iterations: int, trials: int, workers: int) -> float:
@@ -109,7 +108,8 @@ def run_race(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, w
         raw = round_config(settings, k, entrants, workers, cluster)
         folder = out / ROUNDS / f"round-{k}"
         config = parse_config(raw, folder / "config.toml")
-        say(f"round {k}: {len(racing)} recipes × {settings.trials} trials, {iterations} iterations")
+        reference = "" if baseline.name in racing else f" (+ {baseline.name}, the reference)"
+        say(f"round {k}: {len(racing)} recipes{reference} × {settings.trials} trials, {iterations} iterations")
         with experiment_output(folder, config, toml_text(raw), resume=True):
             run = run_trials(config, folder, progress_enabled=progress)
             summary = write_report(config, folder)

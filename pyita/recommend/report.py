@@ -24,6 +24,8 @@ def reproduce_command(race: Race) -> str:
     args = ["pyita", "recommend", s.data, "--budget-minutes", f"{s.budget_minutes:g}", "--objective", s.objective,
             "--trials", str(s.trials), "--iterations", str(s.iterations), "--max-rounds", str(s.max_rounds),
             "--test-fraction", f"{s.test_fraction:g}", "--delta", f"{s.delta:g}", "--seed", str(s.seed)]
+    if s.recipes is not None:
+        args += ["--recipes", ",".join(s.recipes)]
     for name in ("subset_size", "max_energy", "max_minutes"):
         if getattr(s, name) is not None:
             args += [f"--{name.replace('_', '-')}", f"{getattr(s, name):g}"]
@@ -40,7 +42,7 @@ def write_recommendation(race: Race, chosen: Recipe, final: dict, out: Path) -> 
     record = {"command": "recommend", "pyita_version": __version__, "settings": race.settings.as_dict(),
               "seed": race.settings.seed, "recipe": chosen.name, "recipe_description": chosen.description,
               "augment": chosen.augment, "trainer": chosen.trainer, "decision": decision_text(race, chosen),
-              "stopped_because": race.stopped_because, "left_out": race.left_out,
+              "stopped_because": race.stopped_because,
               "rounds": [r.to_dict() for r in race.rounds], "rounds_folder": ROUNDS,
               "seconds": {"rounds": round(race.spent_seconds, 1), "final_training": final["train_seconds"]},
               "final": final, "reproduce": reproduce_command(race)}
@@ -54,8 +56,6 @@ def _markdown(race: Race, record: dict) -> str:
     lines = [f"# Recommendation: {record['recipe']}", "", record["decision"], "",
              f"Objective: {label}{f' ({unit})' if unit else ''}, {'lower' if lower else 'higher'} is better; "
              f"{race.settings.trials} paired trials per round on `{race.settings.data}`.", ""]
-    if race.left_out:
-        lines += ["Left out: " + "; ".join(f"{n} ({why})" for n, why in race.left_out.items()) + ".", ""]
     lines += ["## Evidence", ""]
     for r in race.rounds:
         lines += [f"### Round {r.round}: {r.iterations} iterations, {len(r.recipes)} recipes "

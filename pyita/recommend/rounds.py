@@ -49,6 +49,7 @@ class RecommendSettings:
     max_energy: float | None = None
     max_minutes: float | None = None   # training-time bound of each run
     delta: float = 0.03                # δ of the absolute augmentation recipes (Å)
+    recipes: tuple[str, ...] | None = None   # the candidates to race (None: all); energy only always trains
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -5,12 +5,15 @@ the recommendation (``pyita.recommend.report``), all in a folder this command cl
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pyita import __version__
-from pyita.errors import PyitaError
+from pyita.errors import InputError, PyitaError
 from pyita.io.atomic import atomic_write_text
+from pyita.io.sources import NO_FORCES
 from pyita.io.locks import exclusive
 from pyita.io.records import json_text
 from pyita.recommend.race import ROUNDS, available_recipes, check_budget, run_race
@@ -46,9 +49,13 @@ def _claim(out: Path, record: dict, resume: bool) -> None:
         if not saved.is_file():
             raise PyitaError(f"--resume: {out} holds no {RECORD}, so it is not a folder of `pyita recommend`; it was "
                              "left untouched")
-        before = json.loads(saved.read_text())["settings"]
-        if before != record["settings"]:
-            changed = sorted(k for k in record["settings"] if before.get(k) != record["settings"][k])
+        try:
+            before = json.loads(saved.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PyitaError(f"--resume: {saved} is damaged ({exc}); it was left untouched") from None
+        now = json.loads(json_text(record["settings"]))
+        if before != now:
+            changed = sorted(k for k in now if before.get(k) != now[k])
             raise PyitaError(f"--resume: {out} holds a recommendation with other settings ({', '.join(changed)}); "
                              "give the same ones, or choose another --out")
     elif resume:
@@ -66,31 +73,32 @@ def recommend(settings: RecommendSettings, out: str | Path, *, workers: int = 2,
     from pyita.recommend.report import write_recommendation
 
     out = Path(out)
+    if not settings.data.startswith("sample"):   # recorded absolute: the same data from any folder
+        settings = replace(settings, data=os.path.abspath(settings.data))
     check_workers(workers, "--workers")
     cluster = {k: v for k, v in (("scheduler", scheduler), ("scheduler_file", scheduler_file)) if v}
     if len(cluster) > 1:
         raise PyitaError("--scheduler and --scheduler-file both say where the Dask scheduler is; give one of them")
-    pool, reference = load_pool(ExperimentConfig("recommend", settings.data, subset_size=settings.subset_size,
-                                                 max_energy=settings.max_energy))
-    has_forces = all(s.forces is not None for s in pool)
-    if settings.objective != "energy" and not has_forces:
-        raise PyitaError(f"{settings.data}: not every structure has forces, which --objective {settings.objective} "
-                         "needs (test force errors); use --objective energy")
-    recipes, left_out = available_recipes(settings, has_forces)
-    for name, why in left_out.items():
-        say(f"recipe {name!r} left out: {why}")
+    try:
+        pool, reference = load_pool(ExperimentConfig("recommend", settings.data, subset_size=settings.subset_size,
+                                                     max_energy=settings.max_energy))
+    except InputError as exc:
+        if exc.problem != NO_FORCES:
+            raise
+        raise PyitaError(f"{exc}: every recipe but energy only needs forces, and energy only alone is nothing to "
+                         "race (`pyita train` trains it)") from None
+    recipes = available_recipes(settings)
     if len(recipes) < 2:
-        raise PyitaError(f"{settings.data}: only {recipes[0].name!r} can be trained on this data; nothing to race")
+        raise PyitaError("--recipes names no recipe besides energy only: nothing to race")
     refuse_overlap(out, [Path(settings.data)] if Path(settings.data).exists() else [])
-    check_budget(settings, len(recipes), _probe(pool, reference, settings), workers)
     record = {"command": "recommend", "pyita_version": __version__, "settings": settings.as_dict()}
     _claim(out, record, resume)
+    check_budget(settings, len(recipes), _probe(pool, reference, settings), workers)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out / LOCK, f"recommendation folder {out}"):
         if not (out / RECORD).exists():
             atomic_write_text(out / RECORD, json_text(record, indent=1))
         race = run_race(settings, out, recipes, workers=workers, cluster=cluster, progress=progress, say=say)
-        race.left_out = left_out
         chosen = next(r for r in recipes if r.name == race.chosen)
         say(f"chosen: {chosen.name!r} ({race.stopped_because}); training it on all {len(pool)} structures")
         final = train_final(settings, chosen, pool, reference, out,
