@@ -25,18 +25,19 @@ SCENARIOS = {"forces-like": {"run_sd": 0.03, "noise_sd": 0.07}, "energy-like": {
 
 
 def simulate_errors(rng: np.random.Generator, n_experiments: int, n_trials: int, effects, trial_sd: float = 0.3,
-                    run_sd: float = 0.03, structure_sd: float = 1.0, noise_sd: float = 0.07) -> np.ndarray:
+                    run_sd: float = 0.03, structure_sd: float = 1.0, noise_sd: float = 0.07,
+                    dtype=np.float64) -> np.ndarray:
     """Per-structure absolute errors of each condition, shape (conditions, experiments, trials, structures);
-    ``effects`` holds one log-scale effect per condition."""
-    effects = np.asarray(effects, dtype=float)
+    ``effects`` holds one log-scale effect per condition. ``dtype=np.float32`` halves the time of big runs."""
+    effects = np.asarray(effects, dtype=dtype)
     shape = (n_experiments, n_trials)
-    trial = rng.normal(0, trial_sd, shape)[..., None]                          # shared by all conditions
-    run = run_sd * rng.standard_t(4, (len(effects), *shape))[..., None]         # one training run each
-    difficulty = rng.normal(0, structure_sd, (*shape, STRUCTURES))              # same test structures
-    noise = rng.normal(0, noise_sd, (len(effects), *shape, STRUCTURES))
-    log_errors = np.log(0.5) + trial + difficulty + run + noise
+    trial = rng.normal(0, trial_sd, shape)[..., None].astype(dtype)             # shared by all conditions
+    run = (run_sd * rng.standard_t(4, (len(effects), *shape))[..., None]).astype(dtype)   # one training run each
+    difficulty = dtype(structure_sd) * rng.standard_normal((*shape, STRUCTURES), dtype)   # same test structures
+    noise = dtype(noise_sd) * rng.standard_normal((len(effects), *shape, STRUCTURES), dtype)
+    log_errors = dtype(np.log(0.5)) + trial + difficulty + run + noise
     log_errors += effects[:, None, None, None]
-    return np.exp(log_errors)
+    return np.exp(log_errors, out=log_errors)
 
 
 def simulate_mae(rng: np.random.Generator, n_experiments: int, n_trials: int, effects, **settings) -> np.ndarray:
