@@ -197,8 +197,8 @@ def _divergence(names: list[str], x: np.ndarray, round_index: int):
     keep = counts == counts.min()
     steadiest = names[int(np.argmax(keep))]
     gone = [Elimination(round_index, names[r], f"diverged in trial{'s' if counts[r] > 1 else ''} "
-                        f"{', '.join(str(t + 1) for t in np.flatnonzero(bad[r]))} of {x.shape[1]}"
-                        f" ({steadiest}: {counts.min()})", None, None) for r in np.flatnonzero(~keep)]
+                        f"{', '.join(str(t + 1) for t in np.flatnonzero(bad[r]))} of {x.shape[1]}, more often "
+                        f"than {steadiest} ({counts.min()})", None, None) for r in np.flatnonzero(~keep)]
     used = ~bad[keep].any(0)
     notes = [f"trial {t + 1} left out: a remaining recipe diverged in it" for t in np.flatnonzero(~used)]
     return gone, keep, used, notes
