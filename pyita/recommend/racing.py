@@ -6,27 +6,30 @@ over per-trial differences of ``log(value)`` (errors: relative differences) or o
 oriented so that lower is better — :func:`pyita.experiment.stats.decide`, the project's verdict rule.
 
 Claims and their error. A round makes two kinds of claim: "A is better than B" (B is eliminated) and "A and B
-differ by less than the margin" (all survivors so: the round's status is "indistinguishable"). The whole race
-makes a false claim of either kind with probability ≤ alpha, for any true means:
+differ by less than the margin" (|log ratio| < log(1 + margin) for errors; all survivors so: "indistinguishable").
+The whole race makes a false claim of either kind with probability ≤ alpha, whatever the true means:
 
-* Across rounds: round k spends alpha_k = 1 − (1 − alpha)^(1/R) of R planned rounds (Šidák; slightly more than
-  Bonferroni's alpha/R). Each round's trials are new, so given the past a round errs with probability ≤ alpha_k
-  and P(no false claim in R rounds) ≥ (1 − alpha_k)^R = 1 − alpha.
-* Within a round (n recipes, M = n(n − 1)/2 pairs): partitioning principle (Finner & Strassburger 2002). The
-  true means fall in exactly one cell: which pairs are tied (w of them), and for the others the sign and whether
-  |δ| ≥ margin. Test that cell by Bonferroni over its units — a tied pair gives two one-sided units (δ ≥ 0, δ ≤ 0),
-  an untied one a single unit (δ ≥ 0 if 0 < δ < margin, δ ≥ margin beyond; mirrored for δ < 0) — each at
-  alpha_k/(M + w). Any false claim rejects a unit of the true cell at that level, so P(false claim) ≤ alpha_k.
-  In practice: the one-sided p of each pair (half the two-sided paired-t p) goes through a step-down (Holm's,
-  with Shaffer's logical bound): step s compares the (s+1)-th smallest p with alpha_k/(2M − a_s), a_s the fewest
-  untied pairs possible when s pairs are untied (ties group recipes into clusters of equal means; a_0 = 0, so
-  step 0 is Bonferroni over 2M one-sided tests; for s ≥ 1 Shaffer's bound beats Holm's 2M − s). A false claim
-  at step s comes after s true ones, so w ≤ M − a_s. Equivalence ("within margin") is read off the interval at
-  the level where the step-down stopped (every unclaimed pair's interval includes 0 there): a false one needs an
-  untied pair beyond the claimed ones, so the same bound holds. No split of alpha between the two kinds.
+* Across rounds, Šidák: round k of R planned spends alpha_k = 1 − (1 − alpha)^(1/R) (a little more than alpha/R).
+  Its trials are new, so given the past it errs with probability ≤ alpha_k, and P(no error) ≥ (1 − alpha_k)^R.
+  Equal shares: in simulated races with effects constant over rounds, more weight on later or on earlier rounds
+  lost power (``python tests/test_recommend_calibration.py`` prints the comparison).
+* Within a round of n recipes (M pairs), the partitioning principle (Finner & Strassburger 2002): the true means
+  lie in one cell — which pairs are tied (w), the others' signs and whether |δ| ≥ margin. Test that cell by
+  Bonferroni over its units, each at alpha_k/(M + w): a tied pair gives two one-sided units (δ ≥ 0, δ ≤ 0), an
+  untied one a single unit (δ ≥ 0 when 0 < δ < margin, δ ≥ margin beyond; mirrored). Every false claim below
+  rejects a unit of the true cell at that level, so a round errs with probability ≤ alpha_k.
+* The claims: each pair's one-sided p (half the paired-t p of ``decide``) in a step-down — step s compares the
+  (s+1)-th smallest with alpha_k/(2M − a_s), a_s the fewest untied pairs possible given at least s (Shaffer's
+  bound from the ways ties group recipes: a_0 = 0, Bonferroni over 2M one-sided tests; for s ≥ 1 fewer than
+  Holm's 2M − s). A false claim at step s follows s true ones, so w ≤ M − a_s. "Within margin" is read off each
+  unclaimed pair's interval at the level where the step-down stopped (it includes 0 there): a false one needs one
+  more untied pair, so the same bound holds. Equivalence costs no share of alpha.
 
-A recipe eliminated is worse than some recipe of the round (not only the best): each such claim is covered
-above, and it removes more. The best mean is never eliminated (its mean difference to any recipe is ≤ 0).
+Claims are about the round's training length (round k's truth), and rest on the paired t being valid for the
+per-trial differences (as for ``decide``: exact for normal ones, conservative for heavier symmetric tails). A
+recipe eliminated is worse than some recipe of the round, not necessarily the best: each such claim is covered,
+and it removes more. The best mean is never eliminated (its mean difference to any recipe is ≤ 0). One race
+judges one metric; racing on two at once needs alpha split between them.
 
 Diverged training (a non-finite value) is a fact, not an inference: a recipe that diverged in more trials of
 the round than the steadiest recipe is eliminated for it; trials in which a remaining recipe diverged are left
