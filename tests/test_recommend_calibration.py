@@ -231,7 +231,7 @@ def table(n: int = TABLE_RACES) -> list[str]:
     return rows
 
 
-#: Other splits of alpha over the rounds, for the record: effects constant over rounds favour equal shares.
+#: Other splits of alpha over the rounds, for the record (the race splits equally).
 SHARES = {"equal": None, "later rounds more (1:2:3)": (1 / 6, 2 / 6, 3 / 6),
           "earlier rounds more (3:2:1)": (3 / 6, 2 / 6, 1 / 6)}
 
