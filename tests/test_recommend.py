@@ -211,6 +211,8 @@ def test_final_statement_refuses_a_broken_history():
     ({"A": A, "B": B}, {"transform": "sqrt"}, "transform must be"),
     ({"A": A, "B": B}, {"margin": 0}, "margin must be"),
     ({"A": A, "B": B}, {"alpha": 1.5}, "alpha must"),
+    ({"A": A, "B": B}, {"alpha": "0.05"}, "alpha must"),
+    ({"A": A, "B": B}, {"max_rounds": 0}, "max_rounds must"),
 ])
 def test_bad_input_is_refused_in_one_line(values, settings, message):
     arguments = {"round_index": 1, "max_rounds": 3, **settings}

@@ -162,7 +162,7 @@ def _check_settings(round_index, max_rounds, direction, transform, margin, alpha
         raise SettingError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if transform not in MARGIN:
         raise SettingError(f"transform must be one of {', '.join(MARGIN)}, got {transform!r}")
-    if not 0 < alpha < 1:
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
         raise SettingError(f"alpha must lie between 0 and 1, got {alpha!r}")
     margin = MARGIN[transform] if margin is None else margin
     if not (isinstance(margin, int | float) and math.isfinite(margin) and margin > 0):
