@@ -1,11 +1,9 @@
 """Calibration of the verdict rule: simulated experiments of known structure, thousands at a time.
 
-Each simulated experiment has n paired trials. A trial draws a trial effect shared by the baseline and the
-condition (same subset, same test parents: correlated conditions), a training-run effect per condition
-(what differs between two trainings: heavy-ish tailed, Student t with 4 degrees of freedom), and 40 test
-structures with a difficulty shared by both conditions plus their own noise per condition. Errors are
-log-normal, so per-structure errors are skewed as real ones are. The per-trial MAEs go through
-``stats.decide`` — the very function whose verdict the report prints — for all experiments at once.
+Each simulated experiment has n paired trials of a baseline and a condition, drawn by the noise model of
+tests/simulated_trials.py (shared trial effects, Student-t training-run effects, 40 log-normal test structures
+per trial). The per-trial MAEs go through ``stats.decide`` — the very function whose verdict the report prints
+— for all experiments at once.
 
 With no true effect the false-verdict rate ("better" or "worse") must stay within 5 % plus Monte-Carlo
 error at 3, 4, 5 and 10 trials. The old rule (percentile bootstrap over trials + Wilcoxon over the pooled
@@ -23,10 +21,10 @@ import pytest
 from scipy import stats as sps
 
 from pyita.experiment import stats
+from simulated_trials import SCENARIOS, simulate_errors
 
 N_NULL = 10_000           # simulated experiments per trial count without an effect
 N_POWER = 4_000           # with an effect
-STRUCTURES = 40           # test structures per trial (the quick preset has 37)
 TRIAL_COUNTS = (3, 4, 5, 10)
 ALPHA = 0.05
 #: True effects for the power runs: the condition lowers every error by 5 % (forces-like) or 30 %
@@ -34,26 +32,11 @@ ALPHA = 0.05
 EFFECTS = {"forces-like": math.log(0.95), "energy-like": math.log(0.70)}
 
 
-#: Two regimes measured on the bundled sample (quick and aa presets): force errors per structure vary
-#: little between two trainings (log ratio SD ≈ 0.1) and the between-trial scatter of the per-trial
-#: difference is 2–6× its within-trial standard error; energy errors per structure vary a lot (log ratio
-#: SD ≈ 1.6) and the between-trial scatter is ≈ 1.2–1.7× the within-trial one.
-SCENARIOS = {"forces-like": {"run_sd": 0.03, "noise_sd": 0.07}, "energy-like": {"run_sd": 0.15, "noise_sd": 1.1}}
-
-
-def simulate(n_experiments: int, n_trials: int, effect: float = 0.0, seed: int = 0, trial_sd: float = 0.3,
-             run_sd: float = 0.03, structure_sd: float = 1.0, noise_sd: float = 0.07):
+def simulate(n_experiments: int, n_trials: int, effect: float = 0.0, seed: int = 0, **settings):
     """Per-trial MAEs of baseline and condition, shape (experiments, trials), and the per-structure
     absolute errors, shape (experiments, trials, structures), of both."""
     rng = np.random.default_rng([seed, n_trials, int(effect * 1e6) & 0xFFFF])
-    shape = (n_experiments, n_trials)
-    trial = rng.normal(0, trial_sd, shape)[..., None]                        # shared by both conditions
-    run = run_sd * rng.standard_t(4, (2, *shape))[..., None]                  # one training run each
-    difficulty = rng.normal(0, structure_sd, (*shape, STRUCTURES))            # same test structures
-    noise = rng.normal(0, noise_sd, (2, *shape, STRUCTURES))
-    log_errors = np.log(0.5) + trial + difficulty + run + noise
-    log_errors[1] += effect
-    errors = np.exp(log_errors)
+    errors = simulate_errors(rng, n_experiments, n_trials, (0.0, effect), **settings)
     return errors[0].mean(-1), errors[1].mean(-1), errors[0], errors[1]
 
 

@@ -83,7 +83,7 @@ def test_command_descriptions_are_one_line_each():
     panel = result.stdout[result.stdout.index("Commands"):]
     rows = [re.sub(r"[│╭╮╰╯─]", "", line).strip() for line in panel.splitlines()[1:]]
     rows = [row for row in rows if row]
-    names = ["augment", "check", "label", "predict", "md", "train", "experiment", "aenet"]
+    names = ["augment", "check", "label", "predict", "md", "train", "experiment", "recommend", "aenet"]
     assert [row.split()[0] for row in rows] == names, rows   # no continuation lines at 250 columns
     assert all(row.endswith(".") for row in rows), rows
     aenet = pyita("aenet", "--help").stdout

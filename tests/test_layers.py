@@ -1,7 +1,7 @@
 """The package's layers: a module may import from its own layer and the layers below it, never from above.
 
-io → augment → descriptors → model → train → check → md → backends → experiment → cli, with the shared basics
-(errors, structures and their geometry checks, the model's architecture, reference energies, error measures,
+io → augment → descriptors → model → train → check → md → backends → experiment → recommend → cli, with the shared
+basics (errors, structures and their geometry checks, the model's architecture, reference energies, error measures,
 output safety, worker pools and Dask workers, progress bars, choice names, the memory available) below everything.
 A lower layer that reaches up is how one concept ends up with two homes; this test names the import that does it.
 Within a layer no modules import each other in a circle (an import inside a function counts: it only hides the
@@ -30,6 +30,7 @@ LAYERS = [
     {"md"},
     {"backends"},
     {"experiment"},
+    {"recommend"},
     {"cli", "__main__"},
 ]
 

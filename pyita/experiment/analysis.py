@@ -128,7 +128,7 @@ def _not_finite(results, trials: list[int], names: tuple[str, ...], kind: str) -
 _METRIC_WORDS = {"energy MAE (meV/atom)": ("energy", "meV/atom"), "force MAE (eV/Å)": ("forces", "eV/Å")}
 
 
-def _signed(value: float, unit: str = " %") -> str:
+def signed_text(value: float, unit: str = " %") -> str:
     """+19 %, −0.5 %, −12 % (two significant figures at most; a true minus sign)."""
     if value is None or not np.isfinite(value):
         return "n/a"
@@ -136,7 +136,7 @@ def _signed(value: float, unit: str = " %") -> str:
     return f"{value:+.{digits}f}{unit}".replace("-", "−")
 
 
-def _3(value: float) -> str:
+def three_figures(value: float) -> str:
     """Three significant figures, trailing zeros kept (0.300, 112, 0.0461)."""
     return f"{value:#.3g}".rstrip(".") if np.isfinite(value) else "n/a"
 
@@ -158,11 +158,11 @@ def _plain(row: dict) -> str:
         what = f"no verdict possible from {n} trial{'s' if n != 1 else ''}"
     else:
         what = "no detectable change"
-    effect = f"Δ {_signed(row['percent_difference'])}"
+    effect = f"Δ {signed_text(row['percent_difference'])}"
     if np.isfinite(row["percent_ci_low"]):
-        effect += f", 95 % CI {_signed(row['percent_ci_low'])} … {_signed(row['percent_ci_high'])}"
-    effect += f"; {'MAE' if higher is None else 'mean'} {_3(row['baseline_mean'])} → {_3(row['condition_mean'])} " \
-              f"{unit}".rstrip()
+        effect += f", 95 % CI {signed_text(row['percent_ci_low'])} … {signed_text(row['percent_ci_high'])}"
+    means = f"{three_figures(row['baseline_mean'])} → {three_figures(row['condition_mean'])}"
+    effect += f"; {'MAE' if higher is None else 'mean'} {means} {unit}".rstrip()
     needed = row.get("trials_needed")
     if not verdict.startswith(("better", "worse")) and needed is not None and needed > n:
         effect += f"; detecting a change this size would take {needed} trials at 80 % power"

@@ -8,15 +8,14 @@ machines that ran them), plus an estimate of the final training before a round i
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pyita import __version__
 from pyita.errors import PyitaError
-from pyita.recommend.racing import decide_round
+from pyita.recommend.racing import race_round
+from pyita.recommend.results import RoundResult, final_statement
 from pyita.recommend.recipes import Recipe, candidate_recipes
 from pyita.recommend.rounds import RecommendSettings, objective_values, round_config, round_length, toml_text
 
@@ -46,6 +45,8 @@ class Race:
     rounds: list[RoundRecord] = field(default_factory=list)
     stopped_because: str = ""
     chosen: str = ""
+    #: The race's conclusion (``pyita.recommend.results.RaceStatement``): what is settled and what is not.
+    statement: dict = field(default_factory=dict)
 
     @property
     def spent_seconds(self) -> float:
@@ -78,7 +79,15 @@ def final_cost(record: RoundRecord, racing: list[str], iterations: int, pool_fra
 
 def run_race(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, workers: int,
              cluster: dict | None = None, progress: bool = True, say=print) -> Race:
-    """The rounds, in ``out/rounds``; returns the race with its decision (``chosen``) and why it stopped."""
+    """The rounds, in ``out/rounds``; returns the race with its decision (``chosen``), why it stopped, and what
+    it settled (``statement``)."""
+    race = _rounds(settings, out, recipes, workers=workers, cluster=cluster, progress=progress, say=say)
+    race.statement = final_statement([RoundResult.from_dict(r.decision) for r in race.rounds]).to_dict()
+    return race
+
+
+def _rounds(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, workers: int,
+            cluster: dict | None, progress: bool, say) -> Race:
     from pyita.experiment.analysis import per_trial_table
     from pyita.experiment.config import parse_config
     from pyita.experiment.report import write_report
@@ -119,18 +128,19 @@ def run_race(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, w
         values = objective_values(settings, rows, racing)
         seconds = {c.name: float(np.mean([r["seconds"] for r in rows if r["condition"] == c.name]))
                    for c in config.conditions}
-        decision = decide_round({n: values[n] for n in racing}, lower_is_better=lower,
-                                log_scale=lower, round_index=k, rounds=settings.max_rounds)
+        decision = race_round({n: values[n] for n in racing}, k, settings.max_rounds,
+                              direction="lower" if lower else "higher", transform="log" if lower else "raw",
+                              metric=label + (f" ({unit})" if unit else ""))
         record = RoundRecord(k, iterations, list(racing), {n: v.tolist() for n, v in values.items()}, seconds,
                              sum(r["seconds"] for r in rows) / workers, decision.to_dict())
         race.rounds.append(record)
-        dropped = [n for n in racing if n not in decision.survivors]
-        say(f"round {k}: best so far {decision.best!r}"
-            + (f"; dropped {', '.join(dropped)}" if dropped else "; none dropped") + f" ({decision.status})")
+        say(f"round {k}: best mean {decision.best!r}; "
+            + ("; ".join(f"{e.recipe} out ({e.reason})" for e in decision.eliminated) or "none out")
+            + f" → {decision.status}")
         racing = list(decision.survivors)
         if decision.status == "best":
-            race.stopped_because = f"{decision.best!r} is confidently best ({label})"
-            race.chosen = decision.best
+            race.chosen = decision.survivors[0]
+            race.stopped_because = f"{race.chosen!r} is confidently best ({label})"
             return race
         if decision.status == "indistinguishable":
             race.chosen = min(racing, key=lambda n: seconds[n])
@@ -139,15 +149,10 @@ def run_race(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, w
             return race
     else:
         race.stopped_because = f"all {settings.max_rounds} rounds run without a decision"
-    last = race.rounds[-1]
-    race.chosen = min(racing, key=lambda n: float(np.mean(last.values[n])) * (1 if lower else -1))
+    race.chosen = race.rounds[-1].decision["best"]
     race.stopped_because += (f"; {race.chosen!r} has the best mean of the {len(racing)} recipes still racing, "
                              "which is not settled")
     return race
-
-
-def spent_text(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
 def check_budget(settings: RecommendSettings, n_recipes: int, probe_seconds: float, workers: int) -> None:
@@ -160,6 +165,3 @@ def check_budget(settings: RecommendSettings, n_recipes: int, probe_seconds: flo
                          f"{workers} worker(s) (each task costs more than the {probe_seconds:.1f} s of a "
                          "3-iteration energy-only training); give a larger budget or fewer --trials")
 
-
-def version_record(settings: RecommendSettings) -> dict:
-    return {"pyita_version": __version__, "settings": settings.as_dict()}

@@ -43,6 +43,7 @@ def write_recommendation(race: Race, chosen: Recipe, final: dict, out: Path) -> 
               "seed": race.settings.seed, "recipe": chosen.name, "recipe_description": chosen.description,
               "augment": chosen.augment, "trainer": chosen.trainer, "decision": decision_text(race, chosen),
               "stopped_because": race.stopped_because,
+              "statement": race.statement,
               "rounds": [r.to_dict() for r in race.rounds], "rounds_folder": ROUNDS,
               "seconds": {"rounds": round(race.spent_seconds, 1), "final_training": final["train_seconds"]},
               "final": final, "reproduce": reproduce_command(race)}
@@ -61,12 +62,14 @@ def _markdown(race: Race, record: dict) -> str:
         lines += [f"### Round {r.round}: {r.iterations} iterations, {len(r.recipes)} recipes "
                   f"(`{ROUNDS}/round-{r.round}/report.md`)", "",
                   "| recipe | mean | per trial | task seconds | outcome |", "|---|---|---|---|---|"]
-        outcome = r.decision.get("outcomes", {})
+        outcome = {e["recipe"]: f"out: {e['reason']}" for e in r.decision["eliminated"]}
+        outcome.update({n: "best mean" for n in [r.decision["best"]] if n not in outcome})
         for name in r.recipes:
             values = np.array(r.values[name], dtype=float)
             lines.append(f"| {name} | {np.mean(values):.4g} | {', '.join(f'{v:.3g}' for v in values)} | "
                          f"{r.seconds[name]:.1f} | {outcome.get(name, '')} |")
-        lines += [""] + [f"- {c}" for c in r.decision.get("statements", [])] + [""]
+        lines += [""] + [f"- {note}" for note in r.decision["notes"]] + [""]
+    lines += ["## What is settled", ""] + [f"- {line}" for line in race.statement["lines"]] + [""]
     final = record["final"]
     lines += ["## Time", "", f"Rounds: {record['seconds']['rounds'] / 60:.1f} min of tasks over the workers; final "
               f"training: {final['train_seconds'] / 60:.1f} min ({final['epochs']} epochs on {final['structures']} "
