@@ -16,7 +16,7 @@ from pyita.errors import SettingError
 from pyita.recommend import RecommendSettings, candidate_recipes
 
 #: Two recipes besides energy only, short trainings: two rounds of 9 tasks on the 150 structures of the sample.
-SMALL = ["--recipes", "forces f=0.1,parent-child w=1", "--iterations", "27", "--trials", "3", "--max-rounds", "2",
+SMALL = ["--recipes", "forces f=0.1,parent-child w=1", "--iterations", "18", "--trials", "3", "--max-rounds", "2",
          "--workers", "1", "-q"]
 
 
@@ -122,3 +122,28 @@ def test_a_race_killed_mid_round_resumes_to_the_same_decision_and_potential(tmp_
     again = run_cli("recommend", "sample:tio2-md", "--budget-minutes", "31", *SMALL, "--resume", "--out", "cut",
                     cwd=tmp_path)
     assert again.returncode != 0 and "other settings (budget_minutes)" in again.stderr
+
+
+def test_each_objective_reads_its_own_column_and_md_rounds_run_dynamics():
+    from pyita.experiment.config import parse_config
+    from pyita.recommend.rounds import objective_values, round_config, round_length, toml_text
+    from pyita.experiment.config import parse_toml
+
+    rows = [{"trial": t, "condition": name, "energy_mae": e, "force_mae": f, "md_stable_fraction": s}
+            for name, values in (("a", [(4.0, 0.25, 0.5), (1.0, 0.16, 1.0), (9.0, 0.04, 0.0)]),
+                                 ("b", [(2.0, 0.5, 1.0), (3.0, 0.12, 0.5), (1.0, 1.0, 1.0)]))
+            for t, (e, f, s) in reversed(list(enumerate(values)))]   # rows out of trial order
+    expect = {"energy": {"a": [4, 1, 9], "b": [2, 3, 1]}, "forces": {"a": [0.25, 0.16, 0.04], "b": [0.5, 0.12, 1]},
+              "both": {"a": [1.0, 0.4, 0.6], "b": [1.0, 0.6, 1.0]}, "md": {"a": [0.5, 1, 0], "b": [1, 0.5, 1]}}
+    for objective, wanted in expect.items():
+        settings = RecommendSettings("sample:tio2-md", 5, objective=objective)
+        got = objective_values(settings, rows, ["a", "b"])
+        for name in wanted:
+            np.testing.assert_allclose(got[name], wanted[name], rtol=1e-12)
+    settings = RecommendSettings("sample:tio2-md", 5, objective="md", iterations=90)
+    assert [round_length(settings, k) for k in (1, 2, 3, 4)] == [10, 30, 90, 90]
+    raw = round_config(settings, 2, candidate_recipes()[:3], workers=2)
+    assert parse_toml(toml_text(raw), "round.toml") == raw   # the config.toml a round writes reads back as made
+    config = parse_config(raw, "round.toml")
+    assert config.md["starts"] == 4 and config.trainer == {"iterations": 30} and config.trials == 4
+    assert config.seed == 2 * 7919 and [c.name for c in config.conditions] == [r.name for r in candidate_recipes()[:3]]
