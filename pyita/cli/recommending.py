@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from pyita.choices import OBJECTIVES
-from pyita.cli.app import LOG_FILE, QUIET, VERBOSE, app, choice, console, done
+from pyita.errors import PyitaError
+from pyita.cli.app import CALC_HELP, LOG_FILE, QUIET, VERBOSE, app, choice, console, done
 
 Objective = choice(OBJECTIVES)
 
@@ -46,6 +47,9 @@ def recommend(
     recipes: str | None = typer.Option(None, help="Race only these recipes (comma-separated names, as "
                                                   "recommendation.json names them); energy only always trains, "
                                                   "as the reference. \\[default: all]"),
+    reference: str | None = typer.Option(None, "--reference", help="Choose δ from the Taylor error against this "
+                                                                   "calculator (as `pyita check` does), instead "
+                                                                   "of --delta. " + CALC_HELP),
     seed: int | None = _setting("Seed of every split, initial weights and derived structure.", "seed"),
     workers: int = typer.Option(2, help="Parallel training processes (a local pool)."),
     scheduler: str | None = typer.Option(None, help="Run the rounds' tasks on the Dask cluster of this scheduler."),
@@ -69,7 +73,10 @@ def recommend(
     given = {"objective": objective, "trials": trials, "iterations": iterations, "max_rounds": max_rounds,
              "test_fraction": test_fraction, "subset_size": subset_size, "max_energy": max_energy,
              "max_minutes": max_minutes, "delta": delta, "seed": seed,
+             "reference": reference,
              "recipes": recipes and tuple(name.strip() for name in recipes.split(",") if name.strip())}
+    if reference is not None and delta is not None:
+        raise PyitaError("--delta gives δ and --reference chooses it; give one of them")
     settings = RecommendSettings(data=data, budget_minutes=budget_minutes,
                                  **{k: v for k, v in given.items() if v is not None})
     from pyita.recommend import recommend as run_recommend

@@ -23,7 +23,8 @@ def reproduce_command(race: Race) -> str:
     s = race.settings
     args = ["pyita", "recommend", s.data, "--budget-minutes", f"{s.budget_minutes:g}", "--objective", s.objective,
             "--trials", str(s.trials), "--iterations", str(s.iterations), "--max-rounds", str(s.max_rounds),
-            "--test-fraction", f"{s.test_fraction:g}", "--delta", f"{s.delta:g}", "--seed", str(s.seed)]
+            "--test-fraction", f"{s.test_fraction:g}", "--seed", str(s.seed)]
+    args += ["--reference", s.reference] if s.reference is not None else ["--delta", f"{s.delta:g}"]
     if s.recipes is not None:
         args += ["--recipes", ",".join(s.recipes)]
     for name in ("subset_size", "max_energy", "max_minutes"):

@@ -50,6 +50,7 @@ class RecommendSettings:
     max_minutes: float | None = None   # training-time bound of each run
     delta: float = 0.03                # δ of the absolute augmentation recipes (Å)
     recipes: tuple[str, ...] | None = None   # the candidates to race (None: all); energy only always trains
+    reference: str | None = None       # a calculator (as `pyita check` takes) whose Taylor errors choose δ
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -37,6 +37,20 @@ def _probe(pool, reference, settings: RecommendSettings) -> float:
     return time.perf_counter() - started
 
 
+def delta_from_reference(settings: RecommendSettings, say) -> float:
+    """δ of the absolute recipes from the Taylor error against ``settings.reference`` (``pyita check``'s study of
+    the balanced strategy on 20 seeded parents: the largest tested δ whose 95th-percentile error is ≤ 1 meV/atom)."""
+    from pyita.check.check import check
+    from pyita.check.settings import CheckSettings
+
+    found = check(settings.data, settings.reference, CheckSettings(strategies=("balanced",), seed=settings.seed),
+                  progress=False).recommendation["balanced"]
+    if found["delta"] is None:
+        raise PyitaError(f"--reference {settings.reference}: {found['note']}; give --delta instead")
+    say(f"δ from {settings.reference}: {found['note']}")
+    return float(found["delta"])
+
+
 def _claim(out: Path, record: dict, resume: bool) -> None:
     """Refuse a non-empty ``out`` unless resuming the same recommendation (same settings)."""
     saved = out / RECORD
@@ -87,6 +101,8 @@ def recommend(settings: RecommendSettings, out: str | Path, *, workers: int = 2,
             raise
         raise PyitaError(f"{exc}: every recipe but energy only needs forces, and energy only alone is nothing to "
                          "race (`pyita train` trains it)") from None
+    if settings.reference is not None:
+        settings = replace(settings, delta=delta_from_reference(settings, say))
     recipes = available_recipes(settings)
     if len(recipes) < 2:
         raise PyitaError("--recipes names no recipe besides energy only: nothing to race")
