@@ -147,3 +147,11 @@ def test_each_objective_reads_its_own_column_and_md_rounds_run_dynamics():
     config = parse_config(raw, "round.toml")
     assert config.md["starts"] == 4 and config.trainer == {"iterations": 30} and config.trials == 4
     assert config.seed == 2 * 7919 and [c.name for c in config.conditions] == [r.name for r in candidate_recipes()[:3]]
+
+
+def test_a_scheduler_that_cannot_be_reached_is_refused_before_any_output(tmp_path):
+    result = run_cli("recommend", "sample:tio2-md", "--budget-minutes", "5", *SMALL, "--scheduler",
+                     "tcp://127.0.0.1:9", "--out", "rec", cwd=tmp_path, timeout=120,
+                     DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="2s")
+    assert result.returncode != 0 and "cannot reach the Dask scheduler" in result.stderr, result.stderr
+    assert not (tmp_path / "rec").exists()

@@ -78,16 +78,17 @@ def final_cost(record: RoundRecord, racing: list[str], iterations: int, pool_fra
 
 
 def run_race(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, workers: int,
-             cluster: dict | None = None, progress: bool = True, say=print) -> Race:
-    """The rounds, in ``out/rounds``; returns the race with its decision (``chosen``), why it stopped, and what
-    it settled (``statement``)."""
-    race = _rounds(settings, out, recipes, workers=workers, cluster=cluster, progress=progress, say=say)
+             cluster: dict | None = None, client=None, progress: bool = True, say=print) -> Race:
+    """The rounds, in ``out/rounds`` (their tasks on the Dask ``client`` when given); returns the race with its
+    decision (``chosen``), why it stopped, and what it settled (``statement``)."""
+    race = _rounds(settings, out, recipes, workers=workers, cluster=cluster, client=client, progress=progress,
+                   say=say)
     race.statement = final_statement([RoundResult.from_dict(r.decision) for r in race.rounds]).to_dict()
     return race
 
 
 def _rounds(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, workers: int,
-            cluster: dict | None, progress: bool, say) -> Race:
+            cluster: dict | None, client, progress: bool, say) -> Race:
     from pyita.experiment.analysis import per_trial_table
     from pyita.experiment.config import parse_config
     from pyita.experiment.report import write_report
@@ -120,7 +121,7 @@ def _rounds(settings: RecommendSettings, out: Path, recipes: list[Recipe], *, wo
         reference = "" if baseline.name in racing else f" (+ {baseline.name}, the reference)"
         say(f"round {k}: {len(racing)} recipes{reference} × {settings.trials} trials, {iterations} iterations")
         with experiment_output(folder, config, toml_text(raw), resume=True):
-            run = run_trials(config, folder, progress_enabled=progress)
+            run = run_trials(config, folder, progress_enabled=progress, client=client)
             summary = write_report(config, folder)
             if run.missing:
                 raise unfinished(run, folder, summary)

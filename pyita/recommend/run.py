@@ -17,7 +17,7 @@ from pyita.io.sources import NO_FORCES
 from pyita.io.locks import exclusive
 from pyita.io.records import json_text
 from pyita.recommend.race import ROUNDS, available_recipes, check_budget, run_race
-from pyita.recommend.rounds import RecommendSettings
+from pyita.recommend.rounds import RecommendSettings, round_config
 
 #: What the command writes in its folder; anything else there is not its own.
 RECORD = "recommend.json"
@@ -79,7 +79,8 @@ def _claim(out: Path, record: dict, resume: bool) -> None:
 def recommend(settings: RecommendSettings, out: str | Path, *, workers: int = 2, scheduler: str | None = None,
               scheduler_file: str | None = None, resume: bool = False, progress: bool = True, say=print) -> dict:
     """Race the recipes on ``settings.data`` and train the chosen one; returns recommendation.json's content."""
-    from pyita.experiment.config import ExperimentConfig
+    from pyita.experiment.config import ExperimentConfig, parse_config
+    from pyita.experiment.tasks import cluster_client
     from pyita.experiment.protocol import load_pool
     from pyita.io.outputs import refuse_overlap
     from pyita.parallel import check_workers
@@ -109,15 +110,19 @@ def recommend(settings: RecommendSettings, out: str | Path, *, workers: int = 2,
     refuse_overlap(out, [Path(settings.data)] if Path(settings.data).exists() else [])
     record = {"command": "recommend", "pyita_version": __version__, "settings": settings.as_dict()}
     _claim(out, record, resume)
+    first = parse_config(round_config(settings, 1, recipes, workers, cluster), out / ROUNDS / "round-1")
     check_budget(settings, len(recipes), _probe(pool, reference, settings), workers)
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out / LOCK, f"recommendation folder {out}"):
-        if not (out / RECORD).exists():
-            atomic_write_text(out / RECORD, json_text(record, indent=1))
-        race = run_race(settings, out, recipes, workers=workers, cluster=cluster, progress=progress, say=say)
-        chosen = next(r for r in recipes if r.name == race.chosen)
-        say(f"chosen: {chosen.name!r} ({race.stopped_because}); training it on all {len(pool)} structures")
-        final = train_final(settings, chosen, pool, reference, out,
-                            {"recommendation": {"stopped_because": race.stopped_because, "rounds": len(race.rounds),
-                                                "folder": ROUNDS}}, progress=progress)
-        return write_recommendation(race, chosen, final, out)
+    # a scheduler that cannot be reached or workers that cannot be set up: refused before the folder is claimed
+    with cluster_client(first) as client:
+        out.mkdir(parents=True, exist_ok=True)
+        with exclusive(out / LOCK, f"recommendation folder {out}"):
+            if not (out / RECORD).exists():
+                atomic_write_text(out / RECORD, json_text(record, indent=1))
+            race = run_race(settings, out, recipes, workers=workers, cluster=cluster, client=client,
+                            progress=progress, say=say)
+            chosen = next(r for r in recipes if r.name == race.chosen)
+            say(f"chosen: {chosen.name!r} ({race.stopped_because}); training it on all {len(pool)} structures")
+            final = train_final(settings, chosen, pool, reference, out,
+                                {"recommendation": {"stopped_because": race.stopped_because,
+                                                    "rounds": len(race.rounds), "folder": ROUNDS}}, progress=progress)
+            return write_recommendation(race, chosen, final, out)
