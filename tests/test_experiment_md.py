@@ -218,3 +218,20 @@ def test_null_check_other_velocity_seeds_give_no_verdict(sample_models):
     assert first != other and max(first + other) < 200.0
     row = compare("energy, other seeds", "MD median time to failure (fs)", first, other, higher_is_better=True)
     assert row.verdict.startswith("no detectable difference")
+
+
+def test_trajectory_error_figure_only_with_reference_errors(tmp_path):
+    """No reference calculator: no trajectory errors (NaN) and no figure; with them, one PNG and one SVG."""
+    from types import SimpleNamespace
+
+    from pyita.experiment import plots
+
+    config = SimpleNamespace(conditions=[SimpleNamespace(name="a"), SimpleNamespace(name="b")])
+    rows = [{"condition": c, "trial": t, "force_mae": 0.1 * (t + 1), "md_force_mae_eV_A": float("nan")}
+            for c in ("a", "b") for t in range(3)]
+    assert plots.trajectory_errors(config, rows, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    for row in rows:
+        row["md_force_mae_eV_A"] = 3 * row["force_mae"]
+    files = plots.trajectory_errors(config, rows, tmp_path / "figures")
+    assert [f.name for f in files] == ["md_trajectory_errors.png", "md_trajectory_errors.svg"]
+    assert all(f.stat().st_size > 1000 for f in files)

@@ -249,3 +249,24 @@ def survival(config, table: list[dict], out: Path) -> list[Path]:
     ax.set_ylim(-0.03, 1.03)
     ax.legend(fontsize=7)
     return _save(fig, out, "md_survival")
+
+
+def trajectory_errors(config, table: list[dict], out: Path) -> list[Path]:
+    """Per trial and condition, the force MAE along the model's own MD trajectories against its test-set force
+    MAE: points above the diagonal are states the test set does not sample and the model gets wrong."""
+    rows = [r for r in table if np.isfinite(r.get("md_force_mae_eV_A", np.nan)) and np.isfinite(r["force_mae"])]
+    if not rows:
+        return []
+    fig, ax = _subplots(figsize=(5.2, 4.6))
+    for condition in config.conditions:
+        mine = [r for r in rows if r["condition"] == condition.name]
+        if mine:
+            ax.plot([r["force_mae"] for r in mine], [r["md_force_mae_eV_A"] for r in mine], "o", alpha=0.8,
+                    label=condition.name)
+    values = [v for r in rows for v in (r["force_mae"], r["md_force_mae_eV_A"]) if v > 0]
+    if values:
+        span = [min(values) / 1.5, max(values) * 1.5]
+        ax.plot(span, span, "k:", lw=1, label="trajectory = test")
+    log_log(ax, "test force MAE (eV/Å)", "force MAE along its own MD trajectories (eV/Å)")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "md_trajectory_errors")

@@ -81,6 +81,7 @@ def write_report(config: ExperimentConfig, out: Path) -> dict:
     survival = survival_table(config, results) if config.md else []
     if survival:
         figure_files += plots.survival(config, survival, figures)
+        figure_files += plots.trajectory_errors(config, trials_table, figures)
         write_csv(out / "md_survival.csv", survival)
     write_csv(out / "per_trial.csv", trials_table)
     write_csv(out / "conditions.csv", conditions)
@@ -130,6 +131,10 @@ FIGURES = {
                     "over trials: every condition of a trial starts from the same test parents with the same "
                     "velocities. A run fails at the first broken criterion of `pyita md` (atoms too close, a bond "
                     "torn, a temperature runaway, NVE drift, non-finite numbers)."),
+    "md_trajectory_errors": ("Errors along MD trajectories", "Per trial, each condition's force MAE on frames "
+                             "of its own MD runs (relabelled by the reference calculator) against its test-set "
+                             "force MAE; the dotted line marks equality. Points far above it: the model drives "
+                             "itself into states the test set does not sample."),
     "budget": ("Compute budget", "Test errors against the mean training wall time per run, one line per "
                "condition over its training lengths."),
 }
