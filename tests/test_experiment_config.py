@@ -239,3 +239,31 @@ def test_the_augment_table_knows_exactly_the_augmentation_and_its_training_keys(
 
     settings = {f.name for f in fields(AugmentSettings)} - {"seed", "cap"}
     assert set(AugmentTable.model_fields) == settings | set(AUGMENT_TRAINING_KEYS)
+
+
+def test_a_generate_in_s_types_are_the_pool_s_references_and_set_its_maxenergy_cut(tmp_path):
+    """As `pyita train` and aenet do: TYPES of the input generate.in, not a fit, decide the cohesive energies
+    (and so which structures MAXENERGY keeps) unless the config gives its own."""
+    from pyita.experiment.protocol import load_pool
+    from pyita.io import read_structures
+    from pyita.io.xsf_write import write_xsf
+
+    structures = read_structures("sample:tio2-md")[:8]
+    types = {"Ti": -1600.5, "O": -430.25}
+    names = []
+    for k, s in enumerate(structures):
+        write_xsf(tmp_path / f"s{k}.xsf", s)
+        names.append(f"s{k}.xsf")
+    (tmp_path / "generate.in").write_text("OUTPUT x.train\n\nTYPES\n2\nTi -1600.5\nO -430.25\n\nFILES\n8\n"
+                                          + "\n".join(names) + "\n")
+    cohesive = [(s.energy - sum(types[e] for e in s.symbols)) / len(s.symbols) for s in structures]
+    cut = float(np.median(cohesive))
+    config = parse_config({"experiment": {"data": str(tmp_path / "generate.in"), "max_energy": cut}},
+                          tmp_path / "x.toml")
+    pool, reference = load_pool(config)
+    assert reference == types
+    kept = [s.energy for s, c in zip(structures, cohesive) if c <= cut]
+    assert 0 < len(kept) < 8 and [s.energy for s in pool] == pytest.approx(kept, abs=1e-9)
+    # the same files without a generate.in: nothing names the references, so they are fitted
+    _, fitted = load_pool(parse_config({"experiment": {"data": str(tmp_path)}}, tmp_path / "y.toml"))
+    assert fitted != types

@@ -145,7 +145,7 @@ def test_each_objective_reads_its_own_column_and_md_rounds_run_dynamics():
     raw = round_config(settings, 2, candidate_recipes()[:3], workers=2)
     assert parse_toml(toml_text(raw), "round.toml") == raw   # the config.toml a round writes reads back as made
     config = parse_config(raw, "round.toml")
-    assert config.md["starts"] == 4 and config.trainer == {"iterations": 30} and config.trials == 4
+    assert config.md["starts"] == 4 and config.trainer == {"iterations": 30} and config.trials == settings.trials
     assert config.seed == 2 * 7919 and [c.name for c in config.conditions] == [r.name for r in candidate_recipes()[:3]]
 
 

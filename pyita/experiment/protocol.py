@@ -17,7 +17,7 @@ import numpy as np
 from pyita.augment import AugmentSettings, augment
 from pyita.errors import PyitaError
 from pyita.experiment.config import Condition, ExperimentConfig
-from pyita.io import read_structures
+from pyita.io import open_source
 from pyita.reference import max_energy_mask, resolve_references
 from pyita.structure import LabelKeys, Structure, held_out_without_copies
 
@@ -31,15 +31,20 @@ class TrialSplit:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_pool(data: str, keys: LabelKeys) -> tuple[Structure, ...]:
-    return tuple(read_structures(data, keys=keys))
+def _read_pool(data: str, keys: LabelKeys) -> tuple[tuple[Structure, ...], tuple[tuple[str, float], ...]]:
+    """The structures of ``data`` and the reference energies its generate.in names (TYPES; none otherwise)."""
+    source = open_source(data, keys=keys)
+    types = tuple(source.generate_in.types.items()) if source.generate_in is not None else ()
+    return tuple(source), types
 
 
 def load_pool(config: ExperimentConfig) -> tuple[list[Structure], dict[str, float]]:
-    """All usable structures (after the MAXENERGY filter) and the reference energies used."""
-    pool = list(_read_pool(config.data, config.label_keys))
+    """All usable structures (after the MAXENERGY filter) and the reference energies used: the config's, else
+    the input generate.in's TYPES, else fitted (the one rule of ``resolve_references``, as ``pyita train``)."""
+    structures, types = _read_pool(config.data, config.label_keys)
+    pool = list(structures)
     species = sorted({s for st in pool for s in st.symbols})
-    reference = resolve_references(pool, species, config.reference_energies, warn=False).energies
+    reference = resolve_references(pool, species, config.reference_energies, dict(types), warn=False).energies
     if config.max_energy is not None:
         keep = max_energy_mask(pool, reference, config.max_energy)
         pool = [s for s, k in zip(pool, keep) if k]

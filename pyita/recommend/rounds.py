@@ -40,9 +40,9 @@ class RecommendSettings:
     data: str
     budget_minutes: float
     objective: str = "both"
-    trials: int = 4                    # paired trials per round
+    trials: int = 6                    # paired trials per round: 5 degrees of freedom (3 make the t tails too wide)
     iterations: int = 500              # the final training length (L-BFGS iterations); rounds train shorter first
-    max_rounds: int = 5
+    max_rounds: int = 3                # the three training lengths; each round gets a larger share of alpha
     seed: int = 0
     test_fraction: float = 0.25
     subset_size: int | None = None
